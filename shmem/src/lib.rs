@@ -15,7 +15,9 @@
 //!   `UFFDIO_CONTINUE`, `UFFDIO_WRITEPROTECT`, `UFFDIO_WAKE`);
 //! * [`Mapping`], [`create_uffd`] and [`register`] (process side, used by
 //!   libsysv): map a received memfd, create the process's userfaultfd with
-//!   the features dipc needs, register a mapping with it.
+//!   the features dipc needs, register a mapping with it;
+//! * [`fdpass`] (both sides): send and receive descriptors with
+//!   `SCM_RIGHTS` over the local socket.
 //!
 //! It may depend on `libc` and `thiserror` only: no async runtime, no
 //! threads, no dipc crate (libsysv, which starts no threads, links it into
@@ -30,6 +32,7 @@
 //! `vm.unprivileged_userfaultfd=1`).
 
 mod error;
+pub mod fdpass;
 mod mapping;
 mod memfd;
 mod uffd;
@@ -52,8 +55,7 @@ pub fn page_size() -> u64 {
 /// `len` rounded up to a multiple of the page size (saturating).
 pub fn page_round_up(len: u64) -> u64 {
     let p = page_size();
-    len.checked_add(p - 1)
-        .map_or(!(p - 1), |v| v & !(p - 1))
+    len.checked_add(p - 1).map_or(!(p - 1), |v| v & !(p - 1))
 }
 
 /// The last OS error as an `io::Error`.
