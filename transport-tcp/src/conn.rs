@@ -1,0 +1,280 @@
+//! Framed, authenticated TCP connections.
+//!
+//! [`Conn`] is a `TcpStream` (with `TCP_NODELAY`, since every message is a
+//! small request or a page someone is waiting for) plus a read buffer. It
+//! only exists after the handshake of [`crate::auth`] succeeded, so holding
+//! a `Conn` means the peer knows the cluster secret.
+//!
+//! The hot path is page data, so neither direction copies a payload:
+//!
+//! * sending writes the frame prefix and header from a small buffer and the
+//!   payload from its own `Bytes` in one vectored write (`write_frames`
+//!   also batches several queued frames into one `writev`);
+//! * receiving reads into one reusable `BytesMut` and hands out the header
+//!   and payload as `split_to().freeze()` views of it.
+//!
+//! A length above [`MAX_FRAME`], a header length beyond its frame, or a
+//! connection that ends in the middle of a frame is an error: framing is
+//! lost, and the caller must drop the connection.
+
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use dipc_wire::{Frame, FrameError, MAX_FRAME};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::Error;
+use crate::auth::{self, Auth};
+
+/// What a peer said it is in the handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// A node daemon (or, as seen by a client, the accepting side: a
+    /// referee or a node).
+    Node,
+    /// A short-lived client such as the `dipc` command line.
+    Client,
+}
+
+/// The authenticated peer of a connection.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    /// The name the peer gave in the handshake.
+    pub name: String,
+    /// The role the peer claimed (the accepting side is always reported as
+    /// [`Role::Node`]).
+    pub role: Role,
+    pub addr: SocketAddr,
+}
+
+impl std::fmt::Display for PeerInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.name.is_empty() {
+            write!(f, "{}", self.addr)
+        } else {
+            write!(f, "{:?} at {}", self.name, self.addr)
+        }
+    }
+}
+
+/// Bytes kept free at the end of the read buffer before each read, so that
+/// small frames do not cost one allocation each.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// An authenticated, framed connection.
+pub struct Conn {
+    pub(crate) stream: TcpStream,
+    pub(crate) rbuf: BytesMut,
+    pub(crate) peer: PeerInfo,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").field("peer", &self.peer).finish()
+    }
+}
+
+impl Conn {
+    /// Connect to `addr` (`host:port`) and authenticate as `auth.name` with
+    /// `role`. Connecting and the whole handshake are bounded by `timeout`.
+    pub async fn connect(
+        addr: &str,
+        auth: &Auth,
+        role: Role,
+        timeout: Duration,
+    ) -> Result<(Conn, PeerInfo), Error> {
+        let fut = async {
+            let stream = TcpStream::connect(addr)
+                .await
+                .map_err(|e| Error::io(format!("connect to {addr}"), e))?;
+            let peer_addr = stream
+                .peer_addr()
+                .map_err(|e| Error::io(format!("connect to {addr}"), e))?;
+            stream
+                .set_nodelay(true)
+                .map_err(|e| Error::io(format!("set TCP_NODELAY on {peer_addr}"), e))?;
+            auth::client(Conn::raw(stream, peer_addr), auth, role).await
+        };
+        let (conn, peer) =
+            tokio::time::timeout(timeout, fut)
+                .await
+                .map_err(|_| Error::Timeout {
+                    what: format!("connecting to {addr} and authenticating"),
+                    after: timeout,
+                })??;
+        Ok((conn, peer))
+    }
+
+    /// Authenticate a freshly accepted `stream`; bounded by `timeout`.
+    pub async fn accept(
+        stream: TcpStream,
+        auth: &Auth,
+        timeout: Duration,
+    ) -> Result<(Conn, PeerInfo), Error> {
+        let peer_addr = stream
+            .peer_addr()
+            .map_err(|e| Error::io("accepted connection", e))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| Error::io(format!("set TCP_NODELAY on {peer_addr}"), e))?;
+        tokio::time::timeout(timeout, auth::server(Conn::raw(stream, peer_addr), auth))
+            .await
+            .map_err(|_| Error::Timeout {
+                what: format!("handshake with {peer_addr}"),
+                after: timeout,
+            })?
+    }
+
+    /// A connection before the handshake; the peer is only an address.
+    pub(crate) fn raw(stream: TcpStream, addr: SocketAddr) -> Conn {
+        Conn {
+            stream,
+            rbuf: BytesMut::new(),
+            peer: PeerInfo {
+                name: String::new(),
+                role: Role::Node,
+                addr,
+            },
+        }
+    }
+
+    /// Send one frame (prefix and header from a small buffer, payload from
+    /// its own memory, one vectored write).
+    pub async fn send(&mut self, frame: &Frame) -> Result<(), Error> {
+        check_len(frame)?;
+        write_frames(&mut self.stream, std::slice::from_ref(frame))
+            .await
+            .map_err(|e| Error::io(format!("send to {}", self.peer), e))
+    }
+
+    /// Receive one frame. `Ok(None)` when the peer closed the connection
+    /// cleanly (between frames).
+    pub async fn recv(&mut self) -> Result<Option<Frame>, Error> {
+        self.recv_max(MAX_FRAME).await
+    }
+
+    /// [`Conn::recv`] with a smaller size limit (the handshake uses one, so
+    /// an unauthenticated peer cannot make us reserve 16 MiB).
+    pub(crate) async fn recv_max(&mut self, max: usize) -> Result<Option<Frame>, Error> {
+        read_frame(&mut self.stream, &mut self.rbuf, max)
+            .await
+            .map_err(|e| e.into_error(&self.peer.to_string()))
+    }
+
+    /// The authenticated peer.
+    pub fn peer(&self) -> &PeerInfo {
+        &self.peer
+    }
+
+    /// Take the connection apart: the socket, bytes already read but not yet
+    /// decoded, and the peer. For tests that need to misbehave after an
+    /// honest handshake, and for protocols that take over the socket.
+    pub fn into_parts(self) -> (TcpStream, BytesMut, PeerInfo) {
+        (self.stream, self.rbuf, self.peer)
+    }
+}
+
+/// Refuse to send a frame the peer would reject as oversized (or whose
+/// lengths do not fit the `u32` fields).
+pub(crate) fn check_len(frame: &Frame) -> Result<(), FrameError> {
+    let len = frame.wire_len();
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_FRAME,
+        });
+    }
+    Ok(())
+}
+
+/// Most frames written by one `writev` (each frame is at most two slices;
+/// Linux accepts 1024).
+pub(crate) const MAX_BATCH: usize = 256;
+
+/// Write `frames` back to back with vectored writes. Prefixes and headers
+/// of consecutive frames are gathered in one small buffer; payloads are
+/// written from their own memory.
+pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    frames: &[Frame],
+) -> std::io::Result<()> {
+    let heads: usize = frames.iter().map(|f| 8 + f.header.len()).sum();
+    let mut scratch = BytesMut::with_capacity(heads);
+    let mut segs: Vec<Bytes> = Vec::with_capacity(2 * frames.len());
+    for f in frames {
+        // The lengths were checked against MAX_FRAME (< 4 GiB) on enqueue.
+        scratch.extend_from_slice(&((4 + f.header.len() + f.payload.len()) as u32).to_le_bytes());
+        scratch.extend_from_slice(&(f.header.len() as u32).to_le_bytes());
+        scratch.extend_from_slice(&f.header);
+        if !f.payload.is_empty() {
+            segs.push(scratch.split().freeze());
+            segs.push(f.payload.clone());
+        }
+    }
+    if !scratch.is_empty() {
+        segs.push(scratch.freeze());
+    }
+    let mut slices: Vec<IoSlice<'_>> = segs.iter().map(|b| IoSlice::new(b)).collect();
+    let mut bufs = &mut slices[..];
+    while !bufs.is_empty() {
+        let n = w.write_vectored(bufs).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
+}
+
+/// Why reading a frame failed, before we know how to name the peer.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    Io(std::io::Error),
+    Frame(FrameError),
+    /// The peer closed with this many bytes of an unfinished frame.
+    Truncated(usize),
+}
+
+impl ReadError {
+    pub(crate) fn into_error(self, peer: &str) -> Error {
+        match self {
+            ReadError::Io(e) => Error::io(format!("receive from {peer}"), e),
+            ReadError::Frame(e) => Error::Frame(e),
+            ReadError::Truncated(n) => Error::Protocol {
+                peer: peer.to_string(),
+                reason: format!(
+                    "connection closed in the middle of a frame ({n} bytes of it read)"
+                ),
+            },
+        }
+    }
+}
+
+/// Read one frame from `r` into `buf` (which keeps bytes of the next frames
+/// between calls). `Ok(None)` on a clean end of stream.
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<Frame>, ReadError> {
+    loop {
+        if let Some(frame) = Frame::decode_from(buf, max).map_err(ReadError::Frame)? {
+            return Ok(Some(frame));
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK / 16 {
+            buf.reserve(READ_CHUNK);
+        }
+        let n = r.read_buf(buf).await.map_err(ReadError::Io)?;
+        if n == 0 {
+            return if buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(ReadError::Truncated(buf.len()))
+            };
+        }
+    }
+}

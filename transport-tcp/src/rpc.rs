@@ -1,0 +1,544 @@
+//! Calls and notifications over one [`Conn`], in both directions.
+//!
+//! [`rpc`] splits the connection and spawns two tasks on the current tokio
+//! runtime:
+//!
+//! * the **writer** owns the only queue of outgoing frames (calls, replies
+//!   and notifications alike, so the order in which they are enqueued is the
+//!   order they reach the peer: the coherence protocol relies on per-link
+//!   FIFO) and writes whatever is queued in batches with one `writev`;
+//! * the **reader** decodes each frame's [`Head`], hands replies to the
+//!   waiting callers, and passes the peer's calls and notifications to the
+//!   application through a bounded channel (when the application falls
+//!   behind, the reader stops reading and TCP pushes back on the peer).
+//!
+//! Every wait is bounded: a call without answer fails with
+//! [`Error::Timeout`] after its timeout and frees its slot; when the
+//! connection ends, every pending call fails at once with
+//! [`Error::Closed`]. A frame that cannot be decoded (bad length, too large,
+//! undecodable header or body) ends *that* connection with a `warn!`
+//! naming the peer and the reason; nothing panics.
+//!
+//! The outgoing queue does not block [`RpcHandle::notify`], but it is
+//! bounded ([`MAX_QUEUED_FRAMES`], [`MAX_QUEUED_BYTES`]): past that a
+//! notification or call fails with [`Error::Backlog`] instead of growing
+//! memory without limit behind a peer that stopped reading.
+//!
+//! The connection lives while the application holds an [`RpcHandle`] (any
+//! clone), the receiver of incoming messages, or an unanswered [`Replier`].
+//! When all are gone, queued frames are still written, then the connection
+//! is closed. [`RpcHandle::close`] closes it at once.
+//!
+//! Do not wait for a call's answer inside the loop that drains the incoming
+//! receiver of the same connection without bounding it: while that loop
+//! waits, a full incoming channel stops the reader, and with it the reply.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use dipc_wire::{Frame, FrameError, MAX_FRAME};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::Error;
+use crate::conn::{Conn, MAX_BATCH, PeerInfo, check_len, read_frame, write_frames};
+
+/// The envelope in front of every message: a frame's header is
+/// `postcard(Head)` followed by `postcard(body)`; the payload stays raw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Head {
+    /// A call that expects exactly one [`Head::Reply`] with the same id.
+    Call(u64),
+    /// The answer to the call with this id.
+    Reply(u64),
+    /// A one-way message.
+    Notify,
+}
+
+/// Capacity of the channel of incoming calls and notifications.
+pub const INCOMING_CAPACITY: usize = 256;
+/// Most frames waiting in the outgoing queue of one connection.
+pub const MAX_QUEUED_FRAMES: usize = 65_536;
+/// Most bytes waiting in the outgoing queue of one connection (a single
+/// frame larger than this is still accepted into an empty queue).
+pub const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+
+/// A call or notification from the peer.
+#[derive(Debug)]
+pub enum Incoming<Req, Ev> {
+    /// Answer with `reply.send(resp, payload)`; a dropped `Replier` leaves
+    /// the caller to its timeout.
+    Call {
+        req: Req,
+        payload: Bytes,
+        reply: Replier,
+    },
+    Notify {
+        ev: Ev,
+        payload: Bytes,
+    },
+}
+
+/// What the reader, the writer, handles and repliers of one connection
+/// share (everything that does not depend on the message types).
+#[derive(Debug)]
+struct Link {
+    peer: PeerInfo,
+    label: String,
+    token: CancellationToken,
+    next_id: AtomicU64,
+    queued_frames: AtomicUsize,
+    queued_bytes: AtomicUsize,
+}
+
+impl Link {
+    /// Put `frame` on the outgoing queue. `bounded` applies the backlog
+    /// limits (replies skip them: their number is bounded by the calls the
+    /// application accepted).
+    fn enqueue(
+        &self,
+        queue: &mpsc::UnboundedSender<Frame>,
+        frame: Frame,
+        bounded: bool,
+    ) -> Result<(), Error> {
+        if self.token.is_cancelled() {
+            return Err(self.closed());
+        }
+        let len = frame.wire_len();
+        let frames = self.queued_frames.fetch_add(1, Ordering::Relaxed);
+        let bytes = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        if bounded && (frames >= MAX_QUEUED_FRAMES || (bytes > 0 && bytes + len > MAX_QUEUED_BYTES))
+        {
+            self.dequeued(1, len);
+            return Err(Error::Backlog {
+                peer: self.label.clone(),
+                frames,
+                bytes,
+            });
+        }
+        queue.send(frame).map_err(|_| {
+            self.dequeued(1, len);
+            self.closed()
+        })
+    }
+
+    fn dequeued(&self, frames: usize, bytes: usize) {
+        self.queued_frames.fetch_sub(frames, Ordering::Relaxed);
+        self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    fn closed(&self) -> Error {
+        Error::Closed {
+            peer: self.label.clone(),
+        }
+    }
+}
+
+type Slot<Resp> = oneshot::Sender<Result<(Resp, Bytes), Error>>;
+
+/// Calls waiting for their reply; `None` once the connection is closed, so
+/// that no call can start waiting after the last drain.
+struct Pending<Resp>(Mutex<Option<HashMap<u64, Slot<Resp>>>>);
+
+impl<Resp> Pending<Resp> {
+    fn with<T>(&self, f: impl FnOnce(&mut Option<HashMap<u64, Slot<Resp>>>) -> T) -> T {
+        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn remove(&self, id: u64) -> Option<Slot<Resp>> {
+        self.with(|p| p.as_mut().and_then(|m| m.remove(&id)))
+    }
+
+    /// Close: fail every waiting call with `Closed`.
+    fn drain(&self, link: &Link) {
+        if let Some(map) = self.with(Option::take) {
+            for (_, slot) in map {
+                // The caller may have given up already; nothing to do then.
+                let _ = slot.send(Err(link.closed()));
+            }
+        }
+    }
+}
+
+/// Removes a call's slot however the call ends (answer, timeout, error, or
+/// the caller's future being dropped).
+struct SlotGuard<'a, Resp> {
+    pending: &'a Pending<Resp>,
+    id: u64,
+}
+
+impl<Resp> Drop for SlotGuard<'_, Resp> {
+    fn drop(&mut self) {
+        self.pending.remove(self.id);
+    }
+}
+
+/// Encode `postcard(head) ++ postcard(body)` as a frame header.
+fn encode<T: Serialize>(head: Head, body: &T, payload: Bytes) -> Result<Frame, Error> {
+    let mut v = dipc_wire::encode(&head);
+    v = postcard::to_extend(body, v)
+        .map_err(|e| FrameError::Decode(format!("cannot encode message: {e}")))?;
+    let frame = Frame {
+        header: Bytes::from(v),
+        payload,
+    };
+    check_len(&frame)?;
+    Ok(frame)
+}
+
+/// The means to answer one incoming call.
+#[derive(Debug)]
+pub struct Replier {
+    id: u64,
+    queue: mpsc::UnboundedSender<Frame>,
+    link: Arc<Link>,
+}
+
+impl Replier {
+    /// Send the answer (queued behind everything enqueued before it). If
+    /// the connection is gone, or `resp` cannot be encoded or is too large,
+    /// the caller gets no answer and runs into its timeout; this is logged.
+    pub fn send<Resp: Serialize>(self, resp: &Resp, payload: Bytes) {
+        let sent = encode(Head::Reply(self.id), resp, payload)
+            .and_then(|frame| self.link.enqueue(&self.queue, frame, false));
+        if let Err(e) = sent {
+            warn!(peer = %self.link.label, id = self.id, error = %e, "reply not sent");
+        }
+    }
+}
+
+/// The application's side of an RPC connection. Cheap to clone.
+pub struct RpcHandle<Req, Resp, Ev> {
+    link: Arc<Link>,
+    pending: Arc<Pending<Resp>>,
+    queue: mpsc::UnboundedSender<Frame>,
+    default_timeout: Duration,
+    _types: PhantomData<fn(Req, Ev)>,
+}
+
+impl<Req, Resp, Ev> Clone for RpcHandle<Req, Resp, Ev> {
+    fn clone(&self) -> Self {
+        RpcHandle {
+            link: self.link.clone(),
+            pending: self.pending.clone(),
+            queue: self.queue.clone(),
+            default_timeout: self.default_timeout,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<Req, Resp, Ev> std::fmt::Debug for RpcHandle<Req, Resp, Ev> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcHandle")
+            .field("peer", &self.link.peer)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl<Req: Serialize, Resp: DeserializeOwned, Ev: Serialize> RpcHandle<Req, Resp, Ev> {
+    /// Call with the default timeout and no payload.
+    pub async fn call(&self, req: &Req) -> Result<Resp, Error> {
+        self.call_payload(req, Bytes::new(), self.default_timeout)
+            .await
+            .map(|(resp, _)| resp)
+    }
+
+    /// Call with a payload; the answer's payload comes back with it. Fails
+    /// with `Timeout` after `timeout`, or `Closed` as soon as the connection
+    /// ends.
+    pub async fn call_payload(
+        &self,
+        req: &Req,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<(Resp, Bytes), Error> {
+        let id = self.link.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = encode(Head::Call(id), req, payload)?;
+        let (tx, rx) = oneshot::channel();
+        let inserted = self.pending.with(|p| match p {
+            Some(map) => {
+                map.insert(id, tx);
+                true
+            }
+            None => false,
+        });
+        if !inserted {
+            return Err(self.link.closed());
+        }
+        let _guard = SlotGuard {
+            pending: &self.pending,
+            id,
+        };
+        self.link.enqueue(&self.queue, frame, true)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(self.link.closed()),
+            Err(_) => Err(Error::Timeout {
+                what: format!("call to {}", self.link.label),
+                after: timeout,
+            }),
+        }
+    }
+
+    /// Queue a one-way message (never blocks; FIFO with calls and replies
+    /// sent on this connection). Fails with `Closed` or `Backlog`.
+    pub fn notify(&self, ev: &Ev, payload: Bytes) -> Result<(), Error> {
+        let frame = encode(Head::Notify, ev, payload)?;
+        self.link.enqueue(&self.queue, frame, true)
+    }
+}
+
+impl<Req, Resp, Ev> RpcHandle<Req, Resp, Ev> {
+    /// Is the connection gone?
+    pub fn is_closed(&self) -> bool {
+        self.link.token.is_cancelled()
+    }
+
+    /// The authenticated peer.
+    pub fn peer(&self) -> &PeerInfo {
+        &self.link.peer
+    }
+
+    /// Resolves when the connection is gone.
+    pub async fn closed(&self) {
+        self.link.token.cancelled().await
+    }
+
+    /// Close the connection now: pending calls fail with `Closed`, queued
+    /// frames are dropped.
+    pub fn close(&self) {
+        self.link.token.cancel();
+    }
+}
+
+/// Start RPC on `conn`: spawns the reader and writer tasks on the current
+/// tokio runtime (panics outside one, like `tokio::spawn`). The peer's calls
+/// and notifications arrive on the returned receiver; it yields `None` once
+/// the connection is closed.
+pub fn rpc<Req, Resp, Ev>(
+    conn: Conn,
+    default_timeout: Duration,
+) -> (RpcHandle<Req, Resp, Ev>, mpsc::Receiver<Incoming<Req, Ev>>)
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: DeserializeOwned + Send + 'static,
+    Ev: DeserializeOwned + Send + 'static,
+{
+    let Conn { stream, rbuf, peer } = conn;
+    let (rd, wr) = stream.into_split();
+    let link = Arc::new(Link {
+        label: peer.to_string(),
+        peer,
+        token: CancellationToken::new(),
+        next_id: AtomicU64::new(1),
+        queued_frames: AtomicUsize::new(0),
+        queued_bytes: AtomicUsize::new(0),
+    });
+    let pending = Arc::new(Pending(Mutex::new(Some(HashMap::new()))));
+    let (queue, queue_rx) = mpsc::unbounded_channel();
+    let (in_tx, in_rx) = mpsc::channel(INCOMING_CAPACITY);
+    tokio::spawn(writer(wr, queue_rx, link.clone()));
+    let reader = Reader {
+        rd,
+        buf: rbuf,
+        link: link.clone(),
+        pending: pending.clone(),
+        incoming: Some(in_tx),
+        queue: Some(queue.clone()),
+    };
+    tokio::spawn(reader.run());
+    let handle = RpcHandle {
+        link,
+        pending,
+        queue,
+        default_timeout,
+        _types: PhantomData,
+    };
+    (handle, in_rx)
+}
+
+/// Write queued frames in batches until the queue is closed (nobody can
+/// send any more) or the connection is closed.
+async fn writer(
+    mut wr: OwnedWriteHalf,
+    mut queue: mpsc::UnboundedReceiver<Frame>,
+    link: Arc<Link>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let n = tokio::select! {
+            biased;
+            _ = link.token.cancelled() => break,
+            n = queue.recv_many(&mut batch, MAX_BATCH) => n,
+        };
+        if n == 0 {
+            debug!(peer = %link.label, "connection no longer used; closing");
+            let _ = wr.shutdown().await;
+            break;
+        }
+        let bytes: usize = batch.iter().map(Frame::wire_len).sum();
+        let res = tokio::select! {
+            biased;
+            _ = link.token.cancelled() => break,
+            r = write_frames(&mut wr, &batch) => r,
+        };
+        link.dequeued(batch.len(), bytes);
+        batch.clear();
+        if let Err(e) = res {
+            warn!(peer = %link.label, error = %e, "send failed; closing connection");
+            break;
+        }
+    }
+    link.token.cancel();
+}
+
+/// The reading half and what it needs to dispatch frames.
+struct Reader<Req, Resp, Ev> {
+    rd: OwnedReadHalf,
+    buf: BytesMut,
+    link: Arc<Link>,
+    pending: Arc<Pending<Resp>>,
+    /// `None` once the application dropped the receiver.
+    incoming: Option<mpsc::Sender<Incoming<Req, Ev>>>,
+    /// Keeps the writer alive while the application can still receive
+    /// calls (and so answer them).
+    queue: Option<mpsc::UnboundedSender<Frame>>,
+}
+
+impl<Req, Resp, Ev> Drop for Reader<Req, Resp, Ev> {
+    fn drop(&mut self) {
+        // However the reader ends (peer closed, bad frame, close(), runtime
+        // shutdown), the connection is over: stop the writer and fail every
+        // waiting call at once.
+        self.link.token.cancel();
+        self.pending.drain(&self.link);
+    }
+}
+
+/// Why the reader stops.
+enum Stop {
+    /// Closed on purpose or by the peer; nothing to report.
+    Quiet,
+    /// The peer misbehaved.
+    Bad(String),
+}
+
+impl<Req, Resp, Ev> Reader<Req, Resp, Ev>
+where
+    Req: DeserializeOwned,
+    Resp: DeserializeOwned,
+    Ev: DeserializeOwned,
+{
+    async fn run(mut self) {
+        loop {
+            let incoming = &self.incoming;
+            let app_gone = async move {
+                match incoming {
+                    Some(tx) => tx.closed().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let read = tokio::select! {
+                biased;
+                _ = self.link.token.cancelled() => break,
+                _ = app_gone => {
+                    self.incoming = None;
+                    self.queue = None;
+                    continue;
+                }
+                r = read_frame(&mut self.rd, &mut self.buf, MAX_FRAME) => r,
+            };
+            let stop = match read {
+                Ok(Some(frame)) => match self.dispatch(frame).await {
+                    Ok(()) => continue,
+                    Err(stop) => stop,
+                },
+                Ok(None) => {
+                    debug!(peer = %self.link.label, "peer closed the connection");
+                    Stop::Quiet
+                }
+                Err(e) => Stop::Bad(e.into_error(&self.link.label).to_string()),
+            };
+            if let Stop::Bad(reason) = stop {
+                warn!(peer = %self.link.label, %reason, "dropping connection");
+            }
+            break;
+        }
+    }
+
+    async fn dispatch(&mut self, frame: Frame) -> Result<(), Stop> {
+        let (head, body) = postcard::take_from_bytes::<Head>(&frame.header)
+            .map_err(|e| Stop::Bad(format!("undecodable frame head: {e}")))?;
+        match head {
+            Head::Reply(id) => {
+                let resp: Resp = dipc_wire::decode(body)
+                    .map_err(|e| Stop::Bad(format!("undecodable reply {id}: {e}")))?;
+                match self.pending.remove(id) {
+                    // The caller may have just given up; fine.
+                    Some(slot) => drop(slot.send(Ok((resp, frame.payload)))),
+                    None => {
+                        debug!(peer = %self.link.label, id, "reply to a call no longer waiting")
+                    }
+                }
+                Ok(())
+            }
+            Head::Call(id) => {
+                let req: Req = dipc_wire::decode(body)
+                    .map_err(|e| Stop::Bad(format!("undecodable call {id}: {e}")))?;
+                let Some(queue) = &self.queue else {
+                    debug!(peer = %self.link.label, id, "call dropped: nobody receives calls");
+                    return Ok(());
+                };
+                let reply = Replier {
+                    id,
+                    queue: queue.clone(),
+                    link: self.link.clone(),
+                };
+                self.deliver(Incoming::Call {
+                    req,
+                    payload: frame.payload,
+                    reply,
+                })
+                .await
+            }
+            Head::Notify => {
+                let ev: Ev = dipc_wire::decode(body)
+                    .map_err(|e| Stop::Bad(format!("undecodable notification: {e}")))?;
+                self.deliver(Incoming::Notify {
+                    ev,
+                    payload: frame.payload,
+                })
+                .await
+            }
+        }
+    }
+
+    /// Hand a message to the application, waiting while its channel is full
+    /// (which stops reading: backpressure on the peer).
+    async fn deliver(&mut self, msg: Incoming<Req, Ev>) -> Result<(), Stop> {
+        let Some(tx) = &self.incoming else {
+            return Ok(());
+        };
+        let sent = tokio::select! {
+            biased;
+            _ = self.link.token.cancelled() => return Err(Stop::Quiet),
+            r = tx.send(msg) => r,
+        };
+        if sent.is_err() {
+            self.incoming = None;
+            self.queue = None;
+        }
+        Ok(())
+    }
+}
