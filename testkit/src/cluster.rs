@@ -60,6 +60,7 @@ pub struct ClusterBuilder {
     referee_env: Vec<(OsString, OsString)>,
     node_args: Vec<OsString>,
     referee_args: Vec<OsString>,
+    node_data_dirs: bool,
     start_timeout: Duration,
 }
 
@@ -77,6 +78,7 @@ impl Default for ClusterBuilder {
             referee_env: Vec::new(),
             node_args: Vec::new(),
             referee_args: Vec::new(),
+            node_data_dirs: false,
             start_timeout: Duration::from_secs(30),
         }
     }
@@ -148,6 +150,14 @@ impl ClusterBuilder {
     /// An extra argument appended to the referee's command line.
     pub fn referee_arg(mut self, arg: impl Into<OsString>) -> Self {
         self.referee_args.push(arg.into());
+        self
+    }
+
+    /// Pass `--data-dir <tmp>/node-<i>` to every node (default off: the
+    /// node daemon keeps no state on disk yet and does not take the flag;
+    /// the directory is created either way).
+    pub fn node_data_dirs(mut self, on: bool) -> Self {
+        self.node_data_dirs = on;
         self
     }
 
@@ -289,7 +299,8 @@ impl Cluster {
         format!("127.0.0.1:{}", self.nodes[i].port)
     }
 
-    /// Node `i`'s data directory. Panics if `i` is out of range.
+    /// Node `i`'s data directory (passed as `--data-dir` only with
+    /// [`ClusterBuilder::node_data_dirs`]). Panics if `i` is out of range.
     pub fn node_data_dir(&self, i: usize) -> PathBuf {
         self.nodes[i].data_dir.clone()
     }
@@ -601,7 +612,7 @@ impl Cluster {
             &self.cfg.cluster,
             &secret_file,
             &name,
-            &data_dir,
+            self.cfg.node_data_dirs.then_some(data_dir.as_path()),
         );
         let proc = Process::spawn(&name, self.finish_node_command(cmd), &log)?;
         self.nodes.push(Node {
@@ -635,7 +646,7 @@ impl Cluster {
             &self.cfg.cluster,
             &n.secret_file,
             &n.name,
-            &n.data_dir,
+            self.cfg.node_data_dirs.then_some(n.data_dir.as_path()),
         );
         Process::spawn(&n.name, self.finish_node_command(cmd), &n.log)
     }
@@ -709,7 +720,7 @@ fn node_args(
     cluster: &str,
     secret_file: &Path,
     name: &str,
-    data_dir: &Path,
+    data_dir: Option<&Path>,
 ) {
     remove_dipc_env(cmd);
     cmd.arg("node")
@@ -724,9 +735,10 @@ fn node_args(
         .arg("--secret-file")
         .arg(secret_file)
         .arg("--name")
-        .arg(name)
-        .arg("--data-dir")
-        .arg(data_dir);
+        .arg(name);
+    if let Some(dir) = data_dir {
+        cmd.arg("--data-dir").arg(dir);
+    }
 }
 
 /// Did the last run recorded in `log` fail because its port was taken?
