@@ -39,11 +39,13 @@
 #![forbid(unsafe_code)]
 
 pub mod registry;
+pub mod server;
 pub mod store;
 
 use std::path::PathBuf;
 
 pub use registry::{Config, NodeEntry, Origin, Outcome, Registry, Snapshot, StoreOp};
+pub use server::{Server, ServerConfig, bind, run};
 pub use store::Store;
 
 /// Errors of the referee.
