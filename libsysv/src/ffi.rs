@@ -1,0 +1,245 @@
+//! The C ABI: `shmget`, `shmat`, `shmdt`, `shmctl` with the prototypes of
+//! `<sys/shm.h>`.
+//!
+//! Every exported body runs inside [`boundary`]: a Rust error sets errno
+//! (from the one table, [`crate::Error::errno`]) and returns the C failure
+//! value; a panic sets errno to `EIO` and returns the failure value too,
+//! never unwinding into C (the crate keeps `panic = "unwind"` so that this
+//! catch works). Raw pointers become references only through the checked
+//! helpers [`in_ref`] and [`out_ref`]. Calls that are not distributed go to
+//! the kernel with the caller's own arguments ([`crate::kernel`]).
+//!
+//! Message queues and semaphore sets (later) plug in the same way: route
+//! with [`crate::route`], do the distributed half in their own module,
+//! fall through to `kernel::`.
+
+use std::ffi::{c_int, c_void};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use crate::Error;
+use crate::kernel;
+use crate::route::{Routed, is_dipc_id};
+use crate::shm::{self, Ctl, CtlDone, SetArgs};
+use crate::sys::{set_errno, zeroed_shmid_ds};
+
+/// Run `f` at the C boundary: its value, or `fail` with errno set.
+fn boundary<T>(fail: T, f: impl FnOnce() -> Result<T, Error>) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            set_errno(e.errno());
+            fail
+        }
+        Err(_) => {
+            set_errno(libc::EIO);
+            fail
+        }
+    }
+}
+
+/// A shared reference from a C pointer; `EFAULT` for NULL.
+///
+/// # Safety
+/// A non-NULL `p` must point to a valid `T` for `'a`.
+unsafe fn in_ref<'a, T>(p: *const T) -> Result<&'a T, Error> {
+    // SAFETY: non-NULL is valid by the caller's contract.
+    unsafe { p.as_ref() }.ok_or(Error::Fault)
+}
+
+/// An exclusive reference from a C pointer; `EFAULT` for NULL.
+///
+/// # Safety
+/// A non-NULL `p` must point to a valid, writable `T`, not aliased, for
+/// `'a`.
+unsafe fn out_ref<'a, T>(p: *mut T) -> Result<&'a mut T, Error> {
+    // SAFETY: non-NULL is valid and exclusive by the caller's contract.
+    unsafe { p.as_mut() }.ok_or(Error::Fault)
+}
+
+/// A kernel id in the distributed range is ambiguous (see the crate doc):
+/// say so once.
+fn warn_if_in_dipc_range(id: &c_int) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    if is_dipc_id(*id) {
+        ONCE.call_once(|| {
+            eprintln!(
+                "libsysv: the kernel returned IPC id {id:#x}, inside dipc's id range; \
+                 calls on it try the dipc node daemon first"
+            )
+        });
+    }
+}
+
+/// `int shmget(key_t key, size_t size, int shmflg)`.
+///
+/// # Safety
+/// None beyond the C prototype's.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmget(key: libc::key_t, size: libc::size_t, shmflg: c_int) -> c_int {
+    boundary(-1, || match shm::shmget(key, size, shmflg)? {
+        Routed::Dipc(id) => Ok(id),
+        Routed::Kernel(flags) => kernel::shmget(key, size, flags).inspect(warn_if_in_dipc_range),
+    })
+}
+
+/// `void *shmat(int shmid, const void *shmaddr, int shmflg)`.
+///
+/// # Safety
+/// As `shmat(2)`: a non-NULL `shmaddr` with `SHM_REMAP` replaces whatever
+/// the program had mapped there.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmat(shmid: c_int, shmaddr: *const c_void, shmflg: c_int) -> *mut c_void {
+    boundary(usize::MAX as *mut c_void, || {
+        match shm::shmat(shmid, shmaddr as u64, shmflg)? {
+            Routed::Dipc(addr) => Ok(addr as *mut c_void),
+            // SAFETY: the caller's own arguments, as the C caller passed them.
+            Routed::Kernel(()) => unsafe { kernel::shmat(shmid, shmaddr, shmflg) },
+        }
+    })
+}
+
+/// `int shmdt(const void *shmaddr)`.
+///
+/// # Safety
+/// As `shmdt(2)`: the attachment at `shmaddr` is unmapped.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmdt(shmaddr: *const c_void) -> c_int {
+    boundary(-1, || match shm::shmdt(shmaddr as u64)? {
+        Routed::Dipc(()) => Ok(0),
+        // SAFETY: the caller's own argument.
+        Routed::Kernel(()) => unsafe { kernel::shmdt(shmaddr) }.map(|()| 0),
+    })
+}
+
+/// `IPC_64`, which 32-bit callers OR into commands; ignored on 64-bit.
+const IPC_64: c_int = 0x100;
+const SHM_STAT: c_int = 13;
+const SHM_INFO: c_int = 14;
+const SHM_STAT_ANY: c_int = 15;
+
+fn fill_shmid_ds(s: &dipc_wire::local::ShmStat) -> libc::shmid_ds {
+    let mut ds = zeroed_shmid_ds();
+    ds.shm_perm.__key = s.key;
+    ds.shm_perm.uid = s.perm.uid;
+    ds.shm_perm.gid = s.perm.gid;
+    ds.shm_perm.cuid = s.perm.cuid;
+    ds.shm_perm.cgid = s.perm.cgid;
+    ds.shm_perm.mode = s.perm.mode as libc::c_ushort;
+    ds.shm_segsz = s.segsz as libc::size_t;
+    ds.shm_atime = s.atime as libc::time_t;
+    ds.shm_dtime = s.dtime as libc::time_t;
+    ds.shm_ctime = s.ctime as libc::time_t;
+    ds.shm_cpid = s.cpid;
+    ds.shm_lpid = s.lpid;
+    ds.shm_nattch = s.nattch as libc::shmatt_t;
+    ds
+}
+
+/// `int shmctl(int shmid, int cmd, struct shmid_ds *buf)`.
+///
+/// # Safety
+/// As `shmctl(2)`: `buf` must be NULL or point to a valid `shmid_ds`
+/// (written by `IPC_STAT`, read by `IPC_SET`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmctl(shmid: c_int, cmd: c_int, buf: *mut libc::shmid_ds) -> c_int {
+    boundary(-1, || {
+        let to_kernel = || {
+            // SAFETY: the caller's own arguments, as the C caller passed them.
+            unsafe { kernel::shmctl(shmid, cmd, buf) }
+        };
+        if !is_dipc_id(shmid) {
+            return to_kernel();
+        }
+        let ctl = match cmd & !IPC_64 {
+            // These take an index or nothing, not an id: the kernel's.
+            libc::IPC_INFO | SHM_INFO | SHM_STAT | SHM_STAT_ANY => return to_kernel(),
+            libc::IPC_STAT => Ctl::Stat,
+            libc::IPC_SET => {
+                // SAFETY: a non-NULL `buf` is a valid shmid_ds (C contract).
+                let ds = unsafe { in_ref(buf) }?;
+                Ctl::Set(SetArgs {
+                    uid: ds.shm_perm.uid,
+                    gid: ds.shm_perm.gid,
+                    mode: u32::from(ds.shm_perm.mode),
+                })
+            }
+            libc::IPC_RMID => Ctl::Rmid,
+            _ => Ctl::Other,
+        };
+        match shm::shmctl(shmid, ctl)? {
+            Routed::Dipc(CtlDone::Stat(s)) => {
+                // SAFETY: a non-NULL `buf` is a valid, writable shmid_ds.
+                *unsafe { out_ref(buf) }? = fill_shmid_ds(&s);
+                Ok(0)
+            }
+            Routed::Dipc(CtlDone::Done) => Ok(0),
+            Routed::Kernel(()) => to_kernel(),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_becomes_eio() {
+        let r = boundary(-1, || -> Result<i32, Error> { panic!("boom") });
+        assert_eq!(r, -1);
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::EIO)
+        );
+    }
+
+    #[test]
+    fn error_sets_errno() {
+        let r = boundary(-1, || -> Result<i32, Error> {
+            Err(Error::Node(libc::EACCES))
+        });
+        assert_eq!(r, -1);
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::EACCES)
+        );
+        assert_eq!(boundary(-1, || Ok(7)), 7);
+    }
+
+    #[test]
+    fn null_pointers_are_efault() {
+        // SAFETY: NULL is handled by the helpers.
+        let e = unsafe { in_ref::<u32>(std::ptr::null()) }.expect_err("null");
+        assert_eq!(e.errno(), libc::EFAULT);
+        // SAFETY: as above.
+        let e = unsafe { out_ref::<u32>(std::ptr::null_mut()) }.expect_err("null");
+        assert_eq!(e.errno(), libc::EFAULT);
+    }
+
+    #[test]
+    fn shmid_ds_from_stat() {
+        let s = dipc_wire::local::ShmStat {
+            key: 42,
+            perm: dipc_wire::Perm {
+                uid: 1,
+                gid: 2,
+                cuid: 3,
+                cgid: 4,
+                mode: 0o1640,
+            },
+            segsz: 8192,
+            atime: 10,
+            dtime: 11,
+            ctime: 12,
+            cpid: 100,
+            lpid: 101,
+            nattch: 3,
+        };
+        let ds = fill_shmid_ds(&s);
+        assert_eq!(ds.shm_perm.__key, 42);
+        assert_eq!((ds.shm_perm.uid, ds.shm_perm.cgid), (1, 4));
+        assert_eq!(ds.shm_perm.mode, 0o1640);
+        assert_eq!(ds.shm_segsz, 8192);
+        assert_eq!((ds.shm_atime, ds.shm_dtime, ds.shm_ctime), (10, 11, 12));
+        assert_eq!((ds.shm_cpid, ds.shm_lpid, ds.shm_nattch), (100, 101, 3));
+    }
+}
