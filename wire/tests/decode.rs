@@ -1,0 +1,439 @@
+//! Decoding never panics and always gives back what was encoded.
+//!
+//! For every message type of `dipc_wire::referee` and `dipc_wire::local`
+//! (and the id types inside them): arbitrary values round-trip through
+//! `encode`/`decode` and through a `Frame`; every strict prefix of an
+//! encoding is an error (postcard encodings are prefix-free, so a truncated
+//! message can never pass for a shorter one); arbitrary bytes either fail
+//! or decode to a value that itself round-trips. For `Frame`: round trips,
+//! byte-by-byte arrival, back-to-back frames, oversize and malformed
+//! lengths, and garbage.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use dipc_wire::local;
+use dipc_wire::referee;
+use dipc_wire::{
+    Frame, FrameError, Kind, MAX_FRAME, ObjectRecord, Params, Perm, ShmMode, decode, encode,
+};
+use proptest::prelude::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+// ---------------------------------------------------------------- strategies
+
+fn text() -> impl Strategy<Value = String> {
+    "\\PC{0,12}"
+}
+
+fn kind() -> impl Strategy<Value = Kind> {
+    prop_oneof![Just(Kind::Shm), Just(Kind::Msg), Just(Kind::Sem)]
+}
+
+fn shm_mode() -> impl Strategy<Value = ShmMode> {
+    prop_oneof![Just(ShmMode::Page), Just(ShmMode::Segment)]
+}
+
+prop_compose! {
+    fn perm()(uid in any::<u32>(), gid in any::<u32>(), cuid in any::<u32>(),
+              cgid in any::<u32>(), mode in any::<u32>()) -> Perm {
+        Perm { uid, gid, cuid, cgid, mode }
+    }
+}
+
+fn params() -> impl Strategy<Value = Params> {
+    prop_oneof![
+        (any::<u64>(), any::<u32>(), shm_mode()).prop_map(|(size, unit, mode)| Params::Shm {
+            size,
+            unit,
+            mode
+        }),
+        any::<u64>().prop_map(|qbytes| Params::Msg { qbytes }),
+        any::<u32>().prop_map(|nsems| Params::Sem { nsems }),
+    ]
+}
+
+prop_compose! {
+    fn record()(key in any::<i32>(), id in any::<i32>(), kind in kind(), home in any::<u32>(),
+                params in params(), perm in perm(), ctime in any::<i64>(),
+                removed in any::<bool>()) -> ObjectRecord {
+        ObjectRecord { key, id, kind, home, params, perm, ctime, removed }
+    }
+}
+
+prop_compose! {
+    fn caller()(uid in any::<u32>(), gid in any::<u32>(), pid in any::<i32>()) -> referee::Caller {
+        referee::Caller { uid, gid, pid }
+    }
+}
+
+prop_compose! {
+    fn member()(node in any::<u32>(), name in text(), listen in text(), transport in text(),
+                up in any::<bool>(), last_seen_ms in any::<u64>()) -> referee::Member {
+        referee::Member { node, name, listen, transport, up, last_seen_ms }
+    }
+}
+
+prop_compose! {
+    fn object_status()(record in record(), available in any::<bool>()) -> referee::ObjectStatus {
+        referee::ObjectStatus { record, available }
+    }
+}
+
+prop_compose! {
+    fn cluster_status()(cluster in text(),
+                        members in prop::collection::vec(member(), 0..3),
+                        objects in prop::collection::vec(object_status(), 0..3))
+                        -> referee::ClusterStatus {
+        referee::ClusterStatus { cluster, members, objects }
+    }
+}
+
+fn referee_request() -> impl Strategy<Value = referee::Request> {
+    use referee::Request as R;
+    prop_oneof![
+        (
+            text(),
+            text(),
+            text(),
+            prop::collection::vec(record(), 0..3)
+        )
+            .prop_map(|(name, listen, transport, hosted)| R::Join {
+                name,
+                listen,
+                transport,
+                hosted
+            }),
+        Just(R::Heartbeat),
+        (any::<i32>(), any::<i32>(), params(), caller(), any::<i64>()).prop_map(
+            |(key, flags, params, caller, now)| R::Get {
+                key,
+                flags,
+                params,
+                caller,
+                now
+            }
+        ),
+        any::<i32>().prop_map(|id| R::Lookup { id }),
+        (kind(), any::<i32>()).prop_map(|(kind, key)| R::LookupKey { kind, key }),
+        (any::<i32>(), any::<bool>())
+            .prop_map(|(id, still_attached)| R::Remove { id, still_attached }),
+        any::<i32>().prop_map(|id| R::Destroyed { id }),
+        (any::<i32>(), perm()).prop_map(|(id, perm)| R::SetPerm { id, perm }),
+        Just(R::Status),
+    ]
+}
+
+fn referee_response() -> impl Strategy<Value = referee::Response> {
+    use referee::Response as R;
+    prop_oneof![
+        (
+            any::<u32>(),
+            any::<u64>(),
+            any::<u64>(),
+            prop::collection::vec(member(), 0..3)
+        )
+            .prop_map(|(node, heartbeat_ms, down_after_ms, members)| R::Joined {
+                node,
+                heartbeat_ms,
+                down_after_ms,
+                members
+            }),
+        Just(R::Ok),
+        record().prop_map(R::Record),
+        cluster_status().prop_map(R::Status),
+        (any::<i32>(), text()).prop_map(|(errno, message)| R::Err { errno, message }),
+    ]
+}
+
+fn referee_event() -> impl Strategy<Value = referee::Event> {
+    use referee::Event as E;
+    prop_oneof![
+        (any::<i32>(), any::<i32>(), kind()).prop_map(|(id, key, kind)| E::ObjectGone {
+            id,
+            key,
+            kind
+        }),
+        member().prop_map(E::NodeUp),
+        any::<u32>().prop_map(|node| E::NodeDown { node }),
+    ]
+}
+
+fn local_request() -> impl Strategy<Value = local::Request> {
+    use local::Request as R;
+    prop_oneof![
+        any::<u32>().prop_map(|version| R::Hello { version }),
+        (
+            any::<i32>(),
+            any::<u64>(),
+            any::<i32>(),
+            any::<Option<u32>>(),
+            proptest::option::of(shm_mode())
+        )
+            .prop_map(|(key, size, flags, unit, mode)| R::ShmGet {
+                key,
+                size,
+                flags,
+                unit,
+                mode
+            }),
+        (any::<i32>(), any::<bool>()).prop_map(|(id, readonly)| R::ShmAt { id, readonly }),
+        (any::<i32>(), any::<u64>(), any::<u64>(), any::<bool>()).prop_map(
+            |(id, addr, len, readonly)| R::ShmRegister {
+                id,
+                addr,
+                len,
+                readonly
+            }
+        ),
+        any::<i32>().prop_map(|id| R::ShmAbort { id }),
+        any::<u64>().prop_map(|addr| R::ShmDt { addr }),
+        any::<i32>().prop_map(|id| R::ShmStat { id }),
+        (any::<i32>(), any::<u32>(), any::<u32>(), any::<u32>())
+            .prop_map(|(id, uid, gid, mode)| R::ShmSet { id, uid, gid, mode }),
+        any::<i32>().prop_map(|id| R::ShmRmid { id }),
+    ]
+}
+
+prop_compose! {
+    fn shm_stat()(key in any::<i32>(), perm in perm(), segsz in any::<u64>(),
+                  times in any::<(i64, i64, i64)>(), cpid in any::<i32>(), lpid in any::<i32>(),
+                  nattch in any::<u64>()) -> local::ShmStat {
+        let (atime, dtime, ctime) = times;
+        local::ShmStat { key, perm, segsz, atime, dtime, ctime, cpid, lpid, nattch }
+    }
+}
+
+fn local_response() -> impl Strategy<Value = local::Response> {
+    use local::Response as R;
+    prop_oneof![
+        (any::<u32>(), any::<u32>()).prop_map(|(version, node)| R::Hello { version, node }),
+        Just(R::Ok),
+        any::<i32>().prop_map(R::Err),
+        any::<i32>().prop_map(R::Id),
+        (any::<u64>(), any::<u32>()).prop_map(|(size, unit)| R::ShmAttach { size, unit }),
+        shm_stat().prop_map(R::ShmStat),
+    ]
+}
+
+fn bytes(max: usize) -> impl Strategy<Value = Bytes> {
+    prop::collection::vec(any::<u8>(), 0..max).prop_map(Bytes::from)
+}
+
+// ------------------------------------------------------------------ checks
+
+/// `value` survives encode/decode, and inside a frame with `payload`.
+fn round_trip<T>(value: &T, payload: &Bytes) -> Result<(), TestCaseError>
+where
+    T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let enc = encode(value);
+    prop_assert_eq!(&decode::<T>(&enc).map_err(fail)?, value);
+    let frame = Frame::new(value, payload.clone());
+    let back = Frame::from_slice(&frame.to_bytes(), MAX_FRAME).map_err(fail)?;
+    prop_assert_eq!(&back.decode::<T>().map_err(fail)?, value);
+    prop_assert_eq!(&back.payload, payload);
+    Ok(())
+}
+
+/// Every strict prefix of an encoding is rejected (and does not panic);
+/// so is the encoding with a byte appended.
+fn truncations_fail<T>(value: &T) -> Result<(), TestCaseError>
+where
+    T: Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let enc = encode(value);
+    for k in 0..enc.len() {
+        prop_assert!(
+            decode::<T>(&enc[..k]).is_err(),
+            "prefix of {} bytes of {:?} decoded",
+            k,
+            value
+        );
+    }
+    let mut longer = enc.clone();
+    longer.push(0);
+    prop_assert!(decode::<T>(&longer).is_err());
+    Ok(())
+}
+
+/// Arbitrary bytes: an error, or a value that round-trips.
+fn garbage<T>(raw: &[u8]) -> Result<(), TestCaseError>
+where
+    T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    if let Ok(v) = decode::<T>(raw) {
+        prop_assert_eq!(decode::<T>(&encode(&v)).map_err(fail)?, v);
+    }
+    Ok(())
+}
+
+fn fail(e: FrameError) -> TestCaseError {
+    TestCaseError::fail(e.to_string())
+}
+
+macro_rules! message_tests {
+    ($($name:ident: $ty:ty = $strategy:expr;)*) => {$(
+        mod $name {
+            use super::*;
+            proptest! {
+                #[test]
+                fn round_trips(v in $strategy, p in bytes(300)) {
+                    round_trip::<$ty>(&v, &p)?;
+                }
+
+                #[test]
+                fn truncated_is_an_error(v in $strategy) {
+                    truncations_fail::<$ty>(&v)?;
+                }
+
+                #[test]
+                fn garbage_does_not_panic(raw in prop::collection::vec(any::<u8>(), 0..200)) {
+                    garbage::<$ty>(&raw)?;
+                }
+
+                #[test]
+                fn mutated_does_not_panic(v in $strategy, at in any::<prop::sample::Index>(),
+                                          byte in any::<u8>()) {
+                    let mut enc = encode(&v);
+                    if !enc.is_empty() {
+                        let i = at.index(enc.len());
+                        enc[i] = byte;
+                    }
+                    garbage::<$ty>(&enc)?;
+                }
+            }
+        }
+    )*};
+}
+
+message_tests! {
+    referee_request: referee::Request = referee_request();
+    referee_response: referee::Response = referee_response();
+    referee_event: referee::Event = referee_event();
+    referee_member: referee::Member = member();
+    referee_cluster_status: referee::ClusterStatus = cluster_status();
+    referee_caller: referee::Caller = caller();
+    local_request: local::Request = local_request();
+    local_response: local::Response = local_response();
+    local_shm_stat: local::ShmStat = shm_stat();
+    object_record: ObjectRecord = record();
+}
+
+// ------------------------------------------------------------------ frames
+
+fn frame() -> impl Strategy<Value = Frame> {
+    (bytes(64), bytes(2000)).prop_map(|(header, payload)| Frame { header, payload })
+}
+
+proptest! {
+    #[test]
+    fn frame_round_trips(f in frame()) {
+        let mut buf = BytesMut::new();
+        f.encode_into(&mut buf);
+        prop_assert_eq!(buf.len(), f.wire_len());
+        let mut head = f.encode_head();
+        head.extend_from_slice(&f.payload);
+        prop_assert_eq!(&head[..], &buf[..]);
+        let got = Frame::decode_from(&mut buf, MAX_FRAME).map_err(fail)?;
+        prop_assert_eq!(got, Some(f));
+        prop_assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn frames_arriving_in_pieces(frames in prop::collection::vec(frame(), 1..5),
+                                 chunk in 1usize..700) {
+        let mut wire = BytesMut::new();
+        for f in &frames {
+            f.encode_into(&mut wire);
+        }
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for piece in wire.chunks(chunk) {
+            buf.extend_from_slice(piece);
+            while let Some(f) = Frame::decode_from(&mut buf, MAX_FRAME).map_err(fail)? {
+                got.push(f);
+            }
+        }
+        prop_assert!(buf.is_empty());
+        prop_assert_eq!(got, frames);
+    }
+
+    #[test]
+    fn truncated_frame_is_incomplete_or_error(f in frame(), at in any::<prop::sample::Index>()) {
+        let wire = f.to_bytes();
+        let cut = at.index(wire.len());
+        let mut buf = BytesMut::from(&wire[..cut]);
+        prop_assert_eq!(Frame::decode_from(&mut buf, MAX_FRAME), Ok(None));
+        prop_assert!(Frame::from_slice(&wire[..cut], MAX_FRAME).is_err());
+    }
+
+    #[test]
+    fn frame_garbage_does_not_panic(raw in prop::collection::vec(any::<u8>(), 0..300),
+                                    max in prop_oneof![Just(64usize), Just(4096), Just(MAX_FRAME)]) {
+        let mut buf = BytesMut::from(&raw[..]);
+        let mut consumed = 0;
+        loop {
+            let before = buf.len();
+            match Frame::decode_from(&mut buf, max) {
+                Ok(Some(f)) => {
+                    // What was taken is exactly prefix + header + payload.
+                    prop_assert_eq!(before - buf.len(), f.wire_len());
+                    prop_assert!(f.wire_len() <= max);
+                    consumed += f.wire_len();
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        prop_assert!(consumed <= raw.len());
+        let _ = Frame::from_slice(&raw, max);
+    }
+
+    #[test]
+    fn oversized_length_is_refused(len in (MAX_FRAME as u32 - 3)..=u32::MAX) {
+        let mut buf = BytesMut::new();
+        buf.put_u32_le(len);
+        buf.put_u32_le(0);
+        let r = Frame::decode_from(&mut buf, MAX_FRAME);
+        prop_assert!(matches!(r, Err(FrameError::TooLarge { .. })), "{:?}", r);
+    }
+
+    #[test]
+    fn header_longer_than_frame_is_refused(total in 4u32..1000, extra in 1u32..1000) {
+        let mut buf = BytesMut::new();
+        buf.put_u32_le(total);
+        buf.put_u32_le(total - 4 + extra);
+        buf.put_bytes(0, total as usize);
+        let r = Frame::decode_from(&mut buf, MAX_FRAME);
+        prop_assert!(matches!(r, Err(FrameError::BadHeaderLen { .. })), "{:?}", r);
+    }
+}
+
+#[test]
+fn frame_shorter_than_its_header_field_is_refused() {
+    for total in 0u32..4 {
+        let mut buf = BytesMut::new();
+        buf.put_u32_le(total);
+        buf.put_bytes(0, 8);
+        assert!(
+            matches!(
+                Frame::decode_from(&mut buf, MAX_FRAME),
+                Err(FrameError::BadHeaderLen { .. })
+            ),
+            "total {total}"
+        );
+    }
+}
+
+#[test]
+fn empty_frame_round_trips() {
+    let f = Frame::default();
+    assert_eq!(f.wire_len(), 8);
+    assert_eq!(Frame::from_slice(&f.to_bytes(), MAX_FRAME), Ok(f));
+}
+
+#[test]
+fn trailing_bytes_after_a_frame_are_refused() {
+    let mut wire = Frame::msg(&referee::Request::Heartbeat).to_bytes();
+    wire.push(0);
+    assert!(Frame::from_slice(&wire, MAX_FRAME).is_err());
+}
