@@ -1,1 +1,87 @@
-//! placeholder
+//! The dipc node daemon (one per machine; several per machine in tests).
+//!
+//! It is the box in the middle of DESIGN.md's picture: it joins the
+//! referee, listens for peer nodes, serves the local Unix socket that
+//! libsysv talks to, holds the node's copy of each attached segment in a
+//! memfd, resolves page faults of local processes and runs the coherence
+//! protocol with its peers, and is the home of the message queues and
+//! semaphore sets created on it.
+//!
+//! It may depend on `dipc-wire`, the transports and the `dsm` engines; the
+//! engines decide, this crate performs their actions (I/O at the edges).
+//!
+//! Modules: [`referee_link`] (join, heartbeat, re-join and re-announce),
+//! [`local`] (the libsysv socket, `SO_PEERCRED`, fd passing), [`node`]
+//! (shared state, local request handling).
+//!
+//! Tested by the integration tests of the `dipc` crate, which start real
+//! referees and nodes as processes.
+
+pub mod error;
+pub mod local;
+pub mod node;
+pub mod peer;
+pub mod referee_link;
+pub mod shm;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::Error;
+pub use node::Node;
+use tracing::info;
+
+/// Everything a node needs to run.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Stable name (the referee gives the same node id to the same name).
+    pub name: String,
+    /// Address peers connect to.
+    pub listen: String,
+    /// The local socket for libsysv.
+    pub socket: PathBuf,
+    /// The referee's address.
+    pub referee: String,
+    pub cluster: String,
+    pub secret: Arc<[u8]>,
+    /// "tcp" (RDMA comes later).
+    pub transport: String,
+    /// Bound on every remote wait.
+    pub call_timeout: Duration,
+    /// Coherence unit of segments created here without an explicit one.
+    pub default_unit: u32,
+}
+
+/// Run a node until `shutdown` resolves or a fatal error happens.
+pub async fn run(
+    cfg: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    let peers = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|source| Error::ListenPeers {
+            addr: cfg.listen.clone(),
+            source,
+        })?;
+    let local = local::bind(&cfg.socket)?;
+    let socket = cfg.socket.clone();
+    info!(
+        "node {} listening for peers on {} and for local processes on {}",
+        cfg.name,
+        cfg.listen,
+        cfg.socket.display()
+    );
+    let node = Arc::new(Node::new(cfg));
+    let local_task = tokio::spawn(local::serve(local, node.clone()));
+    let peers_task = tokio::spawn(peer::listen(peers, node.clone()));
+    let result = tokio::select! {
+        r = referee_link::run(node.clone()) => r,
+        _ = shutdown => Ok(()),
+    };
+    local_task.abort();
+    peers_task.abort();
+    let _ = std::fs::remove_file(&socket);
+    info!("node stopped");
+    result
+}

@@ -136,9 +136,36 @@ pub mod errno {
     pub const ENOSPC: i32 = 28;
     pub const ERANGE: i32 = 34;
     pub const ENOSYS: i32 = 38;
+    pub const EPROTO: i32 = 71;
+    pub const ECONNREFUSED: i32 = 111;
     pub const ENOMSG: i32 = 42;
     pub const EIDRM: i32 = 43;
     pub const ENOTCONN: i32 = 107;
     pub const ETIMEDOUT: i32 = 110;
     pub const EHOSTDOWN: i32 = 112;
+}
+
+impl Perm {
+    /// The kernel's `ipcperms`: may a caller with `uid`/`gid` have the
+    /// access `want` (octal 4 = read, 2 = write, 6 = both)? The owner's or
+    /// creator's bits apply to a matching uid, then the group's, then
+    /// other's; uid 0 may do anything (`CAP_IPC_OWNER`).
+    pub fn allows(&self, uid: u32, gid: u32, want: u32) -> bool {
+        if uid == 0 {
+            return true;
+        }
+        let granted = if uid == self.uid || uid == self.cuid {
+            self.mode >> 6
+        } else if gid == self.gid || gid == self.cgid {
+            self.mode >> 3
+        } else {
+            self.mode
+        };
+        want & 0o7 & !granted == 0
+    }
+
+    /// May `uid` change or remove the object (`IPC_SET`, `IPC_RMID`)?
+    pub fn owns(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.uid || uid == self.cuid
+    }
 }

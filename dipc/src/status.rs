@@ -1,0 +1,111 @@
+//! `dipc status`: ask the referee for members and objects and print them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use dipc_transport_tcp::{Auth, Conn, Role, rpc};
+use dipc_wire::referee::{ClusterStatus, Event, Request, Response};
+use dipc_wire::{Kind, Params};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Fetch the cluster status from the referee at `addr`.
+pub async fn fetch(addr: &str, cluster: &str, secret: Arc<[u8]>) -> anyhow::Result<ClusterStatus> {
+    let auth = Auth {
+        cluster: cluster.to_string(),
+        secret,
+        name: "dipc-status".into(),
+    };
+    let (conn, _) = Conn::connect(addr, &auth, Role::Client, TIMEOUT)
+        .await
+        .with_context(|| format!("cannot reach the referee at {addr}"))?;
+    let (h, _rx) = rpc::<Request, Response, Event>(conn, TIMEOUT);
+    match h.call(&Request::Status).await? {
+        Response::Status(s) => Ok(s),
+        Response::Err { message, .. } => bail!("referee {addr}: {message}"),
+        other => bail!("referee {addr} answered {other:?}"),
+    }
+}
+
+pub async fn show(addr: &str, cluster: &str, secret: Arc<[u8]>, json: bool) -> anyhow::Result<()> {
+    let s = fetch(addr, cluster, secret).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    print!("{}", render(&s));
+    Ok(())
+}
+
+/// The human-readable status.
+pub fn render(s: &ClusterStatus) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let up = s.members.iter().filter(|m| m.up).count();
+    let _ = writeln!(
+        out,
+        "cluster {}: {} members ({} up), {} objects",
+        s.cluster,
+        s.members.len(),
+        up,
+        s.objects.len()
+    );
+    let _ = writeln!(
+        out,
+        "\n{:<5} {:<22} {:<22} {:<9} {:<5} {:>10}",
+        "NODE", "NAME", "ADDRESS", "TRANSPORT", "STATE", "LAST SEEN"
+    );
+    for m in &s.members {
+        let hosted = s.objects.iter().filter(|o| o.record.home == m.node).count();
+        let _ = writeln!(
+            out,
+            "{:<5} {:<22} {:<22} {:<9} {:<5} {:>9.1}s  {} objects",
+            m.node,
+            m.name,
+            m.listen,
+            m.transport,
+            if m.up { "up" } else { "DOWN" },
+            m.last_seen_ms as f64 / 1000.0,
+            hosted
+        );
+    }
+    if !s.objects.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<4} {:<10} {:<10} {:<5} {:<16} {:<6} {:<5} {:<5} STATE",
+            "KIND", "KEY", "ID", "HOME", "SIZE", "OWNER", "GROUP", "MODE"
+        );
+        for o in &s.objects {
+            let r = &o.record;
+            let size = match r.params {
+                Params::Shm { size, unit, .. } => format!("{size} ({unit}B units)"),
+                Params::Msg { qbytes } => format!("qbytes {qbytes}"),
+                Params::Sem { nsems } => format!("{nsems} sems"),
+            };
+            let state = match (o.available, r.removed) {
+                (_, true) => "removed, attached",
+                (true, false) => "ok",
+                (false, false) => "UNAVAILABLE (home down)",
+            };
+            let _ = writeln!(
+                out,
+                "{:<4} {:<#10x} {:<10} {:<5} {:<16} {:<6} {:<5} {:<5o} {}",
+                match r.kind {
+                    Kind::Shm => "shm",
+                    Kind::Msg => "msg",
+                    Kind::Sem => "sem",
+                },
+                r.key,
+                r.id,
+                r.home,
+                size,
+                r.perm.uid,
+                r.perm.gid,
+                r.perm.mode & 0o777,
+                state
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,257 @@
+//! The local API server: the Unix socket libsysv talks to.
+//!
+//! One connection per application process (libsysv keeps it open for the
+//! life of the process, so its closing tells us the process is gone). The
+//! caller's pid/uid/gid come from `SO_PEERCRED`, never from the message.
+//! Frames are `dipc_wire::Frame`s; file descriptors (memfd, userfaultfd)
+//! travel as `SCM_RIGHTS` with the first byte of a frame. Requests on one
+//! connection are answered strictly in order.
+
+use std::collections::VecDeque;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use dipc_wire::local::{Request, Response, VERSION};
+use dipc_wire::{Frame, errno};
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use tokio::io::Interest;
+use tokio::net::{UnixListener, UnixStream};
+use tracing::{debug, info, warn};
+
+use crate::Error;
+use crate::node::Node;
+
+/// Largest local frame: requests are small; message bodies are at most 64 KiB.
+const MAX_LOCAL_FRAME: usize = 1 << 20;
+
+/// Credentials of the process on the other end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Creds {
+    pub pid: i32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Bind the socket at `path` (replacing a stale one), mode 0666 so any local
+/// user's processes can reach the daemon; object permissions are enforced
+/// per request with the caller's credentials.
+pub fn bind(path: &Path) -> Result<UnixListener, Error> {
+    let err = |source| Error::LocalSocket {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    if path.exists() {
+        // A live daemon answers; a stale socket file refuses.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another node daemon is serving this socket",
+            )));
+        }
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(err)?;
+    Ok(listener)
+}
+
+/// Accept local connections until the listener is dropped.
+pub async fn serve(listener: UnixListener, node: Arc<Node>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let node = node.clone();
+                tokio::spawn(async move {
+                    let creds = match stream.peer_cred() {
+                        Ok(c) => Creds {
+                            pid: c.pid().unwrap_or(0),
+                            uid: c.uid(),
+                            gid: c.gid(),
+                        },
+                        Err(e) => {
+                            warn!("local connection without credentials: {e}");
+                            return;
+                        }
+                    };
+                    let mut conn = LocalConn::new(stream);
+                    serve_conn(&mut conn, &node, creds).await;
+                    node.process_gone(conn.id, creds);
+                });
+            }
+            Err(e) => {
+                warn!("local accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_conn(conn: &mut LocalConn, node: &Arc<Node>, creds: Creds) {
+    // The first frame must be a Hello with our protocol version.
+    match conn.recv().await {
+        Ok(Some((frame, _))) => match frame.decode::<Request>() {
+            Ok(Request::Hello { version }) if version == VERSION => {
+                let hello = Response::Hello {
+                    version: VERSION,
+                    node: node.node_id().unwrap_or(0),
+                };
+                if conn.send(&hello, None).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Request::Hello { version }) => {
+                warn!(
+                    pid = creds.pid,
+                    "local client speaks protocol {version}, this node speaks {VERSION}: closing"
+                );
+                let _ = conn.send(&Response::Err(errno::EPROTO), None).await;
+                return;
+            }
+            Ok(other) => {
+                warn!(
+                    pid = creds.pid,
+                    "local client did not say Hello first ({other:?}): closing"
+                );
+                return;
+            }
+            Err(e) => {
+                warn!(pid = creds.pid, "malformed local request: {e}: closing");
+                return;
+            }
+        },
+        Ok(None) => return,
+        Err(e) => {
+            debug!(pid = creds.pid, "local connection: {e}");
+            return;
+        }
+    }
+    debug!(pid = creds.pid, uid = creds.uid, "local process connected");
+    loop {
+        let (frame, fds) = match conn.recv().await {
+            Ok(Some(x)) => x,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(pid = creds.pid, "local connection closed: {e}");
+                return;
+            }
+        };
+        let req = match frame.decode::<Request>() {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(pid = creds.pid, "malformed local request: {e}: closing");
+                return;
+            }
+        };
+        let (resp, fd) = node.local_request(conn.id, creds, req, fds).await;
+        if let Err(e) = conn.send(&resp, fd.as_ref().map(|f| f.as_raw_fd())).await {
+            info!(pid = creds.pid, "local process went away: {e}");
+            return;
+        }
+    }
+}
+
+/// A local connection with fd passing.
+pub struct LocalConn {
+    stream: UnixStream,
+    buf: BytesMut,
+    fds: VecDeque<OwnedFd>,
+    /// Unique per connection (and so per process).
+    pub id: u64,
+}
+
+impl LocalConn {
+    fn new(stream: UnixStream) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        LocalConn {
+            stream,
+            buf: BytesMut::with_capacity(4096),
+            fds: VecDeque::new(),
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// Receive one frame and the descriptors that came with it.
+    async fn recv(&mut self) -> std::io::Result<Option<(Frame, Vec<OwnedFd>)>> {
+        loop {
+            match Frame::decode_from(&mut self.buf, MAX_LOCAL_FRAME) {
+                Ok(Some(f)) => return Ok(Some((f, self.fds.drain(..).collect()))),
+                Ok(None) => {}
+                Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            }
+            let mut chunk = [0u8; 4096];
+            let (n, fds) = self
+                .stream
+                .async_io(Interest::READABLE, || {
+                    recv_with_fds(self.stream.as_raw_fd(), &mut chunk)
+                })
+                .await?;
+            self.fds.extend(fds);
+            if n == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "truncated frame",
+                    ))
+                };
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Send one response, with `fd` attached to its first byte.
+    async fn send(&mut self, resp: &Response, fd: Option<RawFd>) -> std::io::Result<()> {
+        let bytes = Frame::msg(resp).to_bytes();
+        let mut off = 0;
+        while off < bytes.len() {
+            let attach = if off == 0 { fd } else { None };
+            let n = self
+                .stream
+                .async_io(Interest::WRITABLE, || {
+                    send_with_fd(self.stream.as_raw_fd(), &bytes[off..], attach)
+                })
+                .await?;
+            off += n;
+        }
+        Ok(())
+    }
+}
+
+fn recv_with_fds(fd: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(std::io::Error::from)?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            for r in raw {
+                // SAFETY: the kernel just installed `r` in our fd table for
+                // this message (SCM_RIGHTS); nothing else owns it.
+                fds.push(unsafe { OwnedFd::from_raw_fd(r) });
+            }
+        }
+    }
+    Ok((msg.bytes, fds))
+}
+
+fn send_with_fd(fd: RawFd, data: &[u8], attach: Option<RawFd>) -> std::io::Result<usize> {
+    let iov = [IoSlice::new(data)];
+    let fds;
+    let cmsgs: Vec<ControlMessage> = match attach {
+        Some(f) => {
+            fds = [f];
+            vec![ControlMessage::ScmRights(&fds)]
+        }
+        None => Vec::new(),
+    };
+    sendmsg::<()>(fd, &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None).map_err(std::io::Error::from)
+}

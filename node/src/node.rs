@@ -1,0 +1,633 @@
+//! The node's shared state and the handling of local requests.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use dipc_transport_tcp::{Auth, Error as TcpError, RpcHandle};
+use dipc_wire::local::{Request as LReq, Response as LResp};
+use dipc_wire::referee::{Caller, Event, Member, Request, Response};
+use dipc_wire::{NodeId, ObjectId, ObjectRecord, Params, ShmMode, errno};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::NodeConfig;
+use crate::local::Creds;
+use crate::peer::{PeerReq, PeerResp, Peers};
+use crate::shm::{self, HomeMeta, Segment, ShmState};
+use dipc_dsm::coherence::Engine;
+use std::sync::Arc;
+
+/// The RPC handle of the referee connection.
+pub type RefHandle = RpcHandle<Request, Response, Event>;
+
+/// Everything a node daemon knows, shared by its tasks. Locks are never held
+/// across an `.await`.
+pub struct Node {
+    cfg: NodeConfig,
+    id: AtomicU32,
+    referee: watch::Sender<Option<RefHandle>>,
+    state: Mutex<State>,
+    peers: Arc<Peers>,
+}
+
+/// The node's mutable state, behind one lock.
+pub struct State {
+    /// The coherence engine (all segments of this node).
+    pub engine: Engine,
+    pub shm: ShmState,
+    /// Objects this node is home of.
+    hosted: HashMap<ObjectId, ObjectRecord>,
+    /// Lookups cached by id (dropped when the referee says the object is gone).
+    cache: HashMap<ObjectId, ObjectRecord>,
+    members: HashMap<NodeId, Member>,
+}
+
+impl Node {
+    pub fn new(cfg: NodeConfig) -> Self {
+        Node {
+            cfg,
+            id: AtomicU32::new(0),
+            referee: watch::channel(None).0,
+            state: Mutex::new(State {
+                engine: Engine::new(0),
+                shm: ShmState::default(),
+                hosted: HashMap::new(),
+                cache: HashMap::new(),
+                members: HashMap::new(),
+            }),
+            peers: Arc::new(Peers::default()),
+        }
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.cfg
+    }
+
+    pub fn auth(&self) -> Auth {
+        Auth {
+            cluster: self.cfg.cluster.clone(),
+            secret: self.cfg.secret.clone(),
+            name: self.cfg.name.clone(),
+        }
+    }
+
+    /// This node's id, once it has joined.
+    pub fn node_id(&self) -> Option<NodeId> {
+        match self.id.load(Ordering::Acquire) {
+            0 => None,
+            id => Some(id),
+        }
+    }
+
+    pub(crate) fn peers(&self) -> &Arc<Peers> {
+        &self.peers
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state()
+    }
+
+    /// The peer address of member `node`.
+    pub(crate) fn member_addr(&self, node: NodeId) -> Option<String> {
+        self.state().members.get(&node).map(|m| m.listen.clone())
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug we already logged; the
+        // state itself stays consistent (every update is a single insert).
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn hosted_records(&self) -> Vec<ObjectRecord> {
+        self.state().hosted.values().cloned().collect()
+    }
+
+    pub(crate) fn joined(&self, id: NodeId, members: Vec<Member>) {
+        let old = self.id.swap(id, Ordering::AcqRel);
+        let mut st = self.state();
+        if old != id {
+            st.engine = Engine::new(id);
+        }
+        st.members = members.into_iter().map(|m| (m.node, m)).collect();
+    }
+
+    pub(crate) fn set_referee(&self, h: Option<RefHandle>) {
+        self.referee.send_replace(h);
+    }
+
+    pub(crate) fn forget_object(&self, id: ObjectId) {
+        self.state().cache.remove(&id);
+    }
+
+    pub(crate) fn member_up(&self, m: Member) {
+        info!(node = m.node, name = %m.name, "member up");
+        self.state().members.insert(m.node, m);
+    }
+
+    pub(crate) fn member_down(&self, node: NodeId) {
+        info!(node, "member down");
+        if let Some(m) = self.state().members.get_mut(&node) {
+            m.up = false;
+        }
+    }
+
+    /// Call the referee, waiting (bounded) for the link if it is down.
+    async fn referee_call(&self, req: &Request) -> Result<Response, i32> {
+        let mut rx = self.referee.subscribe();
+        let handle = {
+            let wait =
+                tokio::time::timeout(self.cfg.call_timeout, rx.wait_for(|h| h.is_some())).await;
+            match wait {
+                Ok(Ok(h)) => h.clone(),
+                _ => None,
+            }
+        };
+        let Some(handle) = handle else {
+            return Err(errno::ETIMEDOUT);
+        };
+        match handle.call(req).await {
+            Ok(r) => Ok(r),
+            Err(TcpError::Timeout { .. }) => Err(errno::ETIMEDOUT),
+            Err(e) => {
+                debug!("referee call failed: {e}");
+                Err(errno::EIO)
+            }
+        }
+    }
+
+    /// The process on local connection `conn` is gone: detach what it had.
+    pub(crate) fn process_gone(self: &Arc<Self>, conn: u64, creds: Creds) {
+        let proc_ = self.state().shm.procs.remove(&conn);
+        let Some(p) = proc_ else { return };
+        debug!(
+            conn,
+            pid = creds.pid,
+            "local process gone: {} attachments",
+            p.attachments.len()
+        );
+        let ids: Vec<ObjectId> = p
+            .attachments
+            .iter()
+            .map(|a| a.id)
+            .chain(p.pending.iter().map(|(id, _)| *id))
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            for id in ids {
+                node.detach_at_home(id, creds.pid).await;
+            }
+        });
+    }
+
+    /// Serve one request of a local process.
+    pub(crate) async fn local_request(
+        self: &Arc<Self>,
+        conn: u64,
+        creds: Creds,
+        req: LReq,
+        fds: Vec<OwnedFd>,
+    ) -> (LResp, Option<OwnedFd>) {
+        let caller = Caller {
+            uid: creds.uid,
+            gid: creds.gid,
+            pid: creds.pid,
+        };
+        let resp = match req {
+            LReq::Hello { .. } => LResp::Err(errno::EINVAL),
+            LReq::ShmGet {
+                key,
+                size,
+                flags,
+                unit,
+                mode,
+            } => self.shm_get(creds, key, size, flags, unit, mode).await,
+            LReq::ShmAt { id, readonly } => return self.shm_at(conn, caller, id, readonly).await,
+            LReq::ShmRegister {
+                id,
+                addr,
+                len,
+                readonly,
+            } => self.shm_register(conn, creds, id, addr, len, readonly, fds),
+            LReq::ShmAbort { id } => {
+                let had = {
+                    let mut st = self.state();
+                    st.shm.procs.get_mut(&conn).and_then(|p| {
+                        let i = p.pending.iter().position(|(x, _)| *x == id)?;
+                        Some(p.pending.remove(i))
+                    })
+                };
+                if had.is_some() {
+                    self.detach_at_home(id, creds.pid).await;
+                }
+                LResp::Ok
+            }
+            LReq::ShmDt { addr } => {
+                let found = {
+                    let mut st = self.state();
+                    st.shm.procs.get_mut(&conn).and_then(|p| {
+                        let i = p.attachments.iter().position(|a| a.addr == addr)?;
+                        Some(p.attachments.remove(i))
+                    })
+                };
+                match found {
+                    Some(a) => {
+                        self.detach_at_home(a.id, creds.pid).await;
+                        LResp::Ok
+                    }
+                    None => LResp::Err(errno::EINVAL),
+                }
+            }
+            LReq::ShmStat { id } => match self.home_call(id, PeerReq::ShmStat { id, caller }).await
+            {
+                PeerResp::ShmStat(s) => LResp::ShmStat(s),
+                PeerResp::Err(e) => LResp::Err(e),
+                PeerResp::Ok => LResp::Err(errno::EIO),
+            },
+            LReq::ShmSet { id, uid, gid, mode } => {
+                let req = PeerReq::ShmSet {
+                    id,
+                    caller,
+                    uid,
+                    gid,
+                    mode,
+                    now: now_secs(),
+                };
+                peer_to_local(self.home_call(id, req).await)
+            }
+            LReq::ShmRmid { id } => {
+                peer_to_local(self.home_call(id, PeerReq::ShmRmid { id, caller }).await)
+            }
+        };
+        (resp, None)
+    }
+
+    /// The record of object `id`: from the cache, else from the referee.
+    async fn record(&self, id: ObjectId) -> Result<ObjectRecord, i32> {
+        if let Some(r) = self.state().cache.get(&id) {
+            return Ok(r.clone());
+        }
+        match self.referee_call(&Request::Lookup { id }).await? {
+            Response::Record(r) => {
+                self.state().cache.insert(id, r.clone());
+                Ok(r)
+            }
+            Response::Err { errno, .. } => Err(errno),
+            _ => Err(errno::EIO),
+        }
+    }
+
+    /// Run `req` at the home of `id` (here, or by a peer call).
+    async fn home_call(self: &Arc<Self>, id: ObjectId, req: PeerReq) -> PeerResp {
+        let rec = match self.record(id).await {
+            Ok(r) => r,
+            Err(e) => return PeerResp::Err(e),
+        };
+        if Some(rec.home) == self.node_id() {
+            return self.serve_home(rec.home, req).await;
+        }
+        let Some(h) = self.peers.handle(self, rec.home).await else {
+            return PeerResp::Err(errno::EIDRM);
+        };
+        match h.call(&req).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(home = rec.home, "call to the home of {id} failed: {e}");
+                PeerResp::Err(errno::EIO)
+            }
+        }
+    }
+
+    /// A call from a peer to this node as home.
+    pub(crate) async fn peer_call(
+        self: &Arc<Self>,
+        from: Option<NodeId>,
+        req: PeerReq,
+    ) -> PeerResp {
+        let Some(from) = from else {
+            return PeerResp::Err(errno::EPROTO);
+        };
+        self.serve_home(from, req).await
+    }
+
+    /// Home side of the shm calls; `from` is the asking node.
+    async fn serve_home(self: &Arc<Self>, from: NodeId, req: PeerReq) -> PeerResp {
+        let mut destroy = None;
+        let resp = {
+            let mut st = self.state();
+            let id = match &req {
+                PeerReq::ShmAttach { id, .. }
+                | PeerReq::ShmDetach { id, .. }
+                | PeerReq::ShmStat { id, .. }
+                | PeerReq::ShmSet { id, .. }
+                | PeerReq::ShmRmid { id, .. } => *id,
+            };
+            let Some(seg) = st.shm.segments.get_mut(&id).filter(|s| s.home.is_some()) else {
+                return PeerResp::Err(errno::EINVAL);
+            };
+            match req {
+                PeerReq::ShmAttach {
+                    caller,
+                    readonly,
+                    now,
+                    ..
+                } => match shm::home_attach(seg, from, caller, readonly, now) {
+                    Ok(()) => PeerResp::Ok,
+                    Err(e) => PeerResp::Err(e),
+                },
+                PeerReq::ShmDetach { pid, now, .. } => {
+                    if shm::home_detach(seg, from, pid, now) {
+                        destroy = Some(id);
+                    }
+                    PeerResp::Ok
+                }
+                PeerReq::ShmStat { caller, .. } => {
+                    let Some(h) = seg.home.as_ref() else {
+                        return PeerResp::Err(errno::EINVAL);
+                    };
+                    if !h.perm.allows(caller.uid, caller.gid, 0o4) {
+                        PeerResp::Err(errno::EACCES)
+                    } else {
+                        seg.stat()
+                            .map_or(PeerResp::Err(errno::EINVAL), PeerResp::ShmStat)
+                    }
+                }
+                PeerReq::ShmSet {
+                    caller,
+                    uid,
+                    gid,
+                    mode,
+                    now,
+                    ..
+                } => {
+                    let Some(h) = seg.home.as_mut() else {
+                        return PeerResp::Err(errno::EINVAL);
+                    };
+                    if !h.perm.owns(caller.uid) {
+                        PeerResp::Err(errno::EPERM)
+                    } else {
+                        h.perm.uid = uid;
+                        h.perm.gid = gid;
+                        h.perm.mode = (h.perm.mode & !0o777) | (mode & 0o777);
+                        h.ctime = now;
+                        seg.rec.perm = h.perm;
+                        let rec = seg.rec.clone();
+                        st.hosted.insert(id, rec.clone());
+                        st.cache.insert(id, rec.clone());
+                        let node = self.clone();
+                        let perm = rec.perm;
+                        tokio::spawn(async move {
+                            let _ = node.referee_call(&Request::SetPerm { id, perm }).await;
+                        });
+                        PeerResp::Ok
+                    }
+                }
+                PeerReq::ShmRmid { caller, .. } => {
+                    let Some(h) = seg.home.as_mut() else {
+                        return PeerResp::Err(errno::EINVAL);
+                    };
+                    if !h.perm.owns(caller.uid) {
+                        PeerResp::Err(errno::EPERM)
+                    } else {
+                        let first = !h.removed;
+                        h.removed = true;
+                        seg.rec.removed = true;
+                        let attached = h.total() > 0;
+                        if !attached {
+                            destroy = Some(id);
+                        }
+                        if first {
+                            let node = self.clone();
+                            tokio::spawn(async move {
+                                let _ = node
+                                    .referee_call(&Request::Remove {
+                                        id,
+                                        still_attached: attached,
+                                    })
+                                    .await;
+                            });
+                        }
+                        PeerResp::Ok
+                    }
+                }
+            }
+        };
+        if let Some(id) = destroy {
+            self.destroy_segment(id).await;
+        }
+        resp
+    }
+
+    /// The home destroys a removed segment whose last attachment went.
+    async fn destroy_segment(self: &Arc<Self>, id: ObjectId) {
+        {
+            let mut st = self.state();
+            st.shm.segments.remove(&id);
+            st.hosted.remove(&id);
+            st.cache.remove(&id);
+            let _ = st.engine.remove_segment(id);
+        }
+        info!(id, "segment destroyed (removed and no longer attached)");
+        let _ = self.referee_call(&Request::Destroyed { id }).await;
+    }
+
+    async fn detach_at_home(self: &Arc<Self>, id: ObjectId, pid: i32) {
+        let r = self
+            .home_call(
+                id,
+                PeerReq::ShmDetach {
+                    id,
+                    pid,
+                    now: now_secs(),
+                },
+            )
+            .await;
+        if let PeerResp::Err(e) = r {
+            debug!(id, "detach at home: errno {e}");
+        }
+    }
+
+    /// First half of `shmat`.
+    async fn shm_at(
+        self: &Arc<Self>,
+        conn: u64,
+        caller: Caller,
+        id: ObjectId,
+        readonly: bool,
+    ) -> (LResp, Option<OwnedFd>) {
+        let rec = match self.record(id).await {
+            Ok(r) if r.kind == dipc_wire::Kind::Shm => r,
+            Ok(_) => return (LResp::Err(errno::EINVAL), None),
+            Err(e) => return (LResp::Err(e), None),
+        };
+        let attach = PeerReq::ShmAttach {
+            id,
+            caller,
+            readonly,
+            now: now_secs(),
+        };
+        match self.home_call(id, attach).await {
+            PeerResp::Ok => {}
+            PeerResp::Err(e) => return (LResp::Err(e), None),
+            PeerResp::ShmStat(_) => return (LResp::Err(errno::EIO), None),
+        }
+        let mut st = self.state();
+        #[allow(clippy::map_entry)] // perform() needs the whole state after the insert
+        if !st.shm.segments.contains_key(&id) {
+            let seg = match Segment::new(rec.clone(), None) {
+                Ok(s) => s,
+                Err(e) => return (LResp::Err(e), None),
+            };
+            let units = seg.units;
+            st.shm.segments.insert(id, seg);
+            let actions = st.engine.add_segment(id, rec.home, units);
+            self.perform(&mut st, actions, &bytes::Bytes::new());
+        }
+        let Some(seg) = st.shm.segments.get(&id) else {
+            return (LResp::Err(errno::EIDRM), None);
+        };
+        let fd = match seg.memfd.as_fd().try_clone_to_owned() {
+            Ok(fd) => fd,
+            Err(_) => return (LResp::Err(errno::ENOMEM), None),
+        };
+        let resp = LResp::ShmAttach {
+            size: seg.size(),
+            unit: seg.unit as u32,
+        };
+        let p = st.shm.procs.entry(conn).or_default();
+        p.pid = caller.pid;
+        p.pending.push((id, readonly));
+        (resp, Some(fd))
+    }
+
+    /// Second half of `shmat`: the mapping exists and is registered.
+    #[allow(clippy::too_many_arguments)]
+    fn shm_register(
+        self: &Arc<Self>,
+        conn: u64,
+        creds: Creds,
+        id: ObjectId,
+        addr: u64,
+        len: u64,
+        readonly: bool,
+        mut fds: Vec<OwnedFd>,
+    ) -> LResp {
+        let mut st = self.state();
+        let Some(p) = st.shm.procs.get_mut(&conn) else {
+            return LResp::Err(errno::EINVAL);
+        };
+        let Some(i) = p.pending.iter().position(|(x, _)| *x == id) else {
+            return LResp::Err(errno::EINVAL);
+        };
+        p.pending.remove(i);
+        p.pid = creds.pid;
+        if p.uffd.is_none() {
+            let Some(fd) = fds.pop() else {
+                warn!(
+                    conn,
+                    "first ShmRegister of a process came without its userfaultfd"
+                );
+                return LResp::Err(errno::EINVAL);
+            };
+            let uffd = Arc::new(dipc_shmem::Uffd::from_fd(fd));
+            p.uffd = Some(uffd.clone());
+            p.task = Some(tokio::spawn(self.clone().serve_uffd(conn, uffd)).abort_handle());
+        }
+        p.attachments.push(shm::Attachment {
+            id,
+            addr,
+            len,
+            readonly,
+        });
+        LResp::Ok
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn shm_get(
+        self: &Arc<Self>,
+        creds: Creds,
+        key: i32,
+        size: u64,
+        flags: i32,
+        unit: Option<u32>,
+        mode: Option<ShmMode>,
+    ) -> LResp {
+        let unit = unit.unwrap_or(self.cfg.default_unit);
+        if !unit.is_power_of_two() || unit < 4096 {
+            return LResp::Err(errno::EINVAL);
+        }
+        let req = Request::Get {
+            key,
+            flags,
+            params: Params::Shm {
+                size,
+                unit,
+                mode: mode.unwrap_or_default(),
+            },
+            caller: Caller {
+                uid: creds.uid,
+                gid: creds.gid,
+                pid: creds.pid,
+            },
+            now: now_secs(),
+        };
+        match self.referee_call(&req).await {
+            Ok(Response::Record(rec)) => {
+                let id = rec.id;
+                let mut st = self.state();
+                if Some(rec.home) == self.node_id() && !st.shm.segments.contains_key(&id) {
+                    let meta = HomeMeta {
+                        perm: rec.perm,
+                        atime: 0,
+                        dtime: 0,
+                        ctime: rec.ctime,
+                        cpid: creds.pid,
+                        lpid: 0,
+                        nattch: HashMap::new(),
+                        removed: false,
+                    };
+                    match Segment::new(rec.clone(), Some(meta)) {
+                        Ok(seg) => {
+                            let units = seg.units;
+                            st.shm.segments.insert(id, seg);
+                            let me = rec.home;
+                            let actions = st.engine.add_segment(id, me, units);
+                            self.perform(&mut st, actions, &bytes::Bytes::new());
+                        }
+                        Err(e) => return LResp::Err(e),
+                    }
+                    st.hosted.insert(id, rec.clone());
+                }
+                st.cache.insert(id, rec);
+                LResp::Id(id)
+            }
+            Ok(Response::Err { errno, .. }) => LResp::Err(errno),
+            Ok(_) => LResp::Err(errno::EIO),
+            Err(e) => LResp::Err(e),
+        }
+    }
+}
+
+fn peer_to_local(r: PeerResp) -> LResp {
+    match r {
+        PeerResp::Ok => LResp::Ok,
+        PeerResp::Err(e) => LResp::Err(e),
+        PeerResp::ShmStat(s) => LResp::ShmStat(s),
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// How long the node waits for anything remote, by default.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,231 @@
+//! The node-to-node protocol and the peer links.
+//!
+//! Every node dials each peer it needs to talk to and sends everything for
+//! that peer (coherence messages, calls to the home of an object) on its own
+//! outgoing connection, so messages from A to B are FIFO, which the
+//! coherence protocol relies on. Replies come back on the connection the
+//! call went out on. The first message on a connection is `Hello` with the
+//! dialer's node id (the handshake already proved it knows the secret).
+//!
+//! Messages for a peer that is not connected yet are queued (in order)
+//! while a task dials it; a link that dies is redialed on the next send.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use dipc_dsm::coherence::CohMsg;
+use dipc_transport_tcp::{Conn, Incoming, Role, RpcHandle, rpc};
+use dipc_wire::local::ShmStat;
+use dipc_wire::referee::Caller;
+use dipc_wire::{NodeId, ObjectId};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, warn};
+
+use crate::node::Node;
+
+/// One-way messages between nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerMsg {
+    /// First message on a connection: who is dialing.
+    Hello { node: NodeId },
+    /// A coherence protocol message; page data travels as the raw payload.
+    Coh(CohMsg),
+}
+
+/// Calls to the home of an object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerReq {
+    /// `shmat` on another node: permission check and attach count at the home.
+    ShmAttach {
+        id: ObjectId,
+        caller: Caller,
+        readonly: bool,
+        now: i64,
+    },
+    /// `shmdt` (or exit) on another node.
+    ShmDetach {
+        id: ObjectId,
+        pid: i32,
+        now: i64,
+    },
+    ShmStat {
+        id: ObjectId,
+        caller: Caller,
+    },
+    ShmSet {
+        id: ObjectId,
+        caller: Caller,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+        now: i64,
+    },
+    ShmRmid {
+        id: ObjectId,
+        caller: Caller,
+    },
+}
+
+/// Answers of the home.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerResp {
+    Ok,
+    Err(i32),
+    ShmStat(ShmStat),
+}
+
+pub type PeerHandle = RpcHandle<PeerReq, PeerResp, PeerMsg>;
+
+enum Link {
+    Up(PeerHandle),
+    Dialing(VecDeque<(PeerMsg, Bytes)>),
+}
+
+/// Outgoing links to peers.
+#[derive(Default)]
+pub struct Peers {
+    links: Mutex<HashMap<NodeId, Link>>,
+}
+
+impl Peers {
+    fn links(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Link>> {
+        self.links.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Send a one-way message to `to`, in order with every earlier one.
+    pub fn send(self: &Arc<Self>, node: &Arc<Node>, to: NodeId, msg: PeerMsg, payload: Bytes) {
+        let mut links = self.links();
+        match links.get_mut(&to) {
+            Some(Link::Up(h)) if !h.is_closed() => {
+                if let Err(e) = h.notify(&msg, payload) {
+                    warn!(peer = to, "send failed: {e}");
+                }
+                return;
+            }
+            Some(Link::Dialing(q)) => {
+                q.push_back((msg, payload));
+                return;
+            }
+            _ => {}
+        }
+        links.insert(to, Link::Dialing(VecDeque::from([(msg, payload)])));
+        drop(links);
+        let (peers, node) = (self.clone(), node.clone());
+        tokio::spawn(async move { peers.dial(node, to).await });
+    }
+
+    /// A handle for calls to `to`, dialing if needed.
+    pub async fn handle(self: &Arc<Self>, node: &Arc<Node>, to: NodeId) -> Option<PeerHandle> {
+        let deadline = tokio::time::Instant::now() + node.config().call_timeout;
+        loop {
+            {
+                let mut links = self.links();
+                match links.get(&to) {
+                    Some(Link::Up(h)) if !h.is_closed() => return Some(h.clone()),
+                    Some(Link::Dialing(_)) => {}
+                    _ => {
+                        links.insert(to, Link::Dialing(VecDeque::new()));
+                        let (peers, node) = (self.clone(), node.clone());
+                        tokio::spawn(async move { peers.dial(node, to).await });
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn dial(self: Arc<Self>, node: Arc<Node>, to: NodeId) {
+        let Some(addr) = node.member_addr(to) else {
+            warn!(
+                peer = to,
+                "no address known for node {to}; dropping its queued messages"
+            );
+            self.links().remove(&to);
+            return;
+        };
+        let timeout = node.config().call_timeout;
+        let conn = match Conn::connect(&addr, &node.auth(), Role::Node, timeout).await {
+            Ok((c, _)) => c,
+            Err(e) => {
+                warn!(peer = to, "cannot reach node {to} at {addr}: {e}");
+                self.links().remove(&to);
+                return;
+            }
+        };
+        let (h, incoming): (PeerHandle, _) = rpc(conn, timeout);
+        // Calls and notifies on the dialed connection come from the peer only
+        // as replies; anything else there is served like an incoming link.
+        tokio::spawn(serve_incoming(node.clone(), Some(to), incoming));
+        let me = node.node_id().unwrap_or(0);
+        let _ = h.notify(&PeerMsg::Hello { node: me }, Bytes::new());
+        let mut links = self.links();
+        if let Some(Link::Dialing(q)) = links.remove(&to) {
+            for (m, p) in q {
+                if let Err(e) = h.notify(&m, p) {
+                    warn!(peer = to, "send failed: {e}");
+                }
+            }
+        }
+        debug!(peer = to, "connected to node {to} at {addr}");
+        links.insert(to, Link::Up(h));
+    }
+}
+
+/// Accept peer connections.
+pub async fn listen(listener: tokio::net::TcpListener, node: Arc<Node>) {
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!("peer accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            let timeout = node.config().call_timeout;
+            match Conn::accept(stream, &node.auth(), timeout).await {
+                Ok((conn, _)) => {
+                    let (_h, incoming): (PeerHandle, _) = rpc(conn, timeout);
+                    serve_incoming(node, None, incoming).await;
+                }
+                Err(e) => warn!("refused peer connection from {addr}: {e}"),
+            }
+        });
+    }
+}
+
+/// Serve what a peer sends on one connection.
+async fn serve_incoming(
+    node: Arc<Node>,
+    mut from: Option<NodeId>,
+    mut incoming: tokio::sync::mpsc::Receiver<Incoming<PeerReq, PeerMsg>>,
+) {
+    while let Some(item) = incoming.recv().await {
+        match item {
+            Incoming::Notify {
+                ev: PeerMsg::Hello { node: n },
+                ..
+            } => from = Some(n),
+            Incoming::Notify {
+                ev: PeerMsg::Coh(msg),
+                payload,
+            } => match from {
+                Some(f) => node.coherence_message(f, msg, payload),
+                None => warn!("coherence message before Hello: dropped"),
+            },
+            Incoming::Call { req, reply, .. } => {
+                let node = node.clone();
+                tokio::spawn(async move {
+                    let resp = node.peer_call(from, req).await;
+                    reply.send(&resp, Bytes::new());
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! Distributed shared memory on a node: segments, attachments, the
+//! userfaultfd fault loop and the performing of coherence actions.
+//!
+//! Each segment a node knows has one memfd (the node's copy, shared by every
+//! local process that attached it) and a presence bitmap (which units the
+//! memfd holds: a hole is a unit this node does not have). Every local
+//! mapping is registered with the process's userfaultfd, so every access to
+//! a unit the process has not mapped yet, and every write to a unit mapped
+//! read-only, comes here as a fault. The coherence engine decides; this
+//! module performs: `UFFDIO_CONTINUE` maps a present unit (write-protected
+//! while the node holds it Shared), `UFFDIO_WRITEPROTECT` grants or revokes
+//! writing, punching a hole drops the unit from every local mapping at once.
+//!
+//! The home of a segment (the node that created it) also keeps its
+//! `shmid_ds`: permissions, times, pids and the attach count per node; other
+//! nodes ask it (peer calls) on `shmat`, `shmdt` and `shmctl`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dipc_dsm::coherence::{Action, CohMsg};
+use dipc_shmem::{Memfd, Uffd, UffdEvent};
+use dipc_wire::local::ShmStat;
+use dipc_wire::referee::Caller;
+use dipc_wire::{NodeId, ObjectId, ObjectRecord, Params, Perm, errno};
+use tokio::io::unix::AsyncFd;
+use tracing::{debug, warn};
+
+use crate::node::{Node, State};
+use crate::peer::PeerMsg;
+
+/// `SHM_DEST` in `shm_perm.mode`.
+pub const SHM_DEST: u32 = 0o1000;
+
+/// A segment as this node holds it.
+pub struct Segment {
+    pub rec: ObjectRecord,
+    pub memfd: Memfd,
+    pub unit: u64,
+    pub units: u32,
+    /// Units whose bytes are in the memfd.
+    present: Vec<bool>,
+    /// Units some local mapping may currently write.
+    writable: Vec<bool>,
+    /// Kept by the home only.
+    pub home: Option<HomeMeta>,
+}
+
+/// The home's `shmid_ds`.
+#[derive(Debug, Clone)]
+pub struct HomeMeta {
+    pub perm: Perm,
+    pub atime: i64,
+    pub dtime: i64,
+    pub ctime: i64,
+    pub cpid: i32,
+    pub lpid: i32,
+    pub nattch: HashMap<NodeId, u64>,
+    pub removed: bool,
+}
+
+impl HomeMeta {
+    pub fn total(&self) -> u64 {
+        self.nattch.values().sum()
+    }
+}
+
+/// One mapping of a segment in a local process.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub id: ObjectId,
+    pub addr: u64,
+    pub len: u64,
+    pub readonly: bool,
+}
+
+/// A local process (one local connection).
+#[derive(Default)]
+pub struct Proc {
+    pub pid: i32,
+    pub uffd: Option<Arc<Uffd>>,
+    pub attachments: Vec<Attachment>,
+    /// `ShmAt` answered, `ShmRegister` not yet.
+    pub pending: Vec<(ObjectId, bool)>,
+    /// The task serving `uffd`, stopped when the process goes.
+    pub task: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// A blocked access of a local process.
+struct Waiter {
+    uffd: Arc<Uffd>,
+    addr: u64,
+    len: u64,
+    wp_fault: bool,
+    readonly: bool,
+}
+
+/// Per-node shared memory state (inside the node's state lock).
+#[derive(Default)]
+pub struct ShmState {
+    pub segments: HashMap<ObjectId, Segment>,
+    pub procs: HashMap<u64, Proc>,
+    waiters: HashMap<u64, Waiter>,
+    next_waiter: u64,
+}
+
+impl Segment {
+    pub fn new(rec: ObjectRecord, home: Option<HomeMeta>) -> Result<Segment, i32> {
+        let Params::Shm { size, unit, .. } = rec.params else {
+            return Err(errno::EINVAL);
+        };
+        let unit = u64::from(unit);
+        let units = size.div_ceil(unit);
+        let memfd =
+            Memfd::create(&format!("dipc-shm-{:x}", rec.id), units * unit).map_err(|e| {
+                warn!("cannot create the memfd of segment {}: {e}", rec.id);
+                errno::ENOMEM
+            })?;
+        let units = u32::try_from(units).map_err(|_| errno::EINVAL)?;
+        Ok(Segment {
+            rec,
+            memfd,
+            unit,
+            units,
+            present: vec![false; units as usize],
+            writable: vec![false; units as usize],
+            home,
+        })
+    }
+
+    pub fn size(&self) -> u64 {
+        match self.rec.params {
+            Params::Shm { size, .. } => size,
+            _ => 0,
+        }
+    }
+
+    fn unit_range(&self, unit: u32) -> (u64, u64) {
+        (u64::from(unit) * self.unit, self.unit)
+    }
+
+    pub fn stat(&self) -> Option<ShmStat> {
+        let h = self.home.as_ref()?;
+        let mut perm = h.perm;
+        if h.removed {
+            perm.mode |= SHM_DEST;
+        }
+        Some(ShmStat {
+            key: if h.removed { 0 } else { self.rec.key },
+            perm,
+            segsz: self.size(),
+            atime: h.atime,
+            dtime: h.dtime,
+            ctime: h.ctime,
+            cpid: h.cpid,
+            lpid: h.lpid,
+            nattch: h.total(),
+        })
+    }
+}
+
+impl Node {
+    /// The engine's actions, performed in order. `payload` is the data of
+    /// the message being handled (for `Install`).
+    pub(crate) fn perform(self: &Arc<Self>, st: &mut State, actions: Vec<Action>, payload: &Bytes) {
+        for a in actions {
+            match a {
+                Action::Send { to, msg, with_data } => {
+                    let data = if with_data {
+                        data_of(&mut st.shm, &msg)
+                    } else {
+                        Bytes::new()
+                    };
+                    self.peers().send(self, to, PeerMsg::Coh(msg), data);
+                }
+                Action::Install { seg, unit } => {
+                    if let Some(s) = st.shm.segments.get_mut(&seg) {
+                        let (off, len) = s.unit_range(unit);
+                        let n = payload.len().min(len as usize);
+                        if let Err(e) = s.memfd.write_at(off, &payload[..n]) {
+                            warn!(seg, unit, "install failed: {e}");
+                        }
+                        s.present[unit as usize] = true;
+                    }
+                }
+                Action::Invalidate { seg, unit } => {
+                    if let Some(s) = st.shm.segments.get_mut(&seg) {
+                        let (off, len) = s.unit_range(unit);
+                        if let Err(e) = s.memfd.punch_hole(off, len) {
+                            warn!(seg, unit, "invalidate failed: {e}");
+                        }
+                        s.present[unit as usize] = false;
+                        s.writable[unit as usize] = false;
+                    }
+                }
+                Action::Downgrade { seg, unit } => write_protect_unit(&mut st.shm, seg, unit),
+                Action::Resolve {
+                    waiter,
+                    seg,
+                    unit,
+                    writable,
+                } => resolve(&mut st.shm, waiter, seg, unit, writable),
+                Action::Fail {
+                    waiter,
+                    seg,
+                    unit,
+                    error,
+                } => {
+                    warn!(seg, unit, "an access cannot be served: {error}");
+                    fail(&mut st.shm, waiter);
+                }
+                Action::Ignored { from, error } => {
+                    warn!(peer = from, "ignored a coherence message: {error}");
+                }
+            }
+        }
+    }
+
+    /// A coherence message from a peer.
+    pub(crate) fn coherence_message(self: &Arc<Self>, from: NodeId, msg: CohMsg, payload: Bytes) {
+        let mut st = self.lock();
+        let actions = st.engine.receive(from, msg);
+        self.perform(&mut st, actions, &payload);
+    }
+
+    /// Serve the userfaultfd of local connection `conn` until it closes.
+    pub(crate) async fn serve_uffd(self: Arc<Self>, conn: u64, uffd: Arc<Uffd>) {
+        let fd = match UffdPoll::new(uffd.clone()) {
+            Ok(fd) => fd,
+            Err(e) => {
+                warn!(conn, "cannot poll a userfaultfd: {e}");
+                return;
+            }
+        };
+        let mut events = Vec::new();
+        loop {
+            let mut guard = match fd.readable().await {
+                Ok(g) => g,
+                Err(_) => return,
+            };
+            events.clear();
+            if let Err(e) = uffd.read_events(&mut events) {
+                debug!(conn, "userfaultfd closed: {e}");
+                return;
+            }
+            if events.is_empty() {
+                guard.clear_ready();
+                continue;
+            }
+            let mut st = self.lock();
+            if !st.shm.procs.contains_key(&conn) {
+                return;
+            }
+            for ev in events.drain(..) {
+                if let UffdEvent::Fault {
+                    addr, write, wp, ..
+                } = ev
+                {
+                    self.fault(&mut st, conn, &uffd, addr, write, wp);
+                }
+            }
+        }
+    }
+
+    fn fault(
+        self: &Arc<Self>,
+        st: &mut State,
+        conn: u64,
+        uffd: &Arc<Uffd>,
+        addr: u64,
+        write: bool,
+        wp: bool,
+    ) {
+        let Some(p) = st.shm.procs.get(&conn) else {
+            return;
+        };
+        let Some(a) = p
+            .attachments
+            .iter()
+            .find(|a| addr >= a.addr && addr < a.addr + a.len)
+        else {
+            warn!(conn, addr, "fault outside any attachment");
+            let _ = uffd.wake(addr & !4095, 4096);
+            return;
+        };
+        let a = a.clone();
+        let Some(seg) = st.shm.segments.get(&a.id) else {
+            return;
+        };
+        let off = addr - a.addr;
+        let unit = (off / seg.unit) as u32;
+        let start = a.addr + u64::from(unit) * seg.unit;
+        let len = seg.unit.min(a.addr + a.len - start);
+        st.shm.next_waiter += 1;
+        let w = st.shm.next_waiter;
+        st.shm.waiters.insert(
+            w,
+            Waiter {
+                uffd: uffd.clone(),
+                addr: start,
+                len,
+                wp_fault: wp,
+                readonly: a.readonly,
+            },
+        );
+        let actions = st.engine.fault(a.id, unit, write && !a.readonly, w);
+        self.perform(st, actions, &Bytes::new());
+    }
+}
+
+/// A userfaultfd registered with the runtime's reactor.
+struct UffdPoll(Arc<Uffd>);
+
+impl std::os::fd::AsRawFd for UffdPoll {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl UffdPoll {
+    fn new(uffd: Arc<Uffd>) -> std::io::Result<AsyncFd<UffdPoll>> {
+        // SAFETY: the fd belongs to `uffd`, which the returned AsyncFd owns
+        // (through the Arc) for its whole life, so it stays open and names
+        // the same file until the AsyncFd is dropped.
+        unsafe { AsyncFd::register_with_interest(UffdPoll(uffd), tokio::io::Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)
+    }
+}
+
+/// The bytes of the unit a data-carrying message is about, read after every
+/// local writer lost its right to write.
+fn data_of(shm: &mut ShmState, msg: &CohMsg) -> Bytes {
+    let (seg, unit) = (msg.seg(), msg.unit());
+    if shm
+        .segments
+        .get(&seg)
+        .is_some_and(|s| s.writable.get(unit as usize).copied().unwrap_or(false))
+    {
+        write_protect_unit(shm, seg, unit);
+    }
+    let Some(s) = shm.segments.get(&seg) else {
+        return Bytes::new();
+    };
+    let (off, len) = s.unit_range(unit);
+    let mut buf = vec![0u8; len as usize];
+    if s.present[unit as usize]
+        && let Err(e) = s.memfd.read_at(off, &mut buf)
+    {
+        warn!(seg, unit, "reading a unit failed: {e}");
+    }
+    Bytes::from(buf)
+}
+
+/// Revoke write access to (seg, unit) in every local mapping.
+fn write_protect_unit(shm: &mut ShmState, seg: ObjectId, unit: u32) {
+    let Some(s) = shm.segments.get_mut(&seg) else {
+        return;
+    };
+    s.writable[unit as usize] = false;
+    let (off, len) = s.unit_range(unit);
+    for p in shm.procs.values() {
+        let Some(uffd) = &p.uffd else { continue };
+        for a in p.attachments.iter().filter(|a| a.id == seg && !a.readonly) {
+            if off >= a.len {
+                continue;
+            }
+            let l = len.min(a.len - off);
+            if let Err(e) = uffd.write_protect(a.addr + off, l, true, false) {
+                debug!(seg, unit, "write-protect failed: {e}");
+            }
+        }
+    }
+}
+
+/// A blocked access that cannot be served: wake it without mapping
+/// anything would refault forever, so the process is sent SIGBUS by
+/// mapping nothing and waking it is not enough; until the process-side
+/// SIGBUS path exists the waiter is woken and will fault again.
+fn fail(shm: &mut ShmState, waiter: u64) {
+    if let Some(w) = shm.waiters.remove(&waiter) {
+        let _ = w.uffd.wake(w.addr, w.len);
+    }
+}
+
+/// Let a blocked access proceed.
+fn resolve(shm: &mut ShmState, waiter: u64, seg: ObjectId, unit: u32, writable: bool) {
+    let Some(w) = shm.waiters.remove(&waiter) else {
+        return;
+    };
+    let Some(s) = shm.segments.get_mut(&seg) else {
+        let _ = w.uffd.wake(w.addr, w.len);
+        return;
+    };
+    let idx = unit as usize;
+    if !s.present[idx] {
+        // A unit never written anywhere: materialise its zeros.
+        let (off, len) = s.unit_range(unit);
+        if let Err(e) = s.memfd.write_at(off, &vec![0u8; len as usize]) {
+            warn!(seg, unit, "zero-fill failed: {e}");
+        }
+        s.present[idx] = true;
+    }
+    let writable = writable && !w.readonly;
+    if writable {
+        s.writable[idx] = true;
+    }
+    let result = if w.wp_fault {
+        if writable {
+            w.uffd.write_protect(w.addr, w.len, false, true)
+        } else {
+            w.uffd.wake(w.addr, w.len)
+        }
+    } else {
+        w.uffd
+            .continue_(w.addr, w.len, !writable && !w.readonly)
+            .and_then(|()| {
+                if writable {
+                    // Already mapped (EEXIST) but write-protected: lift it.
+                    w.uffd.write_protect(w.addr, w.len, false, true)
+                } else {
+                    w.uffd.wake(w.addr, w.len)
+                }
+            })
+    };
+    if let Err(e) = result {
+        debug!(seg, unit, "resolving a fault failed (process gone?): {e}");
+        let _ = w.uffd.wake(w.addr, w.len);
+    }
+}
+
+/// Home side of `shmat`: check permission and count the attachment.
+pub fn home_attach(
+    seg: &mut Segment,
+    node: NodeId,
+    caller: Caller,
+    readonly: bool,
+    now: i64,
+) -> Result<(), i32> {
+    let Some(h) = seg.home.as_mut() else {
+        return Err(errno::EINVAL);
+    };
+    let want = if readonly { 0o4 } else { 0o6 };
+    if !h.perm.allows(caller.uid, caller.gid, want) {
+        return Err(errno::EACCES);
+    }
+    *h.nattch.entry(node).or_default() += 1;
+    h.atime = now;
+    h.lpid = caller.pid;
+    Ok(())
+}
+
+/// Home side of `shmdt`. Returns true when the segment must be destroyed
+/// (removed and no attachment left in the cluster).
+pub fn home_detach(seg: &mut Segment, node: NodeId, pid: i32, now: i64) -> bool {
+    let Some(h) = seg.home.as_mut() else {
+        return false;
+    };
+    if let Some(n) = h.nattch.get_mut(&node) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            h.nattch.remove(&node);
+        }
+    }
+    h.dtime = now;
+    h.lpid = pid;
+    h.removed && h.total() == 0
+}
