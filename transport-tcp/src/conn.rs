@@ -26,9 +26,11 @@ use dipc_wire::{Frame, FrameError, MAX_FRAME};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::debug;
 
-use crate::Error;
 use crate::auth::{self, Auth};
+use crate::{Backoff, Error};
 
 /// What a peer said it is in the handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,7 +111,44 @@ impl Conn {
         Ok((conn, peer))
     }
 
-    /// Authenticate a freshly accepted `stream`; bounded by `timeout`.
+    /// [`Conn::connect`] until it works: each attempt is bounded by
+    /// `attempt_timeout`, attempts are spaced by `backoff` (reset on
+    /// success), and after `give_up_after` the last error is returned. A
+    /// refusal ([`Error::is_refusal`]: wrong cluster, secret or version) is
+    /// returned at once, since retrying cannot fix it.
+    pub async fn connect_with_backoff(
+        addr: &str,
+        auth: &Auth,
+        role: Role,
+        attempt_timeout: Duration,
+        backoff: &mut Backoff,
+        give_up_after: Duration,
+    ) -> Result<(Conn, PeerInfo), Error> {
+        let deadline = Instant::now() + give_up_after;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let bound = attempt_timeout.min(left).max(Duration::from_millis(1));
+            match Conn::connect(addr, auth, role, bound).await {
+                Ok(ok) => {
+                    backoff.reset();
+                    return Ok(ok);
+                }
+                Err(e) if e.is_refusal() => return Err(e),
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    if Instant::now() + delay >= deadline {
+                        return Err(e);
+                    }
+                    debug!(%addr, error = %e, ?delay, "connect failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// Authenticate a freshly accepted `stream`; bounded by `timeout`. Run
+    /// it in the connection's own task, so that a slow or silent client
+    /// does not hold up the accept loop.
     pub async fn accept(
         stream: TcpStream,
         auth: &Auth,

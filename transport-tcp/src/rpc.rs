@@ -210,8 +210,13 @@ impl Replier {
     pub fn send<Resp: Serialize>(self, resp: &Resp, payload: Bytes) {
         let sent = encode(Head::Reply(self.id), resp, payload)
             .and_then(|frame| self.link.enqueue(&self.queue, frame, false));
-        if let Err(e) = sent {
-            warn!(peer = %self.link.label, id = self.id, error = %e, "reply not sent");
+        match sent {
+            Ok(()) => {}
+            // The connection went away while the call was being served.
+            Err(e @ Error::Closed { .. }) => {
+                debug!(peer = %self.link.label, id = self.id, error = %e, "reply not sent")
+            }
+            Err(e) => warn!(peer = %self.link.label, id = self.id, error = %e, "reply not sent"),
         }
     }
 }

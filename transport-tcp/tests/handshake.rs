@@ -152,3 +152,84 @@ async fn connect_to_a_closed_port_fails_fast() {
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
     assert!(!err.is_refusal());
 }
+
+#[tokio::test]
+async fn connect_with_backoff_retries_until_the_server_answers() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        // Hang up on the first two connections, then serve.
+        for _ in 0..2 {
+            let (s, _) = listener.accept().await.expect("accept");
+            drop(s);
+        }
+        let (s, _) = listener.accept().await.expect("accept");
+        Conn::accept(s, &lab("referee"), T).await
+    });
+    let mut backoff =
+        dipc_transport_tcp::Backoff::new(Duration::from_millis(10), Duration::from_millis(40));
+    let (_conn, peer) = Conn::connect_with_backoff(
+        &addr.to_string(),
+        &lab("node-a"),
+        Role::Node,
+        T,
+        &mut backoff,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("third attempt succeeds");
+    assert_eq!(peer.name, "referee");
+    within("server", server)
+        .await
+        .expect("join")
+        .expect("server side");
+}
+
+#[tokio::test]
+async fn connect_with_backoff_stops_at_a_refusal_and_at_its_deadline() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.expect("accept");
+        let _ = Conn::accept(s, &lab("referee"), T).await;
+        // Any further attempt would wait here forever.
+        let _ = listener.accept().await;
+    });
+    let mut backoff =
+        dipc_transport_tcp::Backoff::new(Duration::from_millis(10), Duration::from_millis(10));
+    let err = Conn::connect_with_backoff(
+        &addr.to_string(),
+        &auth("other", b"s3cret", "n"),
+        Role::Node,
+        T,
+        &mut backoff,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect_err("refused");
+    assert!(matches!(err, Error::Refused { .. }), "{err:?}");
+    server.abort();
+
+    // Nobody listens: give up after about `give_up_after`.
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let start = Instant::now();
+    let err = Conn::connect_with_backoff(
+        &closed.to_string(),
+        &lab("n"),
+        Role::Node,
+        T,
+        &mut backoff,
+        Duration::from_millis(300),
+    )
+    .await
+    .expect_err("nobody listens");
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+}

@@ -282,3 +282,20 @@ async fn incoming_calls_carry_their_payload() {
     assert_eq!(&back[..], b"back");
     drop(h);
 }
+
+#[test]
+fn handles_and_errors_can_cross_tasks() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<
+        dipc_transport_tcp::RpcHandle<
+            dipc_wire::referee::Request,
+            dipc_wire::referee::Response,
+            dipc_wire::referee::Event,
+        >,
+    >();
+    send_sync::<Error>();
+    send_sync::<dipc_transport_tcp::Conn>();
+    fn send<T: Send + 'static>() {}
+    send::<Incoming<dipc_wire::referee::Request, dipc_wire::referee::Event>>();
+    send::<dipc_transport_tcp::Replier>();
+}
