@@ -12,7 +12,7 @@
 //!   notifications in both directions over one `Conn`, FIFO per
 //!   connection, with backpressure on incoming messages;
 //! * [`Backoff`] ([`backoff`]): exponential backoff with jitter for
-//!   reconnecting.
+//!   reconnecting ([`Conn::connect_with_backoff`] uses it).
 //!
 //! A malformed frame ends the connection it came on, with a `warn!` naming
 //! the peer and the reason, never the process; every wait has a time bound.
@@ -24,7 +24,9 @@
 //! Tests: `tests/handshake.rs`, `tests/rpc.rs` and `tests/malformed.rs` run
 //! real sockets on 127.0.0.1 (successful and refused handshakes, timeouts,
 //! calls both ways, ordering, large payloads, dead peers, garbage bytes sent
-//! on a raw socket); unit tests cover the backoff.
+//! on a raw socket); unit tests cover the backoff and the server's side of
+//! the handshake against clients the public API cannot produce (wrong
+//! proof, other version).
 #![forbid(unsafe_code)]
 
 pub mod auth;
