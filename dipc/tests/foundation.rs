@@ -2,14 +2,15 @@
 //!
 //! Membership and status, cluster-wide exclusive creation, a referee that
 //! survives `SIGKILL` with its registry, refusal of a node holding the wrong
-//! secret, and failure detection of a killed node. Each test starts its own
+//! secret, failure detection of a killed node, and C programs reaching
+//! their node through libsysv (linked, and preloaded). Each test starts its own
 //! cluster (dipc-testkit), so they run in parallel and a failure prints the
 //! logs of every process.
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use dipc_testkit::{Cluster, LocalClient};
+use dipc_testkit::{Cluster, Link, LocalClient, compile_c};
 use dipc_wire::local::Response;
 use dipc_wire::referee::ClusterStatus;
 use dipc_wire::{IPC_CREAT, IPC_EXCL, Key, errno, is_dipc_id};
@@ -266,4 +267,69 @@ fn killed_node_is_shown_down_and_the_others_stay_up() {
         assert_eq!(up_names(&st), ["node-0", "node-2"], "{st:#?}");
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// `shmget(key, 4096, IPC_DIPC | flags)` from C; prints the id or the errno.
+const SHMGET_C: &str = r#"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <dipc.h>
+
+int main(int argc, char **argv) {
+    if (argc != 3) return 2;
+    key_t key = (key_t)strtol(argv[1], NULL, 0);
+    int flags = (int)strtol(argv[2], NULL, 0);
+    int id = shmget(key, 4096, IPC_DIPC | flags);
+    if (id < 0) { printf("errno %d\n", errno); return 1; }
+    printf("id %d\n", id);
+    return 0;
+}
+"#;
+
+#[test]
+fn c_programs_on_two_nodes_share_a_key() {
+    let c = cluster(2);
+    let linked = check(&c, compile_c(SHMGET_C, "foundation-shmget", Link::Sysv));
+    let preloaded = check(&c, compile_c(SHMGET_C, "foundation-shmget", Link::Plain));
+    let key = "0x0d1c0300";
+    let create = (IPC_CREAT | IPC_EXCL | 0o600).to_string();
+
+    let run = |node: usize, prog: &dipc_testkit::Program, flags: &str| {
+        let out = c
+            .run_on(node, prog)
+            .args([key, flags])
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", prog.path().display()));
+        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stdout, stderr)
+    };
+
+    let (code, created, err) = run(0, &linked, &create);
+    assert_eq!(
+        code,
+        Some(0),
+        "create on node 0: {created} {err}\n{}",
+        c.logs()
+    );
+    let id: i32 = created
+        .strip_prefix("id ")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected output {created:?}"));
+    assert!(is_dipc_id(id), "id {id:#x} is not distributed");
+
+    // The same key from node 1, preloaded: found without creating, and an
+    // exclusive create is refused cluster-wide.
+    let (code, found, err) = run(1, &preloaded, "0");
+    assert_eq!(
+        code,
+        Some(0),
+        "lookup on node 1: {found} {err}\n{}",
+        c.logs()
+    );
+    assert_eq!(found, format!("id {id}"));
+    let (code, refused, _) = run(1, &preloaded, &create);
+    assert_eq!(code, Some(1));
+    assert_eq!(refused, format!("errno {}", errno::EEXIST));
 }
