@@ -1,0 +1,291 @@
+//! The node-local side of the protocol: the requester (faults, replies,
+//! acknowledgements) and the supplier/sharer (answers to the home).
+//!
+//! A node keeps at most one request in flight per unit ([`Pending`]); every
+//! access that arrives meanwhile joins it as a waiter, so a burst of faults on
+//! one unit costs one transaction. A write access that arrives while a read
+//! request is in flight waits for it and is then served by an upgrade.
+
+use super::{Action, CohMsg, Cx, NodeId, SegId, Segment, Unit, UnitState, Waiter};
+use crate::Error;
+
+/// This node's request in flight on a unit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Pending {
+    /// A `WriteReq` (else a `ReadReq`).
+    write: bool,
+    /// The reply (`Data` or `Grant`), once it arrived.
+    reply: Option<Reply>,
+    /// `InvAck`s received so far (they may precede the reply).
+    acks: u32,
+    /// The local accesses waiting (waiter, write), in arrival order.
+    pub(crate) waiters: Vec<(Waiter, bool)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Reply {
+    /// The unit becomes Modified (else Shared).
+    excl: bool,
+    /// `InvAck`s to await.
+    acks: u32,
+    /// The home waits for our `Done`.
+    done: bool,
+}
+
+impl Pending {
+    fn new(write: bool, waiters: Vec<(Waiter, bool)>) -> Self {
+        Pending {
+            write,
+            reply: None,
+            acks: 0,
+            waiters,
+        }
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        let kind = if self.write { "write" } else { "read" };
+        let reply = match self.reply {
+            None => "no reply".to_string(),
+            Some(r) => format!("reply acks {}/{}", self.acks, r.acks),
+        };
+        let reply = if self.reply.is_none() && self.acks > 0 {
+            format!("{reply}, {} acks", self.acks)
+        } else {
+            reply
+        };
+        format!("pending {kind} ({reply}), {} waiter(s)", self.waiters.len())
+    }
+}
+
+fn request_msg(seg: SegId, unit: Unit, write: bool) -> CohMsg {
+    if write {
+        CohMsg::WriteReq { seg, unit }
+    } else {
+        CohMsg::ReadReq { seg, unit }
+    }
+}
+
+/// A local access to `unit`.
+pub(crate) fn fault(
+    s: &mut Segment,
+    seg: SegId,
+    unit: Unit,
+    write: bool,
+    waiter: Waiter,
+    cx: &mut Cx,
+) {
+    let state = s.local[unit as usize];
+    if state == UnitState::Modified || (state == UnitState::Shared && !write) {
+        cx.act(Action::Resolve {
+            waiter,
+            seg,
+            unit,
+            writable: state == UnitState::Modified,
+        });
+        return;
+    }
+    match s.pending.get_mut(&unit) {
+        // A read in flight serves a write waiter by an upgrade afterwards.
+        Some(p) => p.waiters.push((waiter, write)),
+        None => {
+            s.pending
+                .insert(unit, Pending::new(write, vec![(waiter, write)]));
+            cx.send(s.home, request_msg(seg, unit, write), false);
+        }
+    }
+}
+
+/// Send this node's bytes to `to`: Modified if `excl` (this node then drops
+/// its copy), else Shared (an owner downgrades first).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn supply(
+    local: &mut [UnitState],
+    seg: SegId,
+    unit: Unit,
+    home: NodeId,
+    to: NodeId,
+    excl: bool,
+    acks: u32,
+    cx: &mut Cx,
+) {
+    let Some(state) = local.get_mut(unit as usize) else {
+        return;
+    };
+    let msg = CohMsg::Data {
+        seg,
+        unit,
+        excl,
+        acks,
+    };
+    match *state {
+        UnitState::Invalid => {
+            // Only a confused home asks a node without a copy; answering
+            // would send a hole.
+            let asked = if excl {
+                CohMsg::FetchInv {
+                    seg,
+                    unit,
+                    req: to,
+                    acks,
+                }
+            } else {
+                CohMsg::Fetch { seg, unit, req: to }
+            };
+            cx.ignore(
+                home,
+                Error::Unexpected {
+                    from: home,
+                    msg: asked,
+                    state: *state,
+                    why: "asked to supply a unit this node does not hold",
+                },
+            );
+            return;
+        }
+        UnitState::Modified => {
+            // Stop local writes before the bytes are read.
+            cx.act(Action::Downgrade { seg, unit });
+            *state = UnitState::Shared;
+        }
+        UnitState::Shared => {}
+    }
+    cx.send(to, msg, true);
+    if excl {
+        invalidate_local(local, seg, unit, cx);
+    }
+}
+
+/// Drop this node's copy.
+pub(crate) fn invalidate_local(local: &mut [UnitState], seg: SegId, unit: Unit, cx: &mut Cx) {
+    if let Some(state) = local.get_mut(unit as usize) {
+        *state = UnitState::Invalid;
+        cx.act(Action::Invalidate { seg, unit });
+    }
+}
+
+/// A `Fetch`, `FetchInv` or `Inv` from the home.
+pub(crate) fn serve(s: &mut Segment, from: NodeId, msg: CohMsg, cx: &mut Cx) {
+    let (seg, unit) = (msg.seg(), msg.unit());
+    let state = s.local[unit as usize];
+    let unexpected = |why| Error::Unexpected {
+        from,
+        msg: msg.clone(),
+        state,
+        why,
+    };
+    if from != s.home {
+        cx.ignore(from, unexpected("only the home may send this"));
+        return;
+    }
+    match msg {
+        CohMsg::Fetch { req, .. } => supply(&mut s.local, seg, unit, from, req, false, 0, cx),
+        CohMsg::FetchInv { req, acks, .. } => {
+            supply(&mut s.local, seg, unit, from, req, true, acks, cx)
+        }
+        CohMsg::Inv { req, .. } => {
+            if state != UnitState::Shared {
+                cx.ignore(from, unexpected("only a sharer is invalidated"));
+                return;
+            }
+            invalidate_local(&mut s.local, seg, unit, cx);
+            cx.send(req, CohMsg::InvAck { seg, unit }, false);
+        }
+        _ => cx.ignore(from, unexpected("not a message for a supplier")),
+    }
+}
+
+/// A `Data`, `Grant` or `InvAck` for this node's request.
+pub(crate) fn reply(s: &mut Segment, from: NodeId, msg: CohMsg, cx: &mut Cx) {
+    let (seg, unit) = (msg.seg(), msg.unit());
+    let state = s.local[unit as usize];
+    let home = s.home;
+    let unexpected = |why| Error::Unexpected {
+        from,
+        msg: msg.clone(),
+        state,
+        why,
+    };
+    let Some(p) = s.pending.get_mut(&unit) else {
+        cx.ignore(from, unexpected("no request in flight"));
+        return;
+    };
+    match msg {
+        CohMsg::Data { excl, acks, .. } => {
+            if p.reply.is_some() || excl != p.write || state != UnitState::Invalid {
+                cx.ignore(from, unexpected("does not answer the request in flight"));
+                return;
+            }
+            if from != cx.me() {
+                cx.act(Action::Install { seg, unit });
+            }
+            p.reply = Some(Reply {
+                excl,
+                acks,
+                done: !(from == home && acks == 0),
+            });
+        }
+        CohMsg::Grant { acks, .. } => {
+            if from != home || p.reply.is_some() || !p.write || state != UnitState::Shared {
+                cx.ignore(from, unexpected("does not answer the request in flight"));
+                return;
+            }
+            p.reply = Some(Reply {
+                excl: true,
+                acks,
+                done: acks > 0,
+            });
+        }
+        CohMsg::InvAck { .. } => {
+            let too_many = p.reply.is_some_and(|r| p.acks >= r.acks);
+            if !p.write || too_many {
+                cx.ignore(from, unexpected("no acknowledgement is owed"));
+                return;
+            }
+            p.acks += 1;
+        }
+        _ => {
+            cx.ignore(from, unexpected("not a message for a requester"));
+            return;
+        }
+    }
+    try_complete(s, seg, unit, cx);
+}
+
+/// Complete the request in flight on `unit` if its reply and all its
+/// acknowledgements have arrived.
+fn try_complete(s: &mut Segment, seg: SegId, unit: Unit, cx: &mut Cx) {
+    let ready = s
+        .pending
+        .get(&unit)
+        .and_then(|p| p.reply.filter(|r| r.acks == p.acks));
+    let Some(reply) = ready else { return };
+    let Some(p) = s.pending.remove(&unit) else {
+        return;
+    };
+    let state = if reply.excl {
+        UnitState::Modified
+    } else {
+        UnitState::Shared
+    };
+    s.local[unit as usize] = state;
+    let mut upgrade = Vec::new();
+    for (waiter, write) in p.waiters {
+        if reply.excl || !write {
+            cx.act(Action::Resolve {
+                waiter,
+                seg,
+                unit,
+                writable: reply.excl,
+            });
+        } else {
+            upgrade.push((waiter, write));
+        }
+    }
+    if reply.done {
+        cx.send(s.home, CohMsg::Done { seg, unit }, false);
+    }
+    if !upgrade.is_empty() {
+        s.pending.insert(unit, Pending::new(true, upgrade));
+        cx.send(s.home, request_msg(seg, unit, true), false);
+    }
+}

@@ -1,0 +1,433 @@
+//! The coherence engine: a home-based directory protocol for distributed
+//! shared memory, multiple readers / single writer, write-invalidate,
+//! sequentially consistent, at the granularity of a *unit* (4 KiB by
+//! default; the engine never sees sizes, so a whole segment can be one unit).
+//!
+//! One [`Engine`] runs on every node. The node daemon feeds it the faults of
+//! local processes ([`Engine::fault`]) and the coherence messages of its peers
+//! ([`Engine::receive`]) and performs the [`Action`]s it returns, in order. The
+//! engine never touches page bytes: a [`Action::Send`] with `with_data` tells
+//! the daemon to attach this node's bytes of the unit, an [`Action::Install`]
+//! tells it to store the payload of the message being handled.
+//!
+//! # Roles and states
+//!
+//! Every node keeps, per unit, a local state: `Invalid`, `Shared` (read-only
+//! copy) or `Modified` (writable, sole copy). The *home* of a segment (the node
+//! that created it) also keeps a directory entry per unit: the *owner* (the
+//! node holding it `Modified`) or the *copy set* (the nodes holding it
+//! `Shared`); exactly one of the two is non-empty. Initially the home holds
+//! every unit `Modified` (all zeros) and no one else has a copy.
+//!
+//! In a transaction a node plays one of four roles: the *requester* (it needs
+//! a right it lacks), the *home* (it decides), the *supplier* (the owner, or a
+//! sharer, that sends the bytes) and the *sharers* being invalidated. The home
+//! plays its own requester, supplier and sharer roles locally, without
+//! messages to itself.
+//!
+//! # Messages
+//!
+//! | message                    | from -> to            | meaning |
+//! |----------------------------|-----------------------|---------|
+//! | `ReadReq`, `WriteReq`      | requester -> home     | I want a Shared / Modified copy |
+//! | `Fetch { req }`            | home -> supplier      | send your bytes to `req` and keep a Shared copy (an owner downgrades first) |
+//! | `FetchInv { req, acks }`   | home -> supplier      | send your bytes to `req`, then drop your copy |
+//! | `Inv { req }`              | home -> sharer        | drop your copy, then acknowledge to `req` |
+//! | `InvAck`                   | sharer -> requester   | my copy is gone |
+//! | `Data { excl, acks }` + bytes | supplier -> requester | the unit; Modified if `excl`; expect `acks` `InvAck`s |
+//! | `Grant { acks }`           | home -> requester     | upgrade your Shared copy to Modified after `acks` `InvAck`s |
+//! | `Done`                     | requester -> home     | the transaction is complete here |
+//!
+//! # Who waits for what
+//!
+//! * The **home** serialises transactions per unit: one is *active*, later
+//!   requests wait in a FIFO queue (never dropped). It decides at once and
+//!   updates its directory entry when the transaction starts:
+//!   - read: the supplier is the owner if there is one (it downgrades), else
+//!     the home if it holds a copy, else the lowest sharer; the requester joins
+//!     the copy set;
+//!   - write: the owner (if any) supplies and drops its copy; otherwise every
+//!     sharer but the requester is invalidated, one of them (the home if it is
+//!     one) supplies the bytes with `FetchInv` unless the requester already has
+//!     a copy (then it gets a `Grant`). The requester becomes the owner.
+//!     The home drops its own copy directly and does not count itself in
+//!     `acks`.
+//!
+//!   If the home itself sent the reply (`Data` or `Grant`) and no `InvAck`s
+//!   are owed, the transaction is complete when it starts: every later
+//!   message to the requester leaves the home after the reply on the same
+//!   FIFO link. Otherwise the home waits for the requester's `Done`.
+//! * The **requester** has at most one request in flight per unit. It
+//!   completes when it has the reply and as many `InvAck`s as the reply
+//!   announces (they may arrive in any order). It then takes the new state,
+//!   releases its waiting accesses, sends `Done` unless the reply came from
+//!   the home with `acks == 0`, and, if a read completed while write accesses
+//!   were waiting, asks for the upgrade.
+//! * **Suppliers and sharers** answer at once; nothing waits on them but the
+//!   requester.
+//!
+//! Every local access that needs a right waits as a *waiter*; all waiters of a
+//! unit share the one request in flight. A fault on a unit already held with
+//! enough rights is resolved at once.
+//!
+//! # Why this is sequentially consistent
+//!
+//! Per unit, two invariants hold at every step (the simulator and the
+//! exhaustive checker verify them after every step): (1) single writer, multiple
+//! readers: if a node holds the unit `Modified`, no other node holds a copy;
+//! (2) data value: every copy a node may read holds the value of the last
+//! write to the unit. (1) holds because a requester becomes `Modified` only
+//! after the previous owner has dropped its copy (its `Data` is the last
+//! thing it sends for the unit) or after every sharer acknowledged dropping
+//! its copy; and a new reader is served only after the owner has downgraded.
+//! (2) holds because bytes are read from a supplier that holds the latest
+//! value, at a moment when nobody can write (the owner downgrades before the
+//! bytes are read). The home's serialisation gives every unit's accesses one
+//! total order in which each read returns the latest write; since a process is
+//! blocked at each fault until its access is allowed, its accesses enter those
+//! orders in program order, which (as in any system keeping (1) and (2) per
+//! location with blocking accesses) is sequential consistency.
+//!
+//! # Ordering contract with the daemon
+//!
+//! Actions are performed in the order returned. A supplier that holds the unit
+//! `Modified` emits `Downgrade` before the `Send` that reads its bytes (so no
+//! local write can slip in after the bytes are read), then `Invalidate` if it
+//! gives up its copy. A sharer emits `Invalidate` before its `InvAck`. A
+//! requester's `Install` comes when the `Data` message is handled, possibly
+//! before the right is granted (pending `InvAck`s); the bytes stay unmapped
+//! until the `Resolve`. The transport must keep each link FIFO.
+//!
+//! # Room for extensions
+//!
+//! * Hold-time quantum: a supplier or sharer may defer its answer to
+//!   `Fetch`/`FetchInv`/`Inv` until its quantum ends (a timer input); nothing
+//!   else waits on it, so deferring is safe.
+//! * Segment mode: add the segment with `units = 1`.
+//! * Prefetch: a request may later name a window of units; the directory
+//!   entries are independent, so it becomes several transactions.
+//! * `node_down(node)`: the directory drops the node from copy sets, marks
+//!   units it owned as lost ([`crate::Error::NoCopy`]), and the active
+//!   transactions that wait on it are completed or failed.
+
+pub(crate) mod cache;
+pub(crate) mod directory;
+mod message;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
+
+use std::collections::{BTreeMap, VecDeque};
+
+pub use message::{Action, CohMsg};
+
+use crate::Error;
+
+/// A node's cluster-wide number (the same as `dipc_wire::NodeId`).
+pub type NodeId = u32;
+/// A segment's cluster-wide id (`shmid`).
+pub type SegId = i32;
+/// A unit number within a segment.
+pub type Unit = u32;
+/// The daemon's handle on one blocked local access.
+pub type Waiter = u64;
+
+/// The local state of a unit on a node.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub enum UnitState {
+    /// No copy (a hole in the node's memfd).
+    #[default]
+    Invalid,
+    /// A read-only copy; other nodes may hold one too.
+    Shared,
+    /// The writable, sole copy.
+    Modified,
+}
+
+/// A snapshot of a home's directory entry for a unit (for tests and status).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirView {
+    /// The node holding the unit `Modified`.
+    pub owner: Option<NodeId>,
+    /// The nodes holding the unit `Shared`, ascending.
+    pub sharers: Vec<NodeId>,
+    /// The active transaction (requester, write), if the home waits for its `Done`.
+    pub active: Option<(NodeId, bool)>,
+    /// The queued requests (requester, write), in arrival order.
+    pub queued: Vec<(NodeId, bool)>,
+}
+
+/// One node's coherence engine for all the segments it knows.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Engine {
+    me: NodeId,
+    segs: BTreeMap<SegId, Segment>,
+}
+
+/// What a node knows about one segment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Segment {
+    pub(crate) home: NodeId,
+    pub(crate) units: u32,
+    /// This node's state of every unit.
+    pub(crate) local: Vec<UnitState>,
+    /// This node's requests in flight, with the accesses waiting on them.
+    pub(crate) pending: BTreeMap<Unit, cache::Pending>,
+    /// The directory, on the home only.
+    pub(crate) dir: Option<directory::Directory>,
+}
+
+/// Work the engine gives itself while handling one input: messages from this
+/// node to itself and deferred directory steps. Both are handled before the
+/// call returns, in FIFO order, so no action of an earlier step is overtaken
+/// by a later one.
+enum Internal {
+    Msg(CohMsg),
+    Pump { seg: SegId, unit: Unit },
+}
+
+/// The output of one call being built.
+pub(crate) struct Cx {
+    me: NodeId,
+    actions: Vec<Action>,
+    internal: VecDeque<Internal>,
+}
+
+impl Cx {
+    fn new(me: NodeId) -> Self {
+        Cx {
+            me,
+            actions: Vec::new(),
+            internal: VecDeque::new(),
+        }
+    }
+
+    /// Send `msg` to `to`; a message to this node is handled internally.
+    pub(crate) fn send(&mut self, to: NodeId, msg: CohMsg, with_data: bool) {
+        if to == self.me {
+            self.internal.push_back(Internal::Msg(msg));
+        } else {
+            self.actions.push(Action::Send { to, msg, with_data });
+        }
+    }
+
+    pub(crate) fn act(&mut self, action: Action) {
+        self.actions.push(action);
+    }
+
+    /// Let the directory start the next queued transaction on `unit` once
+    /// everything emitted so far has been handled.
+    pub(crate) fn pump(&mut self, seg: SegId, unit: Unit) {
+        self.internal.push_back(Internal::Pump { seg, unit });
+    }
+
+    pub(crate) fn ignore(&mut self, from: NodeId, error: Error) {
+        self.actions.push(Action::Ignored { from, error });
+    }
+
+    pub(crate) fn me(&self) -> NodeId {
+        self.me
+    }
+}
+
+impl Engine {
+    /// An engine for node `me`, knowing no segment.
+    pub fn new(me: NodeId) -> Self {
+        Engine {
+            me,
+            segs: BTreeMap::new(),
+        }
+    }
+
+    /// This node's number.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    /// A segment known on this node: on its home at creation (the home then
+    /// holds every unit `Modified`), elsewhere at first attach (every unit
+    /// `Invalid`). Adding a known segment again changes nothing.
+    pub fn add_segment(&mut self, seg: SegId, home: NodeId, units: u32) -> Vec<Action> {
+        let me = self.me;
+        self.segs.entry(seg).or_insert_with(|| {
+            let is_home = home == me;
+            let initial = if is_home {
+                UnitState::Modified
+            } else {
+                UnitState::Invalid
+            };
+            Segment {
+                home,
+                units,
+                local: vec![initial; units as usize],
+                pending: BTreeMap::new(),
+                dir: is_home.then(|| directory::Directory::new(home, units)),
+            }
+        });
+        Vec::new()
+    }
+
+    /// Forget a segment (it was destroyed cluster-wide). Every access still
+    /// waiting on it fails with [`Error::SegmentRemoved`].
+    pub fn remove_segment(&mut self, seg: SegId) -> Vec<Action> {
+        let Some(s) = self.segs.remove(&seg) else {
+            return Vec::new();
+        };
+        s.pending
+            .into_iter()
+            .flat_map(|(unit, p)| {
+                p.waiters.into_iter().map(move |(waiter, _)| Action::Fail {
+                    waiter,
+                    seg,
+                    unit,
+                    error: Error::SegmentRemoved { seg },
+                })
+            })
+            .collect()
+    }
+
+    /// A local process touched `unit` and the node may not have the right to
+    /// (a write if `write`): `waiter` identifies the blocked access. It is
+    /// answered by exactly one [`Action::Resolve`] (now or later), or by one
+    /// [`Action::Fail`] if the segment or unit does not exist or is removed.
+    pub fn fault(&mut self, seg: SegId, unit: Unit, write: bool, waiter: Waiter) -> Vec<Action> {
+        let mut cx = Cx::new(self.me);
+        match self.segs.get_mut(&seg) {
+            None => cx.act(Action::Fail {
+                waiter,
+                seg,
+                unit,
+                error: Error::UnknownSegment { seg },
+            }),
+            Some(s) if unit >= s.units => cx.act(Action::Fail {
+                waiter,
+                seg,
+                unit,
+                error: Error::UnitOutOfRange {
+                    seg,
+                    unit,
+                    units: s.units,
+                },
+            }),
+            Some(s) => cache::fault(s, seg, unit, write, waiter, &mut cx),
+        }
+        self.drain(&mut cx);
+        cx.actions
+    }
+
+    /// A coherence message from peer `from`. The transport keeps each link
+    /// FIFO. A message that names an unknown segment or breaks the protocol
+    /// is dropped and reported as [`Action::Ignored`].
+    pub fn receive(&mut self, from: NodeId, msg: CohMsg) -> Vec<Action> {
+        let mut cx = Cx::new(self.me);
+        self.handle(from, msg, &mut cx);
+        self.drain(&mut cx);
+        cx.actions
+    }
+
+    /// This node's state of a unit, `None` for an unknown segment or unit.
+    pub fn state(&self, seg: SegId, unit: Unit) -> Option<UnitState> {
+        self.segs.get(&seg)?.local.get(unit as usize).copied()
+    }
+
+    /// The home of a known segment.
+    pub fn home(&self, seg: SegId) -> Option<NodeId> {
+        self.segs.get(&seg).map(|s| s.home)
+    }
+
+    /// The directory entry of a unit, on the segment's home only.
+    pub fn directory(&self, seg: SegId, unit: Unit) -> Option<DirView> {
+        self.segs.get(&seg)?.dir.as_ref()?.view(unit)
+    }
+
+    /// The accesses waiting on a unit (waiter, write), in arrival order.
+    pub fn waiters(&self, seg: SegId, unit: Unit) -> Vec<(Waiter, bool)> {
+        self.segs
+            .get(&seg)
+            .and_then(|s| s.pending.get(&unit))
+            .map(|p| p.waiters.clone())
+            .unwrap_or_default()
+    }
+
+    /// True when no request is in flight and no directory transaction is
+    /// active or queued on this node.
+    pub fn is_idle(&self) -> bool {
+        self.segs
+            .values()
+            .all(|s| s.pending.is_empty() && s.dir.as_ref().is_none_or(|d| d.is_idle()))
+    }
+
+    /// A one-line description of everything this node knows about a unit
+    /// (for logs, status output and the golden table).
+    pub fn describe(&self, seg: SegId, unit: Unit) -> String {
+        let Some(s) = self.segs.get(&seg) else {
+            return "unknown segment".to_string();
+        };
+        let Some(state) = s.local.get(unit as usize) else {
+            return "unknown unit".to_string();
+        };
+        let mut out = format!("{state:?}");
+        if let Some(p) = s.pending.get(&unit) {
+            out.push_str(&format!(", {}", p.describe()));
+        }
+        if let Some(d) = s.dir.as_ref().and_then(|d| d.view(unit)) {
+            out.push_str(&format!("; dir {}", directory::describe(&d)));
+        }
+        out
+    }
+
+    fn handle(&mut self, from: NodeId, msg: CohMsg, cx: &mut Cx) {
+        let (seg_id, unit) = (msg.seg(), msg.unit());
+        let Some(s) = self.segs.get_mut(&seg_id) else {
+            cx.ignore(from, Error::UnknownSegment { seg: seg_id });
+            return;
+        };
+        if unit >= s.units {
+            cx.ignore(
+                from,
+                Error::UnitOutOfRange {
+                    seg: seg_id,
+                    unit,
+                    units: s.units,
+                },
+            );
+            return;
+        }
+        match msg {
+            CohMsg::ReadReq { .. } => directory::request(s, seg_id, unit, from, false, cx),
+            CohMsg::WriteReq { .. } => directory::request(s, seg_id, unit, from, true, cx),
+            CohMsg::Done { .. } => directory::done(s, seg_id, unit, from, cx),
+            CohMsg::Fetch { .. } | CohMsg::FetchInv { .. } | CohMsg::Inv { .. } => {
+                cache::serve(s, from, msg, cx)
+            }
+            CohMsg::Data { .. } | CohMsg::Grant { .. } | CohMsg::InvAck { .. } => {
+                cache::reply(s, from, msg, cx)
+            }
+        }
+    }
+
+    /// Handle the work this call gave itself, in order.
+    fn drain(&mut self, cx: &mut Cx) {
+        while let Some(work) = cx.internal.pop_front() {
+            match work {
+                Internal::Msg(msg) => self.handle(self.me, msg, cx),
+                Internal::Pump { seg, unit } => {
+                    if let Some(s) = self.segs.get_mut(&seg) {
+                        directory::pump(s, seg, unit, cx);
+                    }
+                }
+            }
+        }
+    }
+}
