@@ -8,16 +8,15 @@
 //! connection are answered strictly in order.
 
 use std::collections::VecDeque;
-use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use dipc_shmem::fdpass;
 use dipc_wire::local::{Request, Response, VERSION};
 use dipc_wire::{Frame, errno};
-use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use tokio::io::Interest;
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, info, warn};
@@ -150,7 +149,7 @@ async fn serve_conn(conn: &mut LocalConn, node: &Arc<Node>, creds: Creds) {
             }
         };
         let (resp, fd) = node.local_request(conn.id, creds, req, fds).await;
-        if let Err(e) = conn.send(&resp, fd.as_ref().map(|f| f.as_raw_fd())).await {
+        if let Err(e) = conn.send(&resp, fd.as_ref().map(|f| f.as_fd())).await {
             info!(pid = creds.pid, "local process went away: {e}");
             return;
         }
@@ -186,10 +185,11 @@ impl LocalConn {
                 Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
             }
             let mut chunk = [0u8; 4096];
-            let (n, fds) = self
+            let mut fds = Vec::new();
+            let n = self
                 .stream
                 .async_io(Interest::READABLE, || {
-                    recv_with_fds(self.stream.as_raw_fd(), &mut chunk)
+                    fdpass::recv_with_fds(self.stream.as_fd(), &mut chunk, &mut fds)
                 })
                 .await?;
             self.fds.extend(fds);
@@ -208,50 +208,22 @@ impl LocalConn {
     }
 
     /// Send one response, with `fd` attached to its first byte.
-    async fn send(&mut self, resp: &Response, fd: Option<RawFd>) -> std::io::Result<()> {
+    async fn send(&mut self, resp: &Response, fd: Option<BorrowedFd<'_>>) -> std::io::Result<()> {
         let bytes = Frame::msg(resp).to_bytes();
         let mut off = 0;
         while off < bytes.len() {
-            let attach = if off == 0 { fd } else { None };
+            let attach: &[BorrowedFd<'_>] = match (&fd, off) {
+                (Some(f), 0) => std::slice::from_ref(f),
+                _ => &[],
+            };
             let n = self
                 .stream
                 .async_io(Interest::WRITABLE, || {
-                    send_with_fd(self.stream.as_raw_fd(), &bytes[off..], attach)
+                    fdpass::send_with_fds(self.stream.as_fd(), &bytes[off..], attach)
                 })
                 .await?;
             off += n;
         }
         Ok(())
     }
-}
-
-fn recv_with_fds(fd: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
-    let mut iov = [IoSliceMut::new(buf)];
-    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
-    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(std::io::Error::from)?;
-    let mut fds = Vec::new();
-    for c in msg.cmsgs().map_err(std::io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(raw) = c {
-            for r in raw {
-                // SAFETY: the kernel just installed `r` in our fd table for
-                // this message (SCM_RIGHTS); nothing else owns it.
-                fds.push(unsafe { OwnedFd::from_raw_fd(r) });
-            }
-        }
-    }
-    Ok((msg.bytes, fds))
-}
-
-fn send_with_fd(fd: RawFd, data: &[u8], attach: Option<RawFd>) -> std::io::Result<usize> {
-    let iov = [IoSlice::new(data)];
-    let fds;
-    let cmsgs: Vec<ControlMessage> = match attach {
-        Some(f) => {
-            fds = [f];
-            vec![ControlMessage::ScmRights(&fds)]
-        }
-        None => Vec::new(),
-    };
-    sendmsg::<()>(fd, &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None).map_err(std::io::Error::from)
 }
