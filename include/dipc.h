@@ -37,6 +37,13 @@
  *  - fork() keeps attachments working in the child (libsysv re-registers
  *    them with the daemon before fork returns); an attachment that cannot be
  *    re-registered raises SIGBUS when touched, never shows stale data.
+ *  - If the node daemon dies (or the connection to it breaks), every
+ *    attachment made through it raises SIGBUS when touched, including
+ *    accesses already blocked waiting for a page: never zeros, never a hang.
+ *    libsysv learns of the daemon's death from signal SIGRTMAX-1, which it
+ *    asks the kernel to send when the daemon's end of the socket closes; a
+ *    program that installs its own handler for SIGRTMAX-1 before its first
+ *    distributed call keeps it, and loses this protection (one warning).
  *  - Attaching needs userfaultfd: root, or sysctl vm.unprivileged_userfaultfd=1,
  *    or read-write access to /dev/userfaultfd; otherwise shmat fails with
  *    EPERM and a message on stderr.

@@ -23,8 +23,9 @@
 //!   on such an id still work (the daemon answers `EINVAL`, the call goes
 //!   to the kernel) unless a distributed object has the very same id, and
 //!   libsysv warns once when the kernel hands one out.
-//! * `fork` keeps attached segments working in the child
-//!   (see the `state` module doc).
+//! * `fork` keeps attached segments working in the child, and a dying
+//!   daemon turns accesses to its segments into `SIGBUS`, never zeros or a
+//!   hang (see the `state` module doc).
 //!
 //! libsysv starts no threads and runs no async runtime; every wait for the
 //! daemon is bounded (`DIPC_TIMEOUT_MS`). It may depend on `dipc-wire`
@@ -40,8 +41,10 @@
 //! checks that local calls behave exactly as the kernel's, that `IPC_DIPC`
 //! without a daemon works locally with one warning, that
 //! `DIPC_FALLBACK=error` gives `ECONNREFUSED`, and that `dipc.h` agrees
-//! with the constants here. End-to-end tests with a real node live with
-//! the node.
+//! with the constants here; and by `tests/fake_node.rs`, where a small
+//! in-process node serves real faults: attach/detach/ctl, fork, and the
+//! node dying under a blocked fault and under an idle process (SIGBUS).
+//! End-to-end tests with the real node live with the node.
 
 pub mod client;
 pub mod config;
@@ -60,6 +63,9 @@ mod sys;
 
 pub use dipc_wire::DIPC_ID_BIT;
 pub use error::Error;
+/// The C ABI functions, callable from Rust too (the agents of `dipc bench`).
+#[cfg(feature = "c-abi")]
+pub use ffi::{shmat, shmctl, shmdt, shmget};
 
 /// The `shmget`/`msgget`/`semget` flag that makes an object distributed
 /// (`0x00100000`, bit 20). No Linux `*get`, `shmat` or `msgsnd`/`msgrcv`

@@ -123,6 +123,7 @@ pub(crate) fn shmat(id: i32, addr: u64, flags: i32) -> Result<Routed<u64>, Error
         drop(memfd);
         st.register(id, &mapping, readonly)?;
         let addr = mapping.addr();
+        crate::sys::track(addr, mapping.len());
         let generation = st.generation;
         st.attachments.push(Attachment {
             id,
@@ -167,7 +168,9 @@ fn detach(st: &mut State, addr: u64) -> bool {
         // it on error too, and a broken connection detached everything.
         let _ = st.call(&Request::ShmDt { addr }, &[]);
     }
-    // Dropping the mapping unmaps it (after the daemon's answer).
+    // Dropping the mapping unmaps it (after the daemon's answer), and
+    // only once the death signal handler no longer knows the range.
+    crate::sys::untrack(addr);
     drop(st.attachments.remove(i));
     true
 }

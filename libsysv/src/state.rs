@@ -16,6 +16,21 @@
 //! (the daemon detached them when the connection closed) and `shmdt` only
 //! unmaps them.
 //!
+//! # The daemon dies
+//! The process keeps its own copy of its userfaultfd, so a dead daemon
+//! does not turn its pages into silent zeros; but then a fault waits for
+//! an answer that never comes (DESIGN.md). libsysv therefore asks the
+//! kernel for a signal (`SIGRTMAX - 1`, `F_SETSIG` with `O_ASYNC`) when the
+//! daemon's end of the socket closes. Its handler (in `sys`, async-signal
+//! safe) maps an empty memfd over every attachment and closes the
+//! userfaultfd: the kernel releases it (the daemon's copy died with the
+//! daemon) and wakes every blocked fault, which retries on the empty memfd
+//! and gets `SIGBUS`. `O_ASYNC` is off while a request is in flight, so an
+//! answer's arrival never signals; a hang-up then shows as end of stream
+//! to the waiting call, which poisons the attachments the same way
+//! ([`State::connection_lost`]), as does any other broken connection
+//! (the daemon detaches everything of a closed connection).
+//!
 //! # fork
 //! The kernel does not carry a userfaultfd registration into a child (dipc
 //! does not ask for `UFFD_FEATURE_EVENT_FORK`) and copies no page table
@@ -41,7 +56,7 @@
 #![forbid(unsafe_code)]
 
 use std::cell::RefCell;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard, Once};
 
 use dipc_shmem::Mapping;
@@ -50,6 +65,7 @@ use dipc_wire::local::{Request, Response};
 use crate::Error;
 use crate::client::{self, Client};
 use crate::config::{Config, Fallback};
+use crate::sys;
 
 /// The daemon connection.
 #[derive(Debug)]
@@ -145,7 +161,7 @@ impl State {
         if let Conn::Up(c) = &self.conn
             && c.is_broken()
         {
-            self.conn = Conn::Down;
+            self.connection_lost();
         }
         if matches!(self.conn, Conn::Untried | Conn::Down) {
             let cfg = Config::get();
@@ -153,6 +169,10 @@ impl State {
                 Ok(c) => {
                     self.generation += 1;
                     self.uffd_sent = false;
+                    let sock = c.as_fd().as_raw_fd();
+                    if sys::arm_death_signal(sock) {
+                        sys::set_async(sock, true);
+                    }
                     self.conn = Conn::Up(c);
                 }
                 Err(e @ Error::Connect { .. }) => match (&self.conn, cfg.fallback) {
@@ -196,10 +216,54 @@ impl State {
         req: &Request,
         fds: &[std::os::fd::BorrowedFd<'_>],
     ) -> Result<(Response, Vec<OwnedFd>), Error> {
-        match &mut self.conn {
-            Conn::Up(c) => c.call(req, fds),
+        let r = match &mut self.conn {
+            Conn::Up(c) => {
+                let sock = c.as_fd().as_raw_fd();
+                sys::set_async(sock, false);
+                let r = c.call(req, fds);
+                if r.is_ok() {
+                    sys::set_async(sock, true);
+                }
+                r
+            }
             _ => Err(Error::Closed),
+        };
+        if r.is_err() {
+            self.connection_lost();
         }
+        r
+    }
+
+    /// The connection broke (or the death signal said the daemon's end
+    /// closed): the daemon has detached everything of this connection, so
+    /// its attachments can no longer be kept coherent. Poison them (their
+    /// accesses raise SIGBUS, never stale data or a hang) and drop the
+    /// connection and the userfaultfd; the next call reconnects.
+    pub fn connection_lost(&mut self) {
+        sys::disarm_death_signal();
+        if let Conn::Up(_) = self.conn {
+            self.conn = Conn::Down;
+        }
+        let generation = self.generation;
+        for a in &mut self.attachments {
+            if a.generation == generation && a.generation != 0 {
+                let _ = a.mapping.poison();
+                a.generation = 0;
+            }
+        }
+        self.drop_uffd();
+    }
+
+    /// Close the userfaultfd, unless the death signal handler already did
+    /// (then only forget the descriptor number).
+    fn drop_uffd(&mut self) {
+        let fd = self.uffd.take();
+        if sys::take_uffd() {
+            drop(fd);
+        } else {
+            std::mem::forget(fd);
+        }
+        self.uffd_sent = false;
     }
 
     /// Is the current connection the one of `generation`, and usable?
@@ -217,6 +281,7 @@ impl State {
                     eprintln!("libsysv: cannot attach a distributed segment: {e}");
                 }
             })?;
+            sys::set_uffd(fd.as_raw_fd());
             self.uffd = Some(fd);
         }
         self.uffd.as_ref().ok_or(Error::Closed)
@@ -225,12 +290,13 @@ impl State {
     /// Register `mapping` with this process's userfaultfd and tell the
     /// daemon (sending the userfaultfd along until the daemon has it).
     pub fn register(&mut self, id: i32, mapping: &Mapping, readonly: bool) -> Result<(), Error> {
-        self.uffd()?;
-        // Taken out for the call (which borrows `self`), put back after.
-        let uffd = self.uffd.take().ok_or(Error::Closed)?;
-        let r = self.register_with(&uffd, id, mapping, readonly);
-        self.uffd = Some(uffd);
-        r
+        // A duplicate for the call (which borrows `self` and may drop the
+        // original if the connection breaks).
+        let uffd = self.uffd()?.try_clone().map_err(|source| Error::Io {
+            op: "duplicating the userfaultfd",
+            source,
+        })?;
+        self.register_with(&uffd, id, mapping, readonly)
     }
 
     fn register_with(
@@ -268,8 +334,9 @@ impl State {
     fn after_fork(&mut self) {
         // Inherited descriptors: closed, never used (the parent's copies
         // are the same open files, still serving the parent).
-        self.uffd = None;
-        self.uffd_sent = false;
+        sys::disarm_death_signal();
+        let _ = sys::take_daemon_died();
+        self.drop_uffd();
         if let Conn::Up(_) = self.conn {
             self.conn = Conn::Down;
         }

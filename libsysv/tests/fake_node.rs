@@ -40,8 +40,20 @@ struct ConnLog {
     closed: bool,
 }
 
+/// How the fake node dies, for the daemon-death tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Death {
+    #[default]
+    Never,
+    /// Instead of serving fault number n (1-based).
+    AtFault(u64),
+    /// Shortly after the first registration, while the process is idle.
+    AfterRegister,
+}
+
 #[derive(Default)]
 struct Node {
+    death: Death,
     segs: Mutex<HashMap<i32, Arc<Seg>>>,
     next: AtomicU64,
     log: Mutex<Vec<ConnLog>>,
@@ -114,7 +126,25 @@ fn send(s: &mut UnixStream, resp: &Response, fd: Option<BorrowedFd<'_>>) {
 
 /// Serve the faults of one process: make the page present in the memfd,
 /// then map it (UFFDIO_CONTINUE).
-fn serve_faults(uffd: Uffd, regs: Regs, stop: Arc<AtomicBool>, faults: Arc<AtomicU64>) {
+///
+/// Dying (`Death`): drop the node's copy of the uffd and hang up the
+/// connection, as the death of the daemon process would.
+fn serve_faults(
+    uffd: Uffd,
+    regs: Regs,
+    stop: Arc<AtomicBool>,
+    faults: Arc<AtomicU64>,
+    death: Death,
+    conn: UnixStream,
+) {
+    let die = |uffd: Uffd| {
+        drop(uffd);
+        let _ = conn.shutdown(std::net::Shutdown::Both);
+    };
+    if death == Death::AfterRegister {
+        std::thread::sleep(Duration::from_millis(200));
+        return die(uffd);
+    }
     let ps = page_size();
     let mut evs = Vec::new();
     while !stop.load(Ordering::Relaxed) {
@@ -130,7 +160,10 @@ fn serve_faults(uffd: Uffd, regs: Regs, stop: Arc<AtomicBool>, faults: Arc<Atomi
             let UffdEvent::Fault { addr, .. } = *ev else {
                 continue;
             };
-            faults.fetch_add(1, Ordering::Relaxed);
+            let n = faults.fetch_add(1, Ordering::Relaxed) + 1;
+            if death == Death::AtFault(n) {
+                return die(uffd);
+            }
             let page = addr & !(ps - 1);
             let regs = regs.lock().expect("regs");
             let Some((base, _, seg)) = regs.iter().find(|(a, l, _)| *a <= page && page < a + l)
@@ -187,7 +220,11 @@ fn serve_conn(node: Arc<Node>, mut s: UnixStream, idx: usize) {
                         log.got_uffd = true;
                         let (r, st, f) = (regs.clone(), stop.clone(), faults.clone());
                         let uffd = Uffd::from_fd(fd);
-                        server = Some(std::thread::spawn(move || serve_faults(uffd, r, st, f)));
+                        let death = node.death;
+                        let conn = s.try_clone().expect("clone socket");
+                        server = Some(std::thread::spawn(move || {
+                            serve_faults(uffd, r, st, f, death, conn)
+                        }));
                     }
                     Response::Ok
                 }
@@ -245,8 +282,11 @@ fn serve_conn(node: Arc<Node>, mut s: UnixStream, idx: usize) {
     node.log.lock().expect("log")[idx] = log;
 }
 
-fn start(path: &Path) -> Arc<Node> {
-    let node = Arc::new(Node::default());
+fn start(path: &Path, death: Death) -> Arc<Node> {
+    let node = Arc::new(Node {
+        death,
+        ..Node::default()
+    });
     let l = UnixListener::bind(path).expect("bind");
     let n = node.clone();
     std::thread::spawn(move || {
@@ -283,7 +323,7 @@ fn distributed_shm_and_fork_through_a_node() {
     let plain = compile("distributed.c", dir.path(), Link::Plain);
     for (i, (exe, preload)) in [(&linked, false), (&plain, true)].into_iter().enumerate() {
         let sock = dir.path().join(format!("node{i}.sock"));
-        let node = start(&sock);
+        let node = start(&sock, Death::Never);
         let out = run(
             exe,
             &[],
@@ -307,5 +347,45 @@ fn distributed_shm_and_fork_through_a_node() {
         );
         // Read-only attachment, SHM_REMAP's implicit detach, final shmdt.
         assert_eq!(parent.detaches, 3, "{parent:?}");
+    }
+}
+
+/// Run `exe` with a deadline: a hang is a failure, not a stuck test run.
+fn run_bounded(exe: &Path, args: &[&str], sock: &Path) -> std::process::Output {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(exe)
+        .args(args)
+        .env("LD_LIBRARY_PATH", common::lib_dir())
+        .env("DIPC_SOCKET", sock)
+        .env_remove("LD_PRELOAD")
+        .env_remove("DIPC_FALLBACK")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("try_wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("wait");
+            panic!("the program hung after the node died: {}", show(&out));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn node_death_raises_sigbus_never_zeros_or_a_hang() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = compile("daemon_dies.c", dir.path(), Link::Sysv);
+    for (mode, death) in [("fault", Death::AtFault(2)), ("idle", Death::AfterRegister)] {
+        let sock = dir.path().join(format!("{mode}.sock"));
+        let _node = start(&sock, death);
+        let out = run_bounded(&exe, &[mode], &sock);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(3), "{mode}: {}", show(&out));
+        assert!(stdout.contains("sigbus"), "{mode}: {}", show(&out));
+        assert!(!stdout.contains("survived"), "{mode}: {}", show(&out));
     }
 }

@@ -5,28 +5,27 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The directory holding `libsysv.so`: next to the `deps/` directory of
-/// this test binary. Cargo builds every crate type of the library before
-/// the integration tests; if it is missing anyway, build it with the same
+/// The directory holding a fresh `libsysv.so`. `cargo test` builds every
+/// crate type of the library into `deps/`, next to this test binary (it
+/// copies them up to `target/<profile>/` only on `cargo build`, so the copy
+/// there may be stale). If it is missing anyway, build it with the same
 /// target dir.
 pub fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>")
-        .to_path_buf();
-    if !profile_dir.join("libsysv.so").exists() {
-        let target_dir = profile_dir.parent().expect("target dir");
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "-p", "sysv"])
-            .env("CARGO_TARGET_DIR", target_dir);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let st = cmd.status().expect("run cargo build -p sysv");
-        assert!(st.success(), "cargo build -p sysv failed");
+    let deps = exe.parent().expect("deps dir").to_path_buf();
+    if deps.join("libsysv.so").exists() {
+        return deps;
     }
+    let profile_dir = deps.parent().expect("profile dir").to_path_buf();
+    let target_dir = profile_dir.parent().expect("target dir");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["build", "-p", "sysv"])
+        .env("CARGO_TARGET_DIR", target_dir);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let st = cmd.status().expect("run cargo build -p sysv");
+    assert!(st.success(), "cargo build -p sysv failed");
     assert!(profile_dir.join("libsysv.so").exists());
     profile_dir
 }
@@ -90,6 +89,9 @@ pub fn run(exe: &Path, args: &[&str], env: &[(&str, &str)], preload: bool) -> Ou
         cmd.env_remove(v);
     }
     cmd.env("DIPC_SOCKET", "/nonexistent/dipc-test/node.sock");
+    // cargo test's LD_LIBRARY_PATH names target/<profile>/, whose
+    // libsysv.so may be stale, and it beats the rpath: use ours.
+    cmd.env("LD_LIBRARY_PATH", lib_dir());
     for (k, v) in env {
         cmd.env(k, v);
     }
