@@ -123,7 +123,15 @@ pub(crate) fn shmat(id: i32, addr: u64, flags: i32) -> Result<Routed<u64>, Error
         drop(memfd);
         st.register(id, &mapping, readonly)?;
         let addr = mapping.addr();
-        crate::sys::track(addr, mapping.len());
+        if !crate::sys::track(addr, mapping.len()) {
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| {
+                eprintln!(
+                    "libsysv: more than 256 distributed attachments: the newest are not \
+                     protected against a dying node daemon"
+                )
+            });
+        }
         let generation = st.generation;
         st.attachments.push(Attachment {
             id,

@@ -200,6 +200,9 @@ pub(crate) fn arm_death_signal(sock: c_int) -> bool {
 /// off (during a request: the answer's arrival must not signal, and a
 /// hang-up shows as end of stream to the waiting call).
 pub(crate) fn set_async(sock: c_int, on: bool) {
+    if SOCK_FD.load(Ordering::Acquire) != sock {
+        return; // not armed: leave the socket alone
+    }
     // SAFETY: fcntl on the daemon socket this process owns.
     unsafe {
         let fl = libc::fcntl(sock, libc::F_GETFL);

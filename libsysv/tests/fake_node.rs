@@ -267,6 +267,8 @@ fn serve_conn(node: Arc<Node>, mut s: UnixStream, idx: usize) {
                 Some(_) => Response::Ok,
                 None => Response::Err(libc::EINVAL),
             },
+            // Message queues and semaphores: not this fake's business.
+            _ => Response::Err(libc::ENOSYS),
         };
         send(&mut s, &resp, None);
     }
