@@ -561,6 +561,9 @@ impl Node {
         if !unit.is_power_of_two() || unit < 4096 {
             return LResp::Err(errno::EINVAL);
         }
+        if mode == Some(ShmMode::Segment) && size > shm::MAX_SEGMENT_MODE_SIZE {
+            return LResp::Err(errno::EINVAL);
+        }
         let req = Request::Get {
             key,
             flags,

@@ -23,12 +23,15 @@ use dipc_dsm::coherence::{Action, CohMsg};
 use dipc_shmem::{Memfd, Uffd, UffdEvent};
 use dipc_wire::local::ShmStat;
 use dipc_wire::referee::Caller;
-use dipc_wire::{NodeId, ObjectId, ObjectRecord, Params, Perm, errno};
+use dipc_wire::{NodeId, ObjectId, ObjectRecord, Params, Perm, ShmMode, errno};
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, warn};
 
 use crate::node::{Node, State};
 use crate::peer::PeerMsg;
+
+/// Largest segment movable in segment mode: one unit travels in one frame.
+pub const MAX_SEGMENT_MODE_SIZE: u64 = 16 * 1024 * 1024;
 
 /// `SHM_DEST` in `shm_perm.mode`.
 pub const SHM_DEST: u32 = 0o1000;
@@ -115,10 +118,14 @@ pub struct ShmState {
 
 impl Segment {
     pub fn new(rec: ObjectRecord, home: Option<HomeMeta>) -> Result<Segment, i32> {
-        let Params::Shm { size, unit, .. } = rec.params else {
+        let Params::Shm { size, unit, mode } = rec.params else {
             return Err(errno::EINVAL);
         };
-        let unit = u64::from(unit);
+        let unit = match mode {
+            ShmMode::Page => u64::from(unit),
+            // Segment mode: the whole segment is one coherence unit.
+            ShmMode::Segment => size.div_ceil(4096) * 4096,
+        };
         let units = size.div_ceil(unit);
         let memfd =
             Memfd::create(&format!("dipc-shm-{:x}", rec.id), units * unit).map_err(|e| {
