@@ -39,9 +39,17 @@ fn flags_win_over_env_and_env_over_the_config_file() {
     let secret = c.secret_file().display().to_string();
 
     // The file alone: right cluster and secret.
-    std::fs::write(&file, format!("cluster = \"{good}\"\nsecret_file = \"{secret}\"\n")).unwrap();
+    std::fs::write(
+        &file,
+        format!("cluster = \"{good}\"\nsecret_file = \"{secret}\"\n"),
+    )
+    .unwrap();
     let out = status(&c).arg("--config").arg(&file).output().unwrap();
-    assert!(out.status.success(), "file alone: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "file alone: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 up"));
 
     // The environment wins over the file: a wrong cluster in the env is refused.
@@ -63,7 +71,11 @@ fn flags_win_over_env_and_env_over_the_config_file() {
         .args(["--cluster", &good])
         .output()
         .unwrap();
-    assert!(out.status.success(), "flag must win: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "flag must win: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A file with an unknown key is a clear error, not a silent default.
     std::fs::write(&file, "clustr = \"typo\"\n").unwrap();
@@ -76,7 +88,12 @@ fn flags_win_over_env_and_env_over_the_config_file() {
 fn missing_secret_file_says_how_to_make_one() {
     let c = cluster();
     let out = status(&c)
-        .args(["--cluster", "x", "--secret-file", "/nonexistent/dipc-secret"])
+        .args([
+            "--cluster",
+            "x",
+            "--secret-file",
+            "/nonexistent/dipc-secret",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
