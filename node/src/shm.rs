@@ -100,6 +100,7 @@ impl Drop for Proc {
 
 /// A blocked access of a local process.
 struct Waiter {
+    conn: u64,
     uffd: Arc<Uffd>,
     addr: u64,
     len: u64,
@@ -114,6 +115,15 @@ pub struct ShmState {
     pub procs: HashMap<u64, Proc>,
     waiters: HashMap<u64, Waiter>,
     next_waiter: u64,
+}
+
+impl ShmState {
+    /// Forget local connection `conn` (its process is gone): its
+    /// attachments, its blocked accesses, and with them its userfaultfd.
+    pub fn remove_proc(&mut self, conn: u64) -> Option<Proc> {
+        self.waiters.retain(|_, w| w.conn != conn);
+        self.procs.remove(&conn)
+    }
 }
 
 impl Segment {
@@ -312,6 +322,7 @@ impl Node {
         st.shm.waiters.insert(
             w,
             Waiter {
+                conn,
                 uffd: uffd.clone(),
                 addr: start,
                 len,
