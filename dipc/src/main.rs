@@ -4,7 +4,9 @@
 //! cluster's status, and run the demo. Settings come from flags, then
 //! environment variables, then an optional TOML file (see `config.rs`).
 
+mod bench;
 mod config;
+mod demo;
 mod status;
 
 use std::path::PathBuf;
@@ -95,11 +97,19 @@ enum Cmd {
     Keygen { file: PathBuf },
     /// Run the demo: embedded referee and nodes on loopback, a page-fault latency run.
     Demo,
+    /// Measure fault latency and its floors (table on stdout, --json for a file).
+    Bench(bench::BenchArgs),
+    /// An agent process of `dipc bench`/`dipc demo` (driven over stdin/stdout).
+    #[command(hide = true)]
+    Agent,
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // demo and bench keep the embedded daemons' logs in memory (bench.rs).
+    if !matches!(cli.cmd, Cmd::Demo | Cmd::Bench(_)) {
+        init_logging();
+    }
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -236,11 +246,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(status::show(&referee, &c.name, c.secret, json))
         }
         Cmd::Keygen { file: path } => config::keygen(&path),
-        Cmd::Demo => {
-            println!(
-                "dipc demo: not yet: the page-fault latency demo arrives with distributed shared memory."
-            );
-            Ok(())
-        }
+        Cmd::Demo => demo::run(),
+        Cmd::Bench(args) => bench::run(args),
+        Cmd::Agent => bench::agent(),
     }
 }

@@ -1,0 +1,391 @@
+//! The result of a run: per scenario a summary or a failure, each figure
+//! next to its floor; printed as a table, saved as JSON.
+//!
+//! A dipc latency alone says more about the machine than about dipc, so
+//! every scenario with floors is shown as its value and its ratio to the
+//! sum of its floors' values measured in the same run (p50 against p50,
+//! p99 against p99). A scenario that failed shows why, never a number,
+//! and a floor that failed leaves its dependants without a ratio.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::machine::Machine;
+use crate::scenario::{Kind, Profile, Scenario};
+use crate::stats::{Summary, human};
+
+/// The goal for remote-read: p50 at most this many times its floor.
+pub const REMOTE_READ_GOAL: f64 = 1.3;
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub tool: &'static str,
+    pub version: &'static str,
+    pub profile: Profile,
+    /// Seconds since the epoch when the run started.
+    pub started_unix: u64,
+    pub machine: Machine,
+    pub results: Vec<ScenarioResult>,
+    /// The remote-read target, when both it and its floors were measured.
+    pub target: Option<Target>,
+}
+
+/// One scenario's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioResult {
+    pub name: &'static str,
+    pub label: &'static str,
+    pub kind: Kind,
+    pub what: &'static str,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// This scenario against its floors, when it has floors and all were
+    /// measured.
+    pub vs_floor: Option<VsFloor>,
+}
+
+/// Measured or failed.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum Outcome {
+    Measured {
+        summary: Summary,
+    },
+    Failed {
+        error: String,
+        /// The last lines of the embedded daemons' log.
+        log_tail: Vec<String>,
+    },
+}
+
+/// One floor's share.
+#[derive(Debug, Clone, Serialize)]
+pub struct FloorPart {
+    pub name: &'static str,
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+}
+
+/// A scenario against the sum of its floors.
+#[derive(Debug, Clone, Serialize)]
+pub struct VsFloor {
+    pub parts: Vec<FloorPart>,
+    pub floor_p50_ns: u64,
+    pub floor_p99_ns: u64,
+    pub ratio_p50: f64,
+    pub ratio_p99: f64,
+}
+
+/// remote-read's p50 against the goal.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub scenario: &'static str,
+    pub ratio_p50: f64,
+    pub goal: f64,
+    pub met: bool,
+}
+
+impl ScenarioResult {
+    /// The summary, when measured.
+    pub fn summary(&self) -> Option<&Summary> {
+        match &self.outcome {
+            Outcome::Measured { summary } => Some(summary),
+            Outcome::Failed { .. } => None,
+        }
+    }
+}
+
+fn ratio(v: u64, floor: u64) -> f64 {
+    if floor == 0 {
+        f64::INFINITY
+    } else {
+        v as f64 / floor as f64
+    }
+}
+
+impl Report {
+    /// A report of `outcomes` (in table order); ratios to floors are
+    /// computed here from the floors found among them.
+    pub fn new(
+        profile: Profile,
+        started_unix: u64,
+        machine: Machine,
+        outcomes: Vec<(&'static Scenario, Outcome)>,
+    ) -> Report {
+        let summaries: Vec<(&str, Option<Summary>)> = outcomes
+            .iter()
+            .map(|(s, o)| {
+                let sum = match o {
+                    Outcome::Measured { summary } => Some(summary.clone()),
+                    Outcome::Failed { .. } => None,
+                };
+                (s.name, sum)
+            })
+            .collect();
+        let find = |name: &str| {
+            summaries
+                .iter()
+                .find(|(n, _)| *n == name)
+                .and_then(|(_, s)| s.clone())
+        };
+        let results: Vec<ScenarioResult> = outcomes
+            .into_iter()
+            .map(|(s, outcome)| {
+                let vs_floor = match &outcome {
+                    Outcome::Measured { summary } if !s.floor.is_empty() => {
+                        let parts: Option<Vec<FloorPart>> = s
+                            .floor
+                            .iter()
+                            .map(|f| {
+                                find(f).map(|fs| FloorPart {
+                                    name: f,
+                                    p50_ns: fs.p50_ns,
+                                    p99_ns: fs.p99_ns,
+                                })
+                            })
+                            .collect();
+                        parts.map(|parts| {
+                            let floor_p50_ns = parts.iter().map(|p| p.p50_ns).sum();
+                            let floor_p99_ns = parts.iter().map(|p| p.p99_ns).sum();
+                            VsFloor {
+                                ratio_p50: ratio(summary.p50_ns, floor_p50_ns),
+                                ratio_p99: ratio(summary.p99_ns, floor_p99_ns),
+                                parts,
+                                floor_p50_ns,
+                                floor_p99_ns,
+                            }
+                        })
+                    }
+                    _ => None,
+                };
+                ScenarioResult {
+                    name: s.name,
+                    label: s.label,
+                    kind: s.kind,
+                    what: s.what,
+                    outcome,
+                    vs_floor,
+                }
+            })
+            .collect();
+        let target = results
+            .iter()
+            .find(|r| r.name == "remote-read")
+            .and_then(|r| r.vs_floor.as_ref())
+            .map(|v| Target {
+                scenario: "remote-read",
+                ratio_p50: v.ratio_p50,
+                goal: REMOTE_READ_GOAL,
+                met: v.ratio_p50 <= REMOTE_READ_GOAL,
+            });
+        Report {
+            tool: "dipc bench",
+            version: env!("CARGO_PKG_VERSION"),
+            profile,
+            started_unix,
+            machine,
+            results,
+            target,
+        }
+    }
+
+    /// Did every scenario measure?
+    pub fn all_measured(&self) -> bool {
+        self.results.iter().all(|r| r.summary().is_some())
+    }
+
+    /// The report as pretty JSON.
+    pub fn to_json(&self) -> String {
+        // Plain data (strings, numbers, enums): serialising cannot fail;
+        // non-finite ratios become null.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// The table for the terminal: a header line, one row per scenario,
+    /// the target line, then the log tails of failed scenarios.
+    pub fn table(&self) -> String {
+        let m = &self.machine;
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "machine: {} cores, {}, kernel {}",
+            m.cores, m.cpu_model, m.kernel
+        );
+        let _ = writeln!(
+            t,
+            "{:<20} {:>8} {:>9} {:>9} {:>9} {:>9}   vs floor (p50, measured in this run)",
+            "scenario", "samples", "p50", "p90", "p99", "max"
+        );
+        for r in &self.results {
+            match &r.outcome {
+                Outcome::Measured { summary: s } => {
+                    let _ = write!(
+                        t,
+                        "{:<20} {:>8} {:>9} {:>9} {:>9} {:>9}",
+                        r.label,
+                        s.samples,
+                        human(s.p50_ns as f64),
+                        human(s.p90_ns as f64),
+                        human(s.p99_ns as f64),
+                        human(s.max_ns as f64),
+                    );
+                    if let Some(v) = &r.vs_floor {
+                        let parts: Vec<String> = v
+                            .parts
+                            .iter()
+                            .map(|p| format!("{} {}", p.name, human(p.p50_ns as f64)))
+                            .collect();
+                        let _ = write!(t, "   {:.2}x floor ({})", v.ratio_p50, parts.join(" + "));
+                    } else if crate::scenario::find(r.name).is_some_and(|s| !s.floor.is_empty()) {
+                        let _ = write!(t, "   (floor not measured)");
+                    }
+                    t.push('\n');
+                }
+                Outcome::Failed { error, .. } => {
+                    let first = error.lines().next().unwrap_or("");
+                    let _ = writeln!(t, "{:<20} FAILED: {first}", r.label);
+                }
+            }
+        }
+        if let Some(g) = &self.target {
+            let _ = writeln!(
+                t,
+                "target: remote read p50 = {:.2}x (uffd-local + tcp-rtt-4k) p50, goal <= {:.2}x: {}",
+                g.ratio_p50,
+                g.goal,
+                if g.met { "met" } else { "NOT met" }
+            );
+        }
+        for r in &self.results {
+            if let Outcome::Failed { error, log_tail } = &r.outcome {
+                let _ = writeln!(t, "\n{} ({}) failed: {error}", r.name, r.label);
+                if !log_tail.is_empty() {
+                    let _ = writeln!(t, "  last lines of the daemons' log:");
+                    for l in log_tail {
+                        let _ = writeln!(t, "    {l}");
+                    }
+                }
+            }
+        }
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::find;
+
+    fn summary(p50: u64) -> Summary {
+        Summary {
+            samples: 100,
+            warmup: 10,
+            min_ns: p50 / 2,
+            p50_ns: p50,
+            p90_ns: p50 * 2,
+            p99_ns: p50 * 3,
+            max_ns: p50 * 4,
+            mean_ns: p50 as f64,
+        }
+    }
+
+    fn measured(name: &str, p50: u64) -> (&'static Scenario, Outcome) {
+        (
+            find(name).expect("scenario"),
+            Outcome::Measured {
+                summary: summary(p50),
+            },
+        )
+    }
+
+    fn machine() -> Machine {
+        Machine {
+            kernel: "6.18.0".into(),
+            cpu_model: "Test CPU".into(),
+            cores: 2,
+            page_size: 4096,
+            hostname: "h".into(),
+        }
+    }
+
+    #[test]
+    fn ratios_use_the_floors_of_the_same_run() {
+        let r = Report::new(
+            Profile::Demo,
+            0,
+            machine(),
+            vec![
+                measured("anon-fault", 1_000),
+                measured("uffd-local", 10_000),
+                measured("tcp-rtt-4k", 30_000),
+                measured("remote-read", 44_000),
+            ],
+        );
+        let rr = r
+            .results
+            .iter()
+            .find(|x| x.name == "remote-read")
+            .expect("rr");
+        let v = rr.vs_floor.as_ref().expect("vs floor");
+        assert_eq!(v.floor_p50_ns, 40_000);
+        assert!((v.ratio_p50 - 1.1).abs() < 1e-9);
+        assert_eq!(v.floor_p99_ns, 120_000);
+        let uffd = r
+            .results
+            .iter()
+            .find(|x| x.name == "uffd-local")
+            .expect("uffd");
+        assert!((uffd.vs_floor.as_ref().expect("floor").ratio_p50 - 10.0).abs() < 1e-9);
+        let g = r.target.as_ref().expect("target");
+        assert!(g.met);
+        let table = r.table();
+        assert!(
+            table.contains("1.10x floor (uffd-local 10.0 us + tcp-rtt-4k 30.0 us)"),
+            "{table}"
+        );
+        assert!(table.contains("goal <= 1.30x: met"), "{table}");
+        assert!(r.all_measured());
+    }
+
+    #[test]
+    fn failures_show_no_number_and_drop_dependent_ratios() {
+        let r = Report::new(
+            Profile::Quick,
+            0,
+            machine(),
+            vec![
+                measured("uffd-local", 10_000),
+                (
+                    find("tcp-rtt-4k").expect("tcp"),
+                    Outcome::Failed {
+                        error: "connect refused".into(),
+                        log_tail: vec!["node-1 WARN something".into()],
+                    },
+                ),
+                measured("remote-read", 50_000),
+            ],
+        );
+        assert!(!r.all_measured());
+        let rr = r
+            .results
+            .iter()
+            .find(|x| x.name == "remote-read")
+            .expect("rr");
+        assert!(rr.vs_floor.is_none());
+        assert!(r.target.is_none());
+        let table = r.table();
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("tcp round trip 4k"))
+            .expect("tcp row");
+        assert!(row.ends_with(" FAILED: connect refused"), "{table}");
+        assert!(table.contains("(floor not measured)"), "{table}");
+        assert!(table.contains("    node-1 WARN something"), "{table}");
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).expect("json");
+        assert_eq!(json["results"][1]["status"], "failed");
+        assert_eq!(json["results"][2]["summary"]["p50_ns"], 50_000);
+        assert_eq!(json["machine"]["cores"], 2);
+    }
+}

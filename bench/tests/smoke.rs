@@ -1,0 +1,157 @@
+//! The benchmark machinery run for real with tiny sample counts. Checks
+//! the structure of what comes out (every scenario measured or failed
+//! with a reason, summaries consistent, ratios present where their floors
+//! are, table and JSON complete), never a timing.
+
+use std::path::PathBuf;
+
+use dipc_bench::agent::AgentCommand;
+use dipc_bench::report::Outcome;
+use dipc_bench::{Kind, Options, Profile, Report};
+
+const SAMPLES: usize = 20;
+
+fn options(scenarios: &[&str]) -> Options {
+    let mut o = Options::new(Profile::Quick);
+    o.scenarios = scenarios.iter().map(|s| s.to_string()).collect();
+    o.samples = Some(SAMPLES);
+    o
+}
+
+/// Every result measured, with `SAMPLES` counted samples and ordered
+/// percentiles.
+fn assert_all_measured(r: &Report) {
+    for res in &r.results {
+        let s = match &res.outcome {
+            Outcome::Measured { summary } => summary,
+            Outcome::Failed { error, log_tail } => {
+                panic!("{} failed: {error}\n{}", res.name, log_tail.join("\n"))
+            }
+        };
+        assert_eq!(s.samples, SAMPLES as u64, "{}", res.name);
+        assert_eq!(s.warmup, dipc_bench::stats::warmup_for(SAMPLES) as u64);
+        assert!(
+            s.min_ns <= s.p50_ns
+                && s.p50_ns <= s.p90_ns
+                && s.p90_ns <= s.p99_ns
+                && s.p99_ns <= s.max_ns,
+            "{}: {s:?}",
+            res.name
+        );
+        assert!(s.min_ns > 0, "{}: {s:?}", res.name);
+    }
+}
+
+#[test]
+fn floors_measure_and_report() {
+    let r = dipc_bench::run(&options(&["anon-fault", "uffd-local", "tcp-rtt-4k"])).expect("run");
+    let names: Vec<_> = r.results.iter().map(|x| x.name).collect();
+    assert_eq!(names, ["anon-fault", "uffd-local", "tcp-rtt-4k"]);
+    assert!(r.results.iter().all(|x| x.kind == Kind::Floor));
+    assert_all_measured(&r);
+
+    // uffd-local is shown against anon-fault; the others have no floor.
+    let uffd = &r.results[1];
+    let v = uffd.vs_floor.as_ref().expect("uffd-local has a floor");
+    assert_eq!(v.parts.len(), 1);
+    assert_eq!(v.parts[0].name, "anon-fault");
+    assert_eq!(v.floor_p50_ns, r.results[0].summary().expect("anon").p50_ns);
+    assert!(r.results[0].vs_floor.is_none() && r.results[2].vs_floor.is_none());
+    assert!(r.target.is_none(), "no remote-read, no target");
+
+    let table = r.table();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("machine: "), "{table}");
+    assert!(
+        lines[1].starts_with("scenario") && lines[1].contains("p99"),
+        "{table}"
+    );
+    for (line, label) in
+        lines[2..5]
+            .iter()
+            .zip(["anonymous fault", "uffd fault, local", "tcp round trip 4k"])
+    {
+        assert!(line.starts_with(label), "{table}");
+        assert!(line.contains(&SAMPLES.to_string()), "{table}");
+    }
+    assert!(lines[3].contains("x floor (anon-fault "), "{table}");
+
+    let json: serde_json::Value = serde_json::from_str(&r.to_json()).expect("valid JSON");
+    assert!(
+        json["machine"]["kernel"]
+            .as_str()
+            .is_some_and(|k| !k.is_empty())
+    );
+    assert!(json["machine"]["cores"].as_u64().is_some_and(|c| c >= 1));
+    assert!(json["machine"]["cpu_model"].is_string());
+    assert_eq!(json["results"].as_array().map(Vec::len), Some(3));
+    for res in json["results"].as_array().into_iter().flatten() {
+        assert_eq!(res["status"], "measured");
+        for k in ["p50_ns", "p90_ns", "p99_ns", "max_ns", "samples"] {
+            assert!(res["summary"][k].is_u64(), "{k} in {res}");
+        }
+    }
+}
+
+#[test]
+fn a_dipc_scenario_without_agents_fails_with_a_reason_and_no_number() {
+    let r = dipc_bench::run(&options(&["uffd-local", "tcp-rtt-4k", "remote-read"])).expect("run");
+    let rr = &r.results[2];
+    assert_eq!(rr.name, "remote-read");
+    match &rr.outcome {
+        Outcome::Failed { error, .. } => {
+            assert!(error.starts_with("remote-read: "), "{error}");
+            assert!(error.contains("agent"), "{error}");
+        }
+        Outcome::Measured { .. } => panic!("measured without agents"),
+    }
+    assert!(rr.vs_floor.is_none() && r.target.is_none());
+    let table = r.table();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("remote read fault"))
+        .expect("a row for remote-read");
+    assert!(row.contains("FAILED"), "{table}");
+    assert!(
+        !row.contains(" us") && !row.contains(" ms"),
+        "a number in a failed row: {row}"
+    );
+    assert!(!r.all_measured());
+}
+
+#[test]
+fn unknown_scenarios_are_refused_up_front() {
+    let err = dipc_bench::run(&options(&["anon-fault", "no-such"])).expect_err("unknown");
+    assert!(err.to_string().contains("no-such"), "{err}");
+}
+
+/// The dipc scenarios end to end: embedded referee and two nodes, agent
+/// processes (this package's `dipc-bench-agent`), tiny counts.
+#[test]
+fn dipc_scenarios_run_end_to_end() {
+    let mut o = options(&[
+        "uffd-local",
+        "tcp-rtt-4k",
+        "remote-read",
+        "write-inval-1",
+        "pingpong",
+    ]);
+    o.agent = Some(AgentCommand {
+        program: PathBuf::from(env!("CARGO_BIN_EXE_dipc-bench-agent")),
+        args: Vec::new(),
+    });
+    let logs = dipc_bench::logs::LogBuffer::new(2000);
+    logs.install("info");
+    o.logs = Some(logs);
+    let r = dipc_bench::run(&o).expect("run");
+    assert_all_measured(&r);
+    for res in r.results.iter().filter(|x| x.kind == Kind::Dipc) {
+        let v = res.vs_floor.as_ref().expect("dipc rows have floors");
+        let names: Vec<_> = v.parts.iter().map(|p| p.name).collect();
+        assert_eq!(names, ["uffd-local", "tcp-rtt-4k"], "{}", res.name);
+        assert!(v.ratio_p50.is_finite() && v.ratio_p50 > 0.0);
+    }
+    let target = r.target.as_ref().expect("remote-read has a target");
+    assert_eq!(target.goal, 1.3);
+    assert!(r.table().contains("target: remote read p50 = "));
+}

@@ -1,0 +1,102 @@
+//! `dipc bench` (and the hidden `dipc agent` it runs on each node).
+//!
+//! The measuring is the `dipc-bench` crate's; this module turns flags into
+//! its options, prints the table on stdout, writes the JSON report, and
+//! fails (exit status 1) when any scenario failed, so a script never takes
+//! a partial run for a complete one. The daemons' logs go to a memory
+//! buffer, not the terminal; a failed scenario prints their tail.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use dipc_bench::agent::AgentCommand;
+use dipc_bench::logs::{DEFAULT_LINES, LogBuffer};
+use dipc_bench::{Options, Profile};
+
+/// Flags of `dipc bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// A shorter run (under a minute), enough for a p50 and a rough p99.
+    #[arg(long)]
+    quick: bool,
+    /// Also write the full report (machine, every summary, ratios) as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Run only these scenarios (see --list); default: all.
+    #[arg(long = "scenario", value_name = "NAME", num_args = 1..)]
+    scenarios: Vec<String>,
+    /// Counted samples per scenario (after warm-up), instead of the profile's.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    samples: Option<u64>,
+    /// List the scenarios and exit.
+    #[arg(long)]
+    list: bool,
+}
+
+/// `dipc bench`.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.list {
+        for s in dipc_bench::SCENARIOS {
+            let floor = if s.floor.is_empty() {
+                String::new()
+            } else {
+                format!(" [floor: {}]", s.floor.join(" + "))
+            };
+            println!("{:<14} {}{floor}", s.name, s.what);
+        }
+        return Ok(());
+    }
+    let profile = if args.quick {
+        Profile::Quick
+    } else {
+        Profile::Full
+    };
+    let mut opts = options(profile)?;
+    opts.scenarios = args.scenarios;
+    opts.samples = args.samples.map(|n| n as usize);
+    measure(&opts, args.json.as_deref())
+}
+
+/// Options common to `dipc bench` and `dipc demo`: agents are this binary
+/// (`dipc agent`), logs go to a memory buffer, progress bars on.
+pub fn options(profile: Profile) -> anyhow::Result<Options> {
+    let logs = LogBuffer::new(DEFAULT_LINES);
+    logs.install("info");
+    let mut opts = Options::new(profile);
+    opts.agent = Some(AgentCommand::current_exe(&["agent"])?);
+    opts.logs = Some(logs);
+    opts.progress = true;
+    Ok(opts)
+}
+
+/// Run, print the table, write the JSON; an error when a scenario failed.
+pub fn measure(opts: &Options, json: Option<&Path>) -> anyhow::Result<()> {
+    let report = dipc_bench::run(opts)?;
+    print!("{}", report.table());
+    if let Some(path) = json {
+        std::fs::write(path, report.to_json() + "\n")
+            .with_context(|| format!("cannot write the JSON report to {}", path.display()))?;
+        eprintln!("report written to {}", path.display());
+    }
+    let failed: Vec<&str> = report
+        .results
+        .iter()
+        .filter(|r| r.summary().is_none())
+        .map(|r| r.name)
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{} scenario(s) failed: {}", failed.len(), failed.join(", "))
+    }
+}
+
+/// The hidden `dipc agent`: an application process of a dipc scenario,
+/// driven over stdin/stdout by the coordinator (see `dipc_bench::agent`).
+pub fn agent() -> anyhow::Result<()> {
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    dipc_bench::agent::serve(stdin.lock(), stdout.lock())?;
+    Ok(())
+}
