@@ -1,11 +1,13 @@
-//! The runner: measure the selected scenarios in table order and build the
-//! report.
+//! The runner: measure the selected scenarios and build the report.
 //!
-//! Floors run first, in this process. The embedded cluster is started
-//! only when the first dipc scenario comes up, and once: if it cannot
+//! Samples are taken in slices, round robin over the scenarios, floors
+//! first in each round (see [`run`]), so that a ratio to a floor compares
+//! numbers taken under the same conditions. The embedded cluster is
+//! started when the first dipc scenario comes up, and once: if it cannot
 //! start, every dipc scenario fails with that reason (and the daemons' log
 //! tail) while the floors keep their numbers. One scenario's failure never
-//! stops the others, and never yields a number.
+//! stops the others (a failed scenario is not tried again), and never
+//! yields a number.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,6 +24,8 @@ use crate::stats::{summarize, warmup_for};
 
 /// Nodes of the embedded cluster.
 pub const NODES: usize = 2;
+/// Default of [`Options::slices`].
+pub const DEFAULT_SLICES: usize = 4;
 /// Log lines attached to a failed scenario.
 pub const LOG_TAIL: usize = 40;
 
@@ -33,8 +37,11 @@ pub struct Options {
     pub scenarios: Vec<String>,
     /// Counted samples per scenario, overriding the profile's.
     pub samples: Option<usize>,
-    /// Draw progress bars (on stderr, only when it is a terminal).
+    /// Draw a progress bar (on stderr, only when it is a terminal).
     pub progress: bool,
+    /// Slices each scenario's samples are taken in, round robin over the
+    /// scenarios (see [`run`]).
+    pub slices: usize,
     /// How to start agent processes; without one the dipc scenarios fail.
     pub agent: Option<AgentCommand>,
     /// Where the embedded daemons log (its tail goes into failures).
@@ -49,6 +56,7 @@ impl Options {
             scenarios: Vec::new(),
             samples: None,
             progress: false,
+            slices: DEFAULT_SLICES,
             agent: None,
             logs: None,
         }
@@ -67,7 +75,7 @@ pub fn chain(err: &dyn std::error::Error) -> String {
     s
 }
 
-fn progress_bar(opts: &Options, s: &Scenario, total: usize) -> ProgressBar {
+fn progress_bar(opts: &Options, total: usize) -> ProgressBar {
     if !opts.progress {
         return ProgressBar::hidden();
     }
@@ -76,69 +84,135 @@ fn progress_bar(opts: &Options, s: &Scenario, total: usize) -> ProgressBar {
     )
     .map(|st| st.progress_chars("=> "))
     .unwrap_or_else(|_| ProgressStyle::default_bar());
-    ProgressBar::new(total as u64)
-        .with_style(style)
-        .with_prefix(s.name)
+    ProgressBar::new(total as u64).with_style(style)
+}
+
+/// One scenario's share of the run: its samples split into slices, what
+/// was measured so far, or why it failed.
+struct Plan {
+    scenario: &'static Scenario,
+    /// Counted samples of each slice.
+    per_slice: Vec<usize>,
+    /// Counted samples so far (warm-ups dropped), in order.
+    raw: Vec<u64>,
+    warmup: usize,
+    error: Option<String>,
+}
+
+impl Plan {
+    fn new(scenario: &'static Scenario, samples: usize, slices: usize) -> Plan {
+        let per_slice = (0..slices)
+            .map(|i| samples / slices + usize::from(i < samples % slices))
+            .collect();
+        Plan {
+            scenario,
+            per_slice,
+            raw: Vec::with_capacity(samples),
+            warmup: 0,
+            error: None,
+        }
+    }
+
+    /// Samples taken by slice `i`, warm-up included.
+    fn slice_total(&self, i: usize) -> usize {
+        match self.per_slice.get(i) {
+            Some(&0) | None => 0,
+            Some(&n) => n + warmup_for(n),
+        }
+    }
 }
 
 /// Measure the scenarios `opts` selects. Fails only for an unknown
 /// scenario name; everything else ends up in the report.
+///
+/// The samples of every scenario are taken in [`Options::slices`] slices,
+/// round robin over the scenarios (floors first in each round), so that a
+/// machine whose load changes during the run slows a scenario and its
+/// floors alike and the ratios stay meaningful. Each slice drops its own
+/// warm-up, since each starts afresh (new mapping, connection, agents).
 pub fn run(opts: &Options) -> Result<Report, Error> {
     let selected = scenario::select(&opts.scenarios)?;
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let machine = Machine::probe();
+    let slices = opts.slices.max(1);
+    let mut plans: Vec<Plan> = selected
+        .into_iter()
+        .map(|s| {
+            let samples = opts
+                .samples
+                .unwrap_or_else(|| s.samples_for(opts.profile))
+                .max(1);
+            Plan::new(s, samples, slices.min(samples))
+        })
+        .collect();
+    let total: usize = plans
+        .iter()
+        .map(|p| (0..slices).map(|i| p.slice_total(i)).sum::<usize>())
+        .sum();
+    let pb = progress_bar(opts, total);
     let mut cluster: Option<Result<Cluster, String>> = None;
-    let mut outcomes = Vec::with_capacity(selected.len());
-    for s in selected {
-        let samples = opts
-            .samples
-            .unwrap_or_else(|| s.samples_for(opts.profile))
-            .max(1);
-        let warmup = warmup_for(samples);
-        let total = samples + warmup;
-        let raw = match s.measure {
-            Measure::Floor(measure) => {
-                let pb = progress_bar(opts, s, total);
-                let r = measure(total, &pb);
-                pb.finish_and_clear();
-                r.map_err(|e| chain(&e))
+    for slice in 0..slices {
+        for plan in plans.iter_mut().filter(|p| p.error.is_none()) {
+            let n = plan.slice_total(slice);
+            if n == 0 {
+                continue;
             }
-            Measure::Dipc(measure) => {
-                let c = cluster.get_or_insert_with(|| start_cluster(opts));
-                match c {
-                    Ok(c) => {
-                        let pb = progress_bar(opts, s, total);
-                        let r = measure(c, total, &pb);
-                        pb.finish_and_clear();
-                        // A daemon that died explains the failure best.
-                        r.map_err(|e| match c.check_alive() {
+            let s = plan.scenario;
+            pb.set_prefix(s.name);
+            let raw = match s.measure {
+                Measure::Floor(measure) => measure(n, &pb).map_err(|e| chain(&e)),
+                Measure::Dipc(measure) => {
+                    match cluster.get_or_insert_with(|| start_cluster(opts)) {
+                        // A daemon that died explains a failure best.
+                        Ok(c) => measure(c, n, &pb).map_err(|e| match c.check_alive() {
                             Err(dead) => format!("{} ({})", chain(&e), chain(&dead)),
                             Ok(()) => chain(&e),
-                        })
+                        }),
+                        Err(e) => Err(e.clone()),
                     }
-                    Err(e) => Err(e.clone()),
                 }
+            };
+            match raw {
+                Ok(raw) => {
+                    let w = n - plan.per_slice[slice];
+                    plan.warmup += w;
+                    plan.raw.extend(raw.into_iter().skip(w));
+                }
+                Err(e) => plan.error = Some(e),
             }
-        };
-        let outcome = match raw.and_then(|raw| summarize(&raw, warmup).map_err(|e| chain(&e))) {
-            Ok(summary) => Outcome::Measured { summary },
-            Err(error) => Outcome::Failed {
-                error: format!("{}: {error}", s.name),
-                log_tail: opts
-                    .logs
-                    .as_ref()
-                    .map_or_else(Vec::new, |l| l.tail(LOG_TAIL)),
-            },
-        };
-        outcomes.push((s, outcome));
+        }
     }
+    pb.finish_and_clear();
     if let Some(Ok(c)) = cluster
         && let Err(e) = c.shutdown()
     {
         tracing::warn!("embedded cluster shutdown: {}", chain(&e));
     }
+    let outcomes = plans
+        .into_iter()
+        .map(|p| {
+            let summary = match p.error {
+                Some(e) => Err(e),
+                None => summarize(&p.raw, 0).map_err(|e| chain(&e)),
+            };
+            let outcome = match summary {
+                Ok(mut summary) => {
+                    summary.warmup = p.warmup as u64;
+                    Outcome::Measured { summary }
+                }
+                Err(error) => Outcome::Failed {
+                    error: format!("{}: {error}", p.scenario.name),
+                    log_tail: opts
+                        .logs
+                        .as_ref()
+                        .map_or_else(Vec::new, |l| l.tail(LOG_TAIL)),
+                },
+            };
+            (p.scenario, outcome)
+        })
+        .collect();
     Ok(Report::new(opts.profile, started, machine, outcomes))
 }
 
@@ -149,4 +223,25 @@ fn start_cluster(opts: &Options) -> Result<Cluster, String> {
     })?;
     Cluster::start(NODES, agent)
         .map_err(|e| format!("starting the embedded cluster: {}", chain(&e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_split_evenly_over_slices_each_with_its_warmup() {
+        let s = scenario::find("anon-fault").expect("scenario");
+        let p = Plan::new(s, 10, 4);
+        assert_eq!(p.per_slice, [3, 3, 2, 2]);
+        assert_eq!(p.slice_total(0), 3 + warmup_for(3));
+        assert_eq!(p.slice_total(4), 0);
+        assert_eq!(Plan::new(s, 1, 1).per_slice, [1]);
+    }
+
+    #[test]
+    fn error_chains_name_every_cause() {
+        let e = Error::io("opening x", std::io::Error::other("disk on fire"));
+        assert_eq!(chain(&e), "opening x: disk on fire");
+    }
 }

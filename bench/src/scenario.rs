@@ -91,7 +91,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kind: Kind::Floor,
         what: "first write to a page of fresh anonymous memory",
         floor: &[],
-        samples: [20_000, 20_000, 200_000],
+        samples: [20_000, 50_000, 200_000],
         measure: Measure::Floor(floors::anon_fault),
     },
     Scenario {
@@ -100,7 +100,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kind: Kind::Floor,
         what: "first read of a memfd page served by a userfaultfd thread (poll, fill, UFFDIO_CONTINUE)",
         floor: &["anon-fault"],
-        samples: [5_000, 5_000, 50_000],
+        samples: [10_000, 20_000, 50_000],
         measure: Measure::Floor(floors::uffd_local),
     },
     Scenario {
@@ -109,7 +109,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kind: Kind::Floor,
         what: "call with 4 KiB each way over dipc's TCP transport on 127.0.0.1",
         floor: &[],
-        samples: [5_000, 5_000, 50_000],
+        samples: [10_000, 20_000, 50_000],
         measure: Measure::Floor(floors::tcp_rtt_4k),
     },
     Scenario {
@@ -118,7 +118,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kind: Kind::Dipc,
         what: "first read of a page whose only copy is on the other node",
         floor: &["uffd-local", "tcp-rtt-4k"],
-        samples: [2_000, 4_000, 40_000],
+        samples: [5_000, 10_000, 40_000],
         measure: Measure::Dipc(shm::remote_read),
     },
     Scenario {
@@ -127,7 +127,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kind: Kind::Dipc,
         what: "write to a page both nodes hold shared (upgrade, one copy invalidated)",
         floor: &["uffd-local", "tcp-rtt-4k"],
-        samples: [1_000, 2_000, 20_000],
+        samples: [3_000, 5_000, 20_000],
         measure: Measure::Dipc(shm::write_inval_1),
     },
     Scenario {
@@ -136,7 +136,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kind: Kind::Dipc,
         what: "write to a page the other node's agent wrote last (ownership moves each time)",
         floor: &["uffd-local", "tcp-rtt-4k"],
-        samples: [1_000, 2_000, 10_000],
+        samples: [2_000, 3_000, 10_000],
         measure: Measure::Dipc(shm::pingpong),
     },
 ];

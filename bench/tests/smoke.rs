@@ -10,11 +10,14 @@ use dipc_bench::report::Outcome;
 use dipc_bench::{Kind, Options, Profile, Report};
 
 const SAMPLES: usize = 20;
+/// Each scenario measured in two slices of 10, each with its own warm-up.
+const SLICES: usize = 2;
 
 fn options(scenarios: &[&str]) -> Options {
     let mut o = Options::new(Profile::Quick);
     o.scenarios = scenarios.iter().map(|s| s.to_string()).collect();
     o.samples = Some(SAMPLES);
+    o.slices = SLICES;
     o
 }
 
@@ -29,7 +32,8 @@ fn assert_all_measured(r: &Report) {
             }
         };
         assert_eq!(s.samples, SAMPLES as u64, "{}", res.name);
-        assert_eq!(s.warmup, dipc_bench::stats::warmup_for(SAMPLES) as u64);
+        let warmup = SLICES * dipc_bench::stats::warmup_for(SAMPLES / SLICES);
+        assert_eq!(s.warmup, warmup as u64, "{}", res.name);
         assert!(
             s.min_ns <= s.p50_ns
                 && s.p50_ns <= s.p90_ns

@@ -18,5 +18,11 @@ pub fn run() -> anyhow::Result<()> {
          Each dipc figure is shown next to its floor, measured in this same run.\n"
     );
     let opts = crate::bench::options(Profile::Demo)?;
-    crate::bench::measure(&opts, None)
+    let result = crate::bench::measure(&opts, None);
+    println!(
+        "\nfloor: what a dipc fault is made of, measured alone: a userfaultfd fault served\n\
+         in one process (uffd-local) plus a 4 KiB round trip over dipc's TCP transport\n\
+         (tcp-rtt-4k). `dipc bench` measures longer; `dipc bench --list` names every scenario."
+    );
+    result
 }
