@@ -12,12 +12,15 @@
 //!
 //! Modules: [`referee_link`] (join, heartbeat, re-join and re-announce),
 //! [`local`] (the libsysv socket, `SO_PEERCRED`, fd passing), [`node`]
-//! (shared state, local request handling).
+//! (shared state, local request handling), [`peer`] (the node-to-node
+//! protocol), [`shm`] (segments and the fault path), [`ipc`] (message
+//! queues and semaphore sets: their homes and their callers).
 //!
 //! Tested by the integration tests of the `dipc` crate, which start real
 //! referees and nodes as processes.
 
 pub mod error;
+pub mod ipc;
 pub mod local;
 pub mod node;
 pub mod peer;

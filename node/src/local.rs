@@ -142,13 +142,39 @@ async fn serve_conn(conn: &mut LocalConn, node: &Arc<Node>, creds: Creds) {
             }
         };
         let req = match frame.decode::<Request>() {
+            // A cancel that crossed the answer it meant to stop.
+            Ok(Request::Cancel) => continue,
             Ok(r) => r,
             Err(e) => {
                 warn!(pid = creds.pid, "malformed local request: {e}: closing");
                 return;
             }
         };
-        let (resp, fd) = node.local_request(conn.id, creds, req, fds).await;
+        // While a request is served, the connection is still read: a
+        // `Cancel` (or the connection's end) cancels an operation waiting
+        // at a queue or semaphore set (see `crate::ipc`).
+        let serving = node.local_request(conn.id, creds, req, fds);
+        tokio::pin!(serving);
+        let mut open = true;
+        let (resp, fd) = loop {
+            tokio::select! {
+                r = &mut serving => break r,
+                next = conn.recv(), if open => {
+                    match next.map(|f| f.map(|(frame, _)| frame.decode::<Request>())) {
+                        Ok(Some(Ok(Request::Cancel))) => {}
+                        Ok(Some(other)) => {
+                            warn!(pid = creds.pid, "local request {other:?} while another is served: closing");
+                            open = false;
+                        }
+                        Ok(None) | Err(_) => open = false,
+                    }
+                    crate::ipc::local_cancel(node, conn.id);
+                }
+            }
+        };
+        if !open {
+            return;
+        }
         if let Err(e) = conn.send(&resp, fd.as_ref().map(|f| f.as_fd())).await {
             info!(pid = creds.pid, "local process went away: {e}");
             return;

@@ -31,6 +31,8 @@ pub struct Node {
     referee: watch::Sender<Option<RefHandle>>,
     state: Mutex<State>,
     peers: Arc<Peers>,
+    /// Message queues and semaphore sets (homes and local callers).
+    ipc: crate::ipc::Ipc,
 }
 
 /// The node's mutable state, behind one lock.
@@ -59,7 +61,32 @@ impl Node {
                 members: HashMap::new(),
             }),
             peers: Arc::new(Peers::default()),
+            ipc: crate::ipc::Ipc::default(),
         }
+    }
+
+    pub(crate) fn ipc(&self) -> &crate::ipc::Ipc {
+        &self.ipc
+    }
+
+    /// Record that this node is the home of `rec` (re-announced to the
+    /// referee after a reconnect) and cache it.
+    pub(crate) fn host(&self, rec: ObjectRecord) {
+        let mut st = self.state();
+        st.hosted.insert(rec.id, rec.clone());
+        st.cache.insert(rec.id, rec);
+    }
+
+    /// Cache a record looked up elsewhere.
+    pub(crate) fn cache_record(&self, rec: ObjectRecord) {
+        self.state().cache.insert(rec.id, rec);
+    }
+
+    /// This node no longer hosts `id`.
+    pub(crate) fn unhost(&self, id: ObjectId) {
+        let mut st = self.state();
+        st.hosted.remove(&id);
+        st.cache.remove(&id);
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -135,7 +162,7 @@ impl Node {
     }
 
     /// Call the referee, waiting (bounded) for the link if it is down.
-    async fn referee_call(&self, req: &Request) -> Result<Response, i32> {
+    pub(crate) async fn referee_call(&self, req: &Request) -> Result<Response, i32> {
         let mut rx = self.referee.subscribe();
         let handle = {
             let wait =
@@ -160,6 +187,7 @@ impl Node {
 
     /// The process on local connection `conn` is gone: detach what it had.
     pub(crate) fn process_gone(self: &Arc<Self>, conn: u64, creds: Creds) {
+        crate::ipc::process_gone(self, conn, creds);
         let proc_ = self.state().shm.remove_proc(conn);
         let Some(p) = proc_ else { return };
         debug!(
@@ -247,7 +275,7 @@ impl Node {
             {
                 PeerResp::ShmStat(s) => LResp::ShmStat(s),
                 PeerResp::Err(e) => LResp::Err(e),
-                PeerResp::Ok => LResp::Err(errno::EIO),
+                _ => LResp::Err(errno::EIO),
             },
             LReq::ShmSet { id, uid, gid, mode } => {
                 let req = PeerReq::ShmSet {
@@ -263,12 +291,22 @@ impl Node {
             LReq::ShmRmid { id } => {
                 peer_to_local(self.home_call(id, PeerReq::ShmRmid { id, caller }).await)
             }
+            req @ (LReq::MsgGet { .. }
+            | LReq::MsgSnd { .. }
+            | LReq::MsgRcv { .. }
+            | LReq::MsgCtl { .. }
+            | LReq::SemGet { .. }
+            | LReq::SemOp { .. }
+            | LReq::SemCtl { .. }
+            | LReq::IpcLimits) => crate::ipc::local_request(self, conn, creds, req).await,
+            // Handled by the connection loop; never dispatched.
+            LReq::Cancel => LResp::Err(errno::EINVAL),
         };
         (resp, None)
     }
 
     /// The record of object `id`: from the cache, else from the referee.
-    async fn record(&self, id: ObjectId) -> Result<ObjectRecord, i32> {
+    pub(crate) async fn record(&self, id: ObjectId) -> Result<ObjectRecord, i32> {
         if let Some(r) = self.state().cache.get(&id) {
             return Ok(r.clone());
         }
@@ -283,7 +321,7 @@ impl Node {
     }
 
     /// Run `req` at the home of `id` (here, or by a peer call).
-    async fn home_call(self: &Arc<Self>, id: ObjectId, req: PeerReq) -> PeerResp {
+    pub(crate) async fn home_call(self: &Arc<Self>, id: ObjectId, req: PeerReq) -> PeerResp {
         let rec = match self.record(id).await {
             Ok(r) => r,
             Err(e) => return PeerResp::Err(e),
@@ -326,6 +364,8 @@ impl Node {
                 | PeerReq::ShmStat { id, .. }
                 | PeerReq::ShmSet { id, .. }
                 | PeerReq::ShmRmid { id, .. } => *id,
+                // Message queues and semaphore sets: `crate::ipc`.
+                _ => return PeerResp::Err(errno::EINVAL),
             };
             let Some(seg) = st.shm.segments.get_mut(&id).filter(|s| s.home.is_some()) else {
                 return PeerResp::Err(errno::EINVAL);
@@ -415,6 +455,7 @@ impl Node {
                         PeerResp::Ok
                     }
                 }
+                _ => PeerResp::Err(errno::EINVAL),
             }
         };
         if let Some(id) = destroy {
@@ -474,7 +515,7 @@ impl Node {
         match self.home_call(id, attach).await {
             PeerResp::Ok => {}
             PeerResp::Err(e) => return (LResp::Err(e), None),
-            PeerResp::ShmStat(_) => return (LResp::Err(errno::EIO), None),
+            _ => return (LResp::Err(errno::EIO), None),
         }
         let mut st = self.state();
         #[allow(clippy::map_entry)] // perform() needs the whole state after the insert
@@ -616,11 +657,16 @@ impl Node {
     }
 }
 
-fn peer_to_local(r: PeerResp) -> LResp {
+pub(crate) fn peer_to_local(r: PeerResp) -> LResp {
     match r {
         PeerResp::Ok => LResp::Ok,
         PeerResp::Err(e) => LResp::Err(e),
         PeerResp::ShmStat(s) => LResp::ShmStat(s),
+        PeerResp::Msg { mtype, text } => LResp::Msg { mtype, text },
+        PeerResp::MsgStat(s) => LResp::MsgStat(s),
+        PeerResp::SemStat(s) => LResp::SemStat(s),
+        PeerResp::Value(v) => LResp::Value(v),
+        PeerResp::Values(v) => LResp::Values(v),
     }
 }
 

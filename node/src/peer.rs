@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use dipc_dsm::coherence::CohMsg;
+use dipc_dsm::ipc::{Caller as IpcCaller, ProcId};
 use dipc_transport_tcp::{Conn, Incoming, Role, RpcHandle, rpc};
-use dipc_wire::local::ShmStat;
+use dipc_wire::local::{MsgCtlCmd, MsgStat, SemBuf, SemCtlCmd, SemStat, ShmStat};
 use dipc_wire::referee::Caller;
 use dipc_wire::{NodeId, ObjectId};
 use serde::{Deserialize, Serialize};
@@ -65,6 +66,76 @@ pub enum PeerReq {
         id: ObjectId,
         caller: Caller,
     },
+    /// `msgsnd` at the queue's home. `token` names the operation for
+    /// [`PeerReq::IpcCancel`] (unique per calling node).
+    MsgSnd {
+        id: ObjectId,
+        caller: IpcCaller,
+        token: u64,
+        mtype: i64,
+        text: Vec<u8>,
+        flags: i32,
+        now: i64,
+    },
+    /// `msgrcv` at the queue's home.
+    MsgRcv {
+        id: ObjectId,
+        caller: IpcCaller,
+        token: u64,
+        maxsize: u64,
+        msgtyp: i64,
+        flags: i32,
+        now: i64,
+    },
+    MsgCtl {
+        id: ObjectId,
+        caller: IpcCaller,
+        cmd: MsgCtlCmd,
+        now: i64,
+    },
+    /// `semop`/`semtimedop` at the set's home.
+    SemOp {
+        id: ObjectId,
+        caller: IpcCaller,
+        token: u64,
+        sops: Vec<SemBuf>,
+        timeout_ns: Option<u64>,
+        now: i64,
+    },
+    SemCtl {
+        id: ObjectId,
+        caller: IpcCaller,
+        cmd: SemCtlCmd,
+        now: i64,
+    },
+    /// A signal interrupted the caller of operation `token` (sent by the
+    /// node that sent the operation, on the same link, after it).
+    IpcCancel {
+        token: u64,
+    },
+    /// Process `proc_` is gone: apply its `SEM_UNDO` adjustments in sets
+    /// `ids` and end its waiting operations.
+    ProcExit {
+        proc_: ProcId,
+        ids: Vec<ObjectId>,
+        now: i64,
+    },
+}
+
+impl PeerReq {
+    /// Is this a message-queue or semaphore call (served by `crate::ipc`)?
+    pub fn is_ipc(&self) -> bool {
+        matches!(
+            self,
+            PeerReq::MsgSnd { .. }
+                | PeerReq::MsgRcv { .. }
+                | PeerReq::MsgCtl { .. }
+                | PeerReq::SemOp { .. }
+                | PeerReq::SemCtl { .. }
+                | PeerReq::IpcCancel { .. }
+                | PeerReq::ProcExit { .. }
+        )
+    }
 }
 
 /// Answers of the home.
@@ -73,6 +144,17 @@ pub enum PeerResp {
     Ok,
     Err(i32),
     ShmStat(ShmStat),
+    /// A received message.
+    Msg {
+        mtype: i64,
+        text: Vec<u8>,
+    },
+    MsgStat(MsgStat),
+    SemStat(SemStat),
+    /// What `semctl` GETVAL, GETPID, GETNCNT, GETZCNT return.
+    Value(i32),
+    /// GETALL.
+    Values(Vec<u16>),
 }
 
 pub type PeerHandle = RpcHandle<PeerReq, PeerResp, PeerMsg>;
@@ -206,6 +288,10 @@ async fn serve_incoming(
     mut from: Option<NodeId>,
     mut incoming: tokio::sync::mpsc::Receiver<Incoming<PeerReq, PeerMsg>>,
 ) {
+    // Message-queue and semaphore calls start here, in arrival order, so a
+    // cancel never overtakes the operation it cancels; those still waiting
+    // when the link goes are cancelled (the caller cannot get the answer).
+    let link = crate::ipc::next_link();
     while let Some(item) = incoming.recv().await {
         match item {
             Incoming::Notify {
@@ -219,6 +305,10 @@ async fn serve_incoming(
                 Some(f) => node.coherence_message(f, msg, payload),
                 None => warn!("coherence message before Hello: dropped"),
             },
+            Incoming::Call { req, reply, .. } if req.is_ipc() => match from {
+                Some(f) => crate::ipc::peer_call(&node, f, link, req, reply),
+                None => reply.send(&PeerResp::Err(dipc_wire::errno::EPROTO), Bytes::new()),
+            },
             Incoming::Call { req, reply, .. } => {
                 let node = node.clone();
                 tokio::spawn(async move {
@@ -228,4 +318,5 @@ async fn serve_incoming(
             }
         }
     }
+    crate::ipc::link_closed(&node, link);
 }

@@ -9,7 +9,15 @@
 //! they are never taken from the message.
 //!
 //! The connection lives as long as the process: when it closes (exit, kill,
-//! exec) the node detaches everything the process had attached.
+//! exec) the node detaches everything the process had attached and applies
+//! its `SEM_UNDO` adjustments.
+//!
+//! Operations that may wait (`msgsnd`/`msgrcv` without `IPC_NOWAIT`,
+//! `semop`) go on a further connection of the process, used for nothing
+//! else, so that a waiting thread does not hold up the process's other
+//! calls; while one waits, libsysv may send [`Request::Cancel`] on it. Its
+//! closing cancels the waiting operation, and does not count as the
+//! process's exit.
 
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +69,106 @@ pub enum Request {
     },
     /// `shmctl(IPC_RMID)`.
     ShmRmid { id: ObjectId },
+    /// `msgget(key, flags)`.
+    MsgGet { key: Key, flags: i32 },
+    /// `msgsnd(id, {mtype, text}, text.len(), flags)`. Without
+    /// `IPC_NOWAIT` it may wait; libsysv sends it on a connection of its
+    /// own (see [`Request::Cancel`]).
+    MsgSnd {
+        id: ObjectId,
+        mtype: i64,
+        text: Vec<u8>,
+        flags: i32,
+    },
+    /// `msgrcv(id, buf, maxsize, msgtyp, flags)`; may wait like `MsgSnd`.
+    MsgRcv {
+        id: ObjectId,
+        maxsize: u64,
+        msgtyp: i64,
+        flags: i32,
+    },
+    /// `msgctl(id, cmd)`.
+    MsgCtl { id: ObjectId, cmd: MsgCtlCmd },
+    /// `semget(key, nsems, flags)`.
+    SemGet { key: Key, nsems: i32, flags: i32 },
+    /// `semop`/`semtimedop(id, sops, timeout)`; may wait like `MsgSnd`.
+    /// `timeout_ns` is the relative `semtimedop` timeout.
+    SemOp {
+        id: ObjectId,
+        sops: Vec<SemBuf>,
+        timeout_ns: Option<u64>,
+    },
+    /// `semctl(id, cmd)`.
+    SemCtl { id: ObjectId, cmd: SemCtlCmd },
+    /// The limits of distributed queues and sets (`IPC_INFO`, `MSG_INFO`,
+    /// `SEM_INFO`). Answer: [`Response::Limits`].
+    IpcLimits,
+    /// A signal interrupted the wait for the request in progress on this
+    /// connection (the only request that is sent while another one is
+    /// unanswered, and the only one without an answer of its own). The
+    /// node cancels the waiting operation; the request's answer then comes
+    /// as usual: its result if it completed anyway, else `Err(EINTR)`.
+    /// Ignored when nothing is in progress.
+    Cancel,
+}
+
+/// A `msgctl` command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MsgCtlCmd {
+    /// `IPC_STAT` (answer [`Response::MsgStat`]).
+    Stat,
+    /// `IPC_SET`: owner, the low 9 mode bits and `msg_qbytes`.
+    Set {
+        uid: u32,
+        gid: u32,
+        mode: u32,
+        qbytes: u64,
+    },
+    /// `IPC_RMID`.
+    Rmid,
+}
+
+/// `struct sembuf`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SemBuf {
+    pub num: u16,
+    pub op: i16,
+    pub flg: i16,
+}
+
+/// A `semctl` command with its argument.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SemCtlCmd {
+    GetVal {
+        semnum: i32,
+    },
+    SetVal {
+        semnum: i32,
+        val: i32,
+    },
+    GetPid {
+        semnum: i32,
+    },
+    GetNcnt {
+        semnum: i32,
+    },
+    GetZcnt {
+        semnum: i32,
+    },
+    GetAll,
+    SetAll {
+        values: Vec<u16>,
+    },
+    /// `IPC_STAT` (answer [`Response::SemStat`]).
+    Stat,
+    /// `IPC_SET`: owner and the low 9 mode bits.
+    Set {
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    },
+    /// `IPC_RMID`.
+    Rmid,
 }
 
 /// An answer of the node.
@@ -81,6 +189,59 @@ pub enum Response {
         unit: u32,
     },
     ShmStat(ShmStat),
+    /// A received message (`MsgRcv`).
+    Msg {
+        mtype: i64,
+        text: Vec<u8>,
+    },
+    MsgStat(MsgStat),
+    SemStat(SemStat),
+    /// The value `semctl` returns (GETVAL, GETPID, GETNCNT, GETZCNT).
+    Value(i32),
+    /// GETALL.
+    Values(Vec<u16>),
+    Limits(IpcLimits),
+}
+
+/// `struct msqid_ds`, at the queue's home. Pids are those of the
+/// processes on their own nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct MsgStat {
+    pub key: Key,
+    pub perm: Perm,
+    pub stime: i64,
+    pub rtime: i64,
+    pub ctime: i64,
+    pub cbytes: u64,
+    pub qnum: u64,
+    pub qbytes: u64,
+    pub lspid: i32,
+    pub lrpid: i32,
+}
+
+/// `struct semid_ds`, at the set's home.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SemStat {
+    pub key: Key,
+    pub perm: Perm,
+    pub otime: i64,
+    pub ctime: i64,
+    pub nsems: u64,
+}
+
+/// The limits distributed queues and sets obey (the kernel's defaults),
+/// for `IPC_INFO`/`MSG_INFO`/`SEM_INFO`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct IpcLimits {
+    pub msgmax: u64,
+    pub msgmnb: u64,
+    pub msgmni: u64,
+    pub semmsl: u64,
+    pub semopm: u64,
+    pub semvmx: u64,
+    pub semaem: u64,
+    pub semmni: u64,
+    pub semmns: u64,
 }
 
 /// `struct shmid_ds`, cluster-wide.
