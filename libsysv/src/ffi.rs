@@ -23,7 +23,7 @@ use crate::shm::{self, Ctl, CtlDone, SetArgs};
 use crate::sys::{set_errno, zeroed_shmid_ds};
 
 /// Run `f` at the C boundary: its value, or `fail` with errno set.
-fn boundary<T>(fail: T, f: impl FnOnce() -> Result<T, Error>) -> T {
+pub(crate) fn boundary<T>(fail: T, f: impl FnOnce() -> Result<T, Error>) -> T {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
@@ -41,7 +41,7 @@ fn boundary<T>(fail: T, f: impl FnOnce() -> Result<T, Error>) -> T {
 ///
 /// # Safety
 /// A non-NULL `p` must point to a valid `T` for `'a`.
-unsafe fn in_ref<'a, T>(p: *const T) -> Result<&'a T, Error> {
+pub(crate) unsafe fn in_ref<'a, T>(p: *const T) -> Result<&'a T, Error> {
     // SAFETY: non-NULL is valid by the caller's contract.
     unsafe { p.as_ref() }.ok_or(Error::Fault)
 }
@@ -51,7 +51,7 @@ unsafe fn in_ref<'a, T>(p: *const T) -> Result<&'a T, Error> {
 /// # Safety
 /// A non-NULL `p` must point to a valid, writable `T`, not aliased, for
 /// `'a`.
-unsafe fn out_ref<'a, T>(p: *mut T) -> Result<&'a mut T, Error> {
+pub(crate) unsafe fn out_ref<'a, T>(p: *mut T) -> Result<&'a mut T, Error> {
     // SAFETY: non-NULL is valid and exclusive by the caller's contract.
     unsafe { p.as_mut() }.ok_or(Error::Fault)
 }

@@ -53,7 +53,11 @@ mod error;
 mod ffi;
 #[cfg(feature = "c-abi")]
 mod kernel;
+#[cfg(feature = "c-abi")]
+mod msg;
 pub mod route;
+#[cfg(feature = "c-abi")]
+mod sem;
 #[cfg(feature = "c-abi")]
 mod shm;
 #[cfg(feature = "c-abi")]

@@ -1,0 +1,560 @@
+//! Message queues: `msgget`, `msgsnd`, `msgrcv`, `msgctl` with the
+//! prototypes of `<sys/msg.h>`, and the *waiting connections* that every
+//! `msgsnd`, `msgrcv` and `semop` of a distributed object goes on.
+//!
+//! Routing is shm's ([`crate::route`]): `msgget` with `IPC_DIPC` (or a key
+//! `DIPC_KEYS` selects) and ids with `DIPC_ID_BIT` go to the node daemon,
+//! which forwards each operation to the queue's home node; everything else
+//! goes to the kernel by raw system call (`libc::msgsnd` would be this very
+//! function). An id the daemon does not know (`EINVAL`) is tried on the
+//! kernel too, as for shm.
+//!
+//! # Why operations have connections of their own
+//!
+//! The process's main connection serialises its calls under one mutex
+//! (see `state`). An operation that waits (a `msgrcv` for a message that
+//! has not come, a `semop` on a locked semaphore) must not hold every other
+//! thread's calls up, so it takes a connection of its own from a small
+//! per-process pool ([`wait_call`]) and gives it back when it is answered.
+//! The daemon knows these connections carry operations: their closing
+//! cancels the operation in progress, and is not the exit of the process
+//! (the main connection's closing is, which applies `SEM_UNDO`). That is
+//! also why every operation first makes sure the main connection is up.
+//!
+//! # Signals
+//!
+//! While the answer is awaited the thread sleeps in `poll(2)`, which a
+//! signal handler always interrupts (`SA_RESTART` or not, like `msgrcv`
+//! and `semop` themselves). libsysv then sends `Cancel` and reads the
+//! answer: the operation's result if it completed anyway, else `EINTR`,
+//! which the call returns (never restarted, as the kernel does). The wait
+//! itself has no time bound: the daemon ends it (answer, cancel, removal,
+//! or the daemon's death, which closes the connection: `EIO`).
+//!
+//! `fork`: a child inherits the parent's pooled connections; the pool
+//! belongs to a pid, and a child closes its copies (the parent's stay
+//! open) and opens its own.
+
+use std::ffi::{c_int, c_long, c_void};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
+
+use dipc_wire::local::{IpcLimits, MsgCtlCmd, MsgStat, Request, Response, VERSION};
+use dipc_wire::{Frame, MAX_FRAME};
+
+use crate::Error;
+use crate::config::Config;
+use crate::ffi::{boundary, in_ref, out_ref};
+use crate::route::{self, Routed, is_dipc_id};
+use crate::state;
+
+// ===================================================================
+// Waiting connections
+// ===================================================================
+
+/// Idle waiting connections of process `pid`.
+struct Pool {
+    pid: u32,
+    idle: Vec<UnixStream>,
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    pid: 0,
+    idle: Vec::new(),
+});
+
+/// Idle connections kept per process (more threads waiting at once open
+/// more, and close the extra ones afterwards).
+const MAX_IDLE: usize = 4;
+
+fn pool() -> std::sync::MutexGuard<'static, Pool> {
+    POOL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write_frame(s: &mut UnixStream, req: &Request) -> Result<(), Error> {
+    s.write_all(&Frame::msg(req).to_bytes())
+        .map_err(|source| io_err("sending a request", source))
+}
+
+fn io_err(op: &'static str, e: std::io::Error) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Error::Timeout { op },
+        std::io::ErrorKind::BrokenPipe
+        | std::io::ErrorKind::ConnectionReset
+        | std::io::ErrorKind::UnexpectedEof => Error::Closed,
+        _ => Error::Io { op, source: e },
+    }
+}
+
+fn read_frame(s: &mut UnixStream) -> Result<Response, Error> {
+    let op = "waiting for an answer";
+    let mut prefix = [0u8; 4];
+    s.read_exact(&mut prefix).map_err(|e| io_err(op, e))?;
+    let total = u32::from_le_bytes(prefix) as usize;
+    if total < 4 || total + 4 > MAX_FRAME {
+        return Err(Error::Protocol(format!("bad frame length {total}")));
+    }
+    let mut buf = vec![0u8; 4 + total];
+    buf[..4].copy_from_slice(&prefix);
+    s.read_exact(&mut buf[4..]).map_err(|e| io_err(op, e))?;
+    Frame::from_slice(&buf, MAX_FRAME)
+        .and_then(|f| f.decode::<Response>())
+        .map_err(|e| Error::Protocol(e.to_string()))
+}
+
+/// Open a waiting connection and say hello.
+fn open_waiting() -> Result<UnixStream, Error> {
+    let cfg = Config::get();
+    let connect_err = |source| Error::Connect {
+        path: cfg.socket.clone(),
+        source,
+    };
+    // std opens the socket with SOCK_CLOEXEC.
+    let mut s = UnixStream::connect(&cfg.socket).map_err(connect_err)?;
+    // Bounds the hello and the reading of an answer that poll() announced,
+    // not the wait for it.
+    s.set_read_timeout(Some(cfg.timeout))
+        .and_then(|()| s.set_write_timeout(Some(cfg.timeout)))
+        .map_err(connect_err)?;
+    write_frame(&mut s, &Request::Hello { version: VERSION })?;
+    match read_frame(&mut s)? {
+        Response::Hello { version, .. } if version == VERSION => Ok(s),
+        Response::Err(e) => Err(Error::Node(e)),
+        other => Err(Error::Protocol(format!(
+            "unexpected answer to Hello: {other:?}"
+        ))),
+    }
+}
+
+/// Wait until `s` is readable; `Err(true)` when a signal handler ran.
+fn wait_readable(s: &UnixStream) -> Result<(), bool> {
+    let mut pfd = libc::pollfd {
+        fd: s.as_fd().as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for the duration of the call.
+    let rc = unsafe { libc::poll(&mut pfd, 1, -1) };
+    if rc >= 0 {
+        return Ok(());
+    }
+    Err(std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR))
+}
+
+/// Send `req` on a waiting connection and wait for its answer, cancelling
+/// it if a signal handler runs meanwhile (see the module doc).
+pub(crate) fn wait_call(req: &Request) -> Result<Response, Error> {
+    let me = std::process::id();
+    let pooled = {
+        let mut p = pool();
+        if p.pid != me {
+            // Inherited through fork: close our copies only.
+            p.idle.clear();
+            p.pid = me;
+        }
+        p.idle.pop()
+    };
+    let mut s = match pooled {
+        Some(s) => s,
+        None => open_waiting()?,
+    };
+    write_frame(&mut s, req)?;
+    let mut cancelled = false;
+    loop {
+        match wait_readable(&s) {
+            Ok(()) => break,
+            Err(true) if !cancelled => {
+                write_frame(&mut s, &Request::Cancel)?;
+                cancelled = true;
+            }
+            Err(true) => {}
+            Err(false) => {
+                return Err(Error::Io {
+                    op: "waiting for an answer",
+                    source: std::io::Error::last_os_error(),
+                });
+            }
+        }
+    }
+    let resp = read_frame(&mut s)?;
+    let mut p = pool();
+    if p.pid == me && p.idle.len() < MAX_IDLE {
+        p.idle.push(s);
+    }
+    Ok(resp)
+}
+
+/// Is a daemon serving this process's distributed calls? Makes sure the
+/// main connection is up (its closing is the process's exit for the
+/// daemon); `false` means "act locally through the kernel".
+pub(crate) fn daemon_up() -> bool {
+    matches!(state::lock().client(), Ok(Some(_)))
+}
+
+/// A call on the process's main connection (`*get`, `*ctl`).
+pub(crate) fn main_call(req: &Request) -> Result<Option<Response>, Error> {
+    let mut st = state::lock();
+    if st.client()?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(st.call(req, &[])?.0))
+}
+
+pub(crate) fn unexpected(op: &str, r: Response) -> Error {
+    Error::Protocol(format!("unexpected answer to {op}: {r:?}"))
+}
+
+/// The limits of distributed objects, from the daemon.
+pub(crate) fn limits() -> Result<Option<IpcLimits>, Error> {
+    match main_call(&Request::IpcLimits)? {
+        None => Ok(None),
+        Some(Response::Limits(l)) => Ok(Some(l)),
+        Some(Response::Err(e)) => Err(Error::Node(e)),
+        Some(other) => Err(unexpected("IpcLimits", other)),
+    }
+}
+
+// ===================================================================
+// The calls
+// ===================================================================
+
+/// `IPC_64`, which 32-bit callers OR into commands; ignored on 64-bit.
+const IPC_64: c_int = 0x100;
+const MSG_STAT: c_int = 11;
+const MSG_INFO: c_int = 12;
+const MSG_STAT_ANY: c_int = 13;
+/// The kernel's `MSGMAX`: longer texts are `EINVAL` before anything is
+/// read from the caller's buffer.
+const MSGMAX: usize = 8192;
+
+fn msgget_routed(key: i32, flags: i32) -> Result<Routed<i32, i32>, Error> {
+    let Some(flags) = route::get_flags(key, flags, &Config::get().keys) else {
+        return Ok(Routed::Kernel(flags));
+    };
+    match main_call(&Request::MsgGet { key, flags })? {
+        None => Ok(Routed::Kernel(flags)),
+        Some(Response::Id(id)) => Ok(Routed::Dipc(id)),
+        Some(Response::Err(e)) => Err(Error::Node(e)),
+        Some(other) => Err(unexpected("MsgGet", other)),
+    }
+}
+
+/// An operation on an id: `Kernel` when it is not distributed, no daemon
+/// serves us, or the daemon does not know it.
+fn operation(id: i32, req: impl FnOnce() -> Request) -> Result<Routed<Response>, Error> {
+    if !is_dipc_id(id) || !daemon_up() {
+        return Ok(Routed::Kernel(()));
+    }
+    match wait_call(&req())? {
+        Response::Err(libc::EINVAL) => Ok(Routed::Kernel(())),
+        Response::Err(e) => Err(Error::Node(e)),
+        r => Ok(Routed::Dipc(r)),
+    }
+}
+
+fn check(rc: c_long) -> Result<c_long, Error> {
+    if rc == -1 {
+        Err(Error::last_kernel())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// `int msgget(key_t key, int msgflg)`.
+///
+/// # Safety
+/// None beyond the C prototype's.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn msgget(key: libc::key_t, msgflg: c_int) -> c_int {
+    boundary(-1, || match msgget_routed(key, msgflg)? {
+        Routed::Dipc(id) => Ok(id),
+        Routed::Kernel(flags) => {
+            // SAFETY: msgget takes integers only.
+            let rc =
+                unsafe { libc::syscall(libc::SYS_msgget, c_long::from(key), c_long::from(flags)) };
+            check(rc).map(|id| id as c_int)
+        }
+    })
+}
+
+/// `int msgsnd(int msqid, const void *msgp, size_t msgsz, int msgflg)`.
+///
+/// # Safety
+/// As `msgsnd(2)`: `msgp` points to a `long` type followed by `msgsz`
+/// bytes of text.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn msgsnd(
+    msqid: c_int,
+    msgp: *const c_void,
+    msgsz: libc::size_t,
+    msgflg: c_int,
+) -> c_int {
+    boundary(-1, || {
+        if !is_dipc_id(msqid) || !daemon_up() {
+            return msgsnd_kernel(msqid, msgp, msgsz, msgflg);
+        }
+        if msgsz > MSGMAX {
+            return Err(Error::Node(libc::EINVAL));
+        }
+        // SAFETY: a non-NULL msgp points to a long (C contract).
+        let mtype = *unsafe { in_ref(msgp as *const c_long) }?;
+        // SAFETY: msgsz (at most MSGMAX) bytes of text follow the type.
+        let text = unsafe {
+            std::slice::from_raw_parts(
+                (msgp as *const u8).add(std::mem::size_of::<c_long>()),
+                msgsz,
+            )
+        }
+        .to_vec();
+        let req = Request::MsgSnd {
+            id: msqid,
+            mtype,
+            text,
+            flags: msgflg,
+        };
+        match wait_call(&req)? {
+            Response::Ok => Ok(0),
+            Response::Err(libc::EINVAL) if mtype >= 1 => msgsnd_kernel(msqid, msgp, msgsz, msgflg),
+            Response::Err(e) => Err(Error::Node(e)),
+            other => Err(unexpected("MsgSnd", other)),
+        }
+    })
+}
+
+fn msgsnd_kernel(
+    msqid: c_int,
+    msgp: *const c_void,
+    msgsz: usize,
+    msgflg: c_int,
+) -> Result<c_int, Error> {
+    // SAFETY: the caller's own arguments, as the C caller passed them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_msgsnd,
+            c_long::from(msqid),
+            msgp,
+            msgsz,
+            c_long::from(msgflg),
+        )
+    };
+    check(rc).map(|r| r as c_int)
+}
+
+/// `ssize_t msgrcv(int msqid, void *msgp, size_t msgsz, long msgtyp, int
+/// msgflg)`.
+///
+/// # Safety
+/// As `msgrcv(2)`: `msgp` points to room for a `long` and `msgsz` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn msgrcv(
+    msqid: c_int,
+    msgp: *mut c_void,
+    msgsz: libc::size_t,
+    msgtyp: c_long,
+    msgflg: c_int,
+) -> libc::ssize_t {
+    boundary(-1, || {
+        let routed = operation(msqid, || Request::MsgRcv {
+            id: msqid,
+            maxsize: msgsz as u64,
+            msgtyp,
+            flags: msgflg,
+        })?;
+        match routed {
+            Routed::Dipc(Response::Msg { mtype, text }) => {
+                if text.len() > msgsz {
+                    return Err(Error::Protocol("message longer than the buffer".into()));
+                }
+                // SAFETY: a non-NULL msgp has room for a long (C contract).
+                *unsafe { out_ref(msgp as *mut c_long) }? = mtype as c_long;
+                // SAFETY: and for msgsz >= text.len() bytes after it.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        text.as_ptr(),
+                        (msgp as *mut u8).add(std::mem::size_of::<c_long>()),
+                        text.len(),
+                    )
+                };
+                Ok(text.len() as libc::ssize_t)
+            }
+            Routed::Dipc(other) => Err(unexpected("MsgRcv", other)),
+            Routed::Kernel(()) => {
+                // SAFETY: the caller's own arguments, as the C caller
+                // passed them.
+                let rc = unsafe {
+                    libc::syscall(
+                        libc::SYS_msgrcv,
+                        c_long::from(msqid),
+                        msgp,
+                        msgsz,
+                        msgtyp,
+                        c_long::from(msgflg),
+                    )
+                };
+                check(rc).map(|r| r as libc::ssize_t)
+            }
+        }
+    })
+}
+
+fn zeroed_msqid_ds() -> libc::msqid_ds {
+    // SAFETY: msqid_ds is plain integers (and integer padding): all-zero
+    // is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+fn fill_msqid_ds(s: &MsgStat) -> libc::msqid_ds {
+    let mut ds = zeroed_msqid_ds();
+    ds.msg_perm.__key = s.key;
+    ds.msg_perm.uid = s.perm.uid;
+    ds.msg_perm.gid = s.perm.gid;
+    ds.msg_perm.cuid = s.perm.cuid;
+    ds.msg_perm.cgid = s.perm.cgid;
+    ds.msg_perm.mode = s.perm.mode as libc::c_ushort;
+    ds.msg_stime = s.stime as libc::time_t;
+    ds.msg_rtime = s.rtime as libc::time_t;
+    ds.msg_ctime = s.ctime as libc::time_t;
+    ds.__msg_cbytes = s.cbytes as _;
+    ds.msg_qnum = s.qnum as libc::msgqnum_t;
+    ds.msg_qbytes = s.qbytes as libc::msglen_t;
+    ds.msg_lspid = s.lspid;
+    ds.msg_lrpid = s.lrpid;
+    ds
+}
+
+/// `struct msginfo` for `IPC_INFO`/`MSG_INFO` on a distributed id: the
+/// limits distributed queues obey (the kernel's defaults), with the
+/// kernel's derived values (`msgpool`, `msgmap`, `msgtql`, `msgssz`,
+/// `msgseg` as `ipc/msg.c` computes them from the defaults).
+fn fill_msginfo(l: &IpcLimits) -> libc::msginfo {
+    let int = |v: u64| c_int::try_from(v).unwrap_or(c_int::MAX);
+    libc::msginfo {
+        msgpool: int(l.msgmni * l.msgmnb / 1024),
+        msgmap: int(l.msgmnb),
+        msgmax: int(l.msgmax),
+        msgmnb: int(l.msgmnb),
+        msgmni: int(l.msgmni),
+        msgssz: 16,
+        msgtql: int(l.msgmnb),
+        msgseg: 0xffff,
+    }
+}
+
+/// `int msgctl(int msqid, int cmd, struct msqid_ds *buf)`.
+///
+/// # Safety
+/// As `msgctl(2)`: `buf` must be NULL or valid for what `cmd` does with
+/// it (a `struct msginfo` for `IPC_INFO`/`MSG_INFO`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn msgctl(msqid: c_int, cmd: c_int, buf: *mut libc::msqid_ds) -> c_int {
+    boundary(-1, || {
+        let to_kernel = || {
+            // SAFETY: the caller's own arguments, as the C caller passed
+            // them.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_msgctl,
+                    c_long::from(msqid),
+                    c_long::from(cmd),
+                    buf,
+                )
+            };
+            check(rc).map(|r| r as c_int)
+        };
+        if !is_dipc_id(msqid) {
+            return to_kernel();
+        }
+        let cmd_req = match cmd & !IPC_64 {
+            MSG_STAT | MSG_STAT_ANY => return to_kernel(),
+            libc::IPC_INFO | MSG_INFO => {
+                let Some(l) = limits()? else {
+                    return to_kernel();
+                };
+                // SAFETY: for these commands buf is a struct msginfo.
+                *unsafe { out_ref(buf as *mut libc::msginfo) }? = fill_msginfo(&l);
+                return Ok(0);
+            }
+            libc::IPC_STAT => MsgCtlCmd::Stat,
+            libc::IPC_SET => {
+                // SAFETY: a non-NULL buf is a valid msqid_ds (C contract).
+                let ds = unsafe { in_ref(buf) }?;
+                MsgCtlCmd::Set {
+                    uid: ds.msg_perm.uid,
+                    gid: ds.msg_perm.gid,
+                    mode: u32::from(ds.msg_perm.mode) & 0o777,
+                    qbytes: ds.msg_qbytes,
+                }
+            }
+            libc::IPC_RMID => MsgCtlCmd::Rmid,
+            _ => return Err(Error::Node(libc::EINVAL)),
+        };
+        let stat = matches!(cmd_req, MsgCtlCmd::Stat);
+        match main_call(&Request::MsgCtl {
+            id: msqid,
+            cmd: cmd_req,
+        })? {
+            None | Some(Response::Err(libc::EINVAL)) => to_kernel(),
+            Some(Response::Err(e)) => Err(Error::Node(e)),
+            Some(Response::MsgStat(s)) if stat => {
+                // SAFETY: a non-NULL buf is a valid, writable msqid_ds.
+                *unsafe { out_ref(buf) }? = fill_msqid_ds(&s);
+                Ok(0)
+            }
+            Some(Response::Ok) if !stat => Ok(0),
+            Some(other) => Err(unexpected("MsgCtl", other)),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msqid_ds_from_stat() {
+        let s = MsgStat {
+            key: 42,
+            perm: dipc_wire::Perm {
+                uid: 1,
+                gid: 2,
+                cuid: 3,
+                cgid: 4,
+                mode: 0o640,
+            },
+            stime: 10,
+            rtime: 11,
+            ctime: 12,
+            cbytes: 100,
+            qnum: 3,
+            qbytes: 16384,
+            lspid: 77,
+            lrpid: 78,
+        };
+        let ds = fill_msqid_ds(&s);
+        assert_eq!(ds.msg_perm.__key, 42);
+        assert_eq!((ds.msg_perm.uid, ds.msg_perm.cgid), (1, 4));
+        assert_eq!(ds.msg_perm.mode, 0o640);
+        assert_eq!((ds.msg_stime, ds.msg_rtime, ds.msg_ctime), (10, 11, 12));
+        assert_eq!(
+            (ds.__msg_cbytes, ds.msg_qnum, ds.msg_qbytes),
+            (100, 3, 16384)
+        );
+        assert_eq!((ds.msg_lspid, ds.msg_lrpid), (77, 78));
+    }
+
+    #[test]
+    fn msginfo_reports_kernel_defaults() {
+        let l = IpcLimits {
+            msgmax: 8192,
+            msgmnb: 16384,
+            msgmni: 32000,
+            ..IpcLimits::default()
+        };
+        let i = fill_msginfo(&l);
+        // What `ipcs -l` shows on a fresh kernel.
+        assert_eq!((i.msgmax, i.msgmnb, i.msgmni), (8192, 16384, 32000));
+        assert_eq!(i.msgpool, 32000 * 16384 / 1024);
+    }
+}
