@@ -1,0 +1,135 @@
+/* msgsem_msg.c - distributed message queues.
+ *
+ *   create KEY             msgget(IPC_CREAT|IPC_EXCL|IPC_DIPC): "id N"
+ *   pong KEY N             serve N requests (types 1..3) with replies
+ *                          (request type + 3), content checked both ways
+ *   ping KEY N             send N requests, check each reply
+ *   recv KEY TYPE          install a SIGUSR1 handler without SA_RESTART,
+ *                          say "waiting", block in msgrcv: "got T TEXT",
+ *                          or "errno NAME" (and "signals N")
+ *   send KEY TYPE TEXT     msgsnd: "sent"
+ *   rmid KEY               msgctl(IPC_RMID): "removed"
+ *   stat KEY               msgctl(IPC_STAT): "qnum N qbytes N"
+ */
+
+/* The text of message i: its length and bytes depend on i. */
+static size_t text_of(long i, int reply, char *buf)
+{
+    size_t len = 8 + (size_t)(i * 37 % 300);
+    for (size_t k = 0; k < len; k++)
+        buf[k] = (char)((i * 131 + k * 7 + reply * 29) & 0xff);
+    return len;
+}
+
+struct msg {
+    long mtype;
+    char mtext[8192];
+};
+
+static int get(const char *key, int flags)
+{
+    int id = msgget((key_t)arg_num(key), flags | IPC_DIPC | 0600);
+    if (id < 0)
+        FAIL("msgget(%s)", key);
+    return id;
+}
+
+static volatile sig_atomic_t signals;
+
+static void on_usr1(int sig)
+{
+    (void)sig;
+    signals++;
+}
+
+int main(int argc, char **argv)
+{
+    setup();
+    if (argc < 3)
+        FAIL("usage");
+    const char *cmd = argv[1];
+    static struct msg m;
+    static char want[8192];
+
+    if (!strcmp(cmd, "create")) {
+        printf("id %d\n", get(argv[2], IPC_CREAT | IPC_EXCL));
+        return 0;
+    }
+    int id = get(argv[2], 0);
+    if (!strcmp(cmd, "pong") || !strcmp(cmd, "ping")) {
+        long n = arg_num(argv[3]);
+        int pong = !strcmp(cmd, "pong");
+        for (long i = 0; i < n; i++) {
+            long type = 1 + i % 3;
+            if (pong) {
+                /* Any request: the lowest type <= 3 waiting. */
+                ssize_t got = msgrcv(id, &m, sizeof m.mtext, -3, 0);
+                if (got < 0)
+                    FAIL("msgrcv request %ld", i);
+                size_t len = text_of(i, 0, want);
+                if (m.mtype != type || (size_t)got != len || memcmp(m.mtext, want, len))
+                    FAIL("request %ld: type %ld len %zd", i, m.mtype, got);
+                m.mtype = type + 3;
+                len = text_of(i, 1, m.mtext);
+                if (msgsnd(id, &m, len, 0) < 0)
+                    FAIL("msgsnd reply %ld", i);
+            } else {
+                m.mtype = type;
+                size_t len = text_of(i, 0, m.mtext);
+                if (msgsnd(id, &m, len, 0) < 0)
+                    FAIL("msgsnd request %ld", i);
+                ssize_t got = msgrcv(id, &m, sizeof m.mtext, type + 3, 0);
+                if (got < 0)
+                    FAIL("msgrcv reply %ld", i);
+                len = text_of(i, 1, want);
+                if (m.mtype != type + 3 || (size_t)got != len || memcmp(m.mtext, want, len))
+                    FAIL("reply %ld: type %ld len %zd", i, m.mtype, got);
+            }
+        }
+        printf("done %ld\n", n);
+        return 0;
+    }
+    if (!strcmp(cmd, "recv")) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_usr1;
+        sa.sa_flags = 0; /* no SA_RESTART: msgrcv must fail with EINTR */
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(SIGUSR1, &sa, NULL) < 0)
+            FAIL("sigaction");
+        printf("waiting\n");
+        ssize_t got = msgrcv(id, &m, sizeof m.mtext - 1, arg_num(argv[3]), 0);
+        if (got < 0) {
+            printf("errno %s\n", strerrorname_np(errno));
+        } else {
+            m.mtext[got] = '\0';
+            printf("got %ld %s\n", m.mtype, m.mtext);
+        }
+        printf("signals %d\n", (int)signals);
+        return 0;
+    }
+    if (!strcmp(cmd, "send")) {
+        m.mtype = arg_num(argv[3]);
+        size_t len = strlen(argv[4]);
+        memcpy(m.mtext, argv[4], len);
+        if (msgsnd(id, &m, len, 0) < 0)
+            FAIL("msgsnd");
+        printf("sent\n");
+        return 0;
+    }
+    if (!strcmp(cmd, "rmid")) {
+        if (msgctl(id, IPC_RMID, NULL) < 0)
+            FAIL("msgctl(IPC_RMID)");
+        printf("removed\n");
+        return 0;
+    }
+    if (!strcmp(cmd, "stat")) {
+        struct msqid_ds ds;
+        if (msgctl(id, IPC_STAT, &ds) < 0)
+            FAIL("msgctl(IPC_STAT)");
+        printf("qnum %lu qbytes %lu\n", (unsigned long)ds.msg_qnum,
+               (unsigned long)ds.msg_qbytes);
+        return 0;
+    }
+    FAIL("unknown command %s", cmd);
+}

@@ -1,0 +1,145 @@
+/* msgsem_sem.c - distributed semaphore sets.
+ *
+ *   create KEY NSEMS VAL      semget(IPC_CREAT|IPC_EXCL|IPC_DIPC), every
+ *                             semaphore set to VAL (SETALL): "id N"
+ *   mutex SEMKEY SHMKEY ITERS semaphore 0 as a mutex (SEM_UNDO) around a
+ *                             plain read-increment-write of a counter in a
+ *                             distributed shared segment: "done"
+ *   read SHMKEY               "counter N"
+ *   barrier SEMKEY I N ROUNDS process I of N passes ROUNDS barriers made
+ *                             of semaphores 0..N-1 (see below), checking
+ *                             with semaphore N that nobody ran ahead
+ *   hold SEMKEY               take semaphore 0 (SEM_UNDO), say "holding",
+ *                             and sleep until killed
+ *   take SEMKEY SECONDS       semtimedop(-1, SEM_UNDO): "took" or "errno E"
+ *   trytake SEMKEY            semop(-1, IPC_NOWAIT): "took" or "errno E"
+ *   getval SEMKEY NUM         "val V"
+ */
+
+static int get(const char *key)
+{
+    int id = semget((key_t)arg_num(key), 0, IPC_DIPC | 0600);
+    if (id < 0)
+        FAIL("semget(%s)", key);
+    return id;
+}
+
+static void op(int id, unsigned short num, short delta, short flg)
+{
+    struct sembuf b = {.sem_num = num, .sem_op = delta, .sem_flg = flg};
+    if (semop(id, &b, 1) < 0)
+        FAIL("semop(%u, %d)", num, delta);
+}
+
+static volatile uint64_t *counter(const char *key)
+{
+    int shm = shmget((key_t)arg_num(key), 4096, IPC_CREAT | IPC_DIPC | 0600);
+    if (shm < 0)
+        FAIL("shmget(%s)", key);
+    void *p = shmat(shm, NULL, 0);
+    if (p == (void *)-1)
+        FAIL("shmat");
+    return (volatile uint64_t *)p;
+}
+
+int main(int argc, char **argv)
+{
+    setup();
+    if (argc < 3)
+        FAIL("usage");
+    const char *cmd = argv[1];
+
+    if (!strcmp(cmd, "create")) {
+        int nsems = (int)arg_num(argv[3]);
+        int id = semget((key_t)arg_num(argv[2]), nsems,
+                        IPC_CREAT | IPC_EXCL | IPC_DIPC | 0600);
+        if (id < 0)
+            FAIL("semget");
+        unsigned short vals[64];
+        CHECK(nsems <= 64);
+        for (int i = 0; i < nsems; i++)
+            vals[i] = (unsigned short)arg_num(argv[4]);
+        union semun arg = {.array = vals};
+        if (semctl(id, 0, SETALL, arg) < 0)
+            FAIL("semctl(SETALL)");
+        printf("id %d\n", id);
+        return 0;
+    }
+    if (!strcmp(cmd, "read")) {
+        volatile uint64_t *c = counter(argv[2]);
+        printf("counter %llu\n", (unsigned long long)*c);
+        return 0;
+    }
+    int id = get(argv[2]);
+    if (!strcmp(cmd, "mutex")) {
+        volatile uint64_t *c = counter(argv[3]);
+        long iters = arg_num(argv[4]);
+        for (long i = 0; i < iters; i++) {
+            op(id, 0, -1, SEM_UNDO);
+            uint64_t v = *c; /* not atomic: only the mutex makes it exact */
+            *c = v + 1;
+            op(id, 0, 1, SEM_UNDO);
+        }
+        printf("done\n");
+        return 0;
+    }
+    if (!strcmp(cmd, "barrier")) {
+        /* Process i, each round: one atomic semop adds a token to every
+         * other process's semaphore (and counts its arrival in semaphore
+         * n), then it waits for n-1 tokens on its own. Nobody leaves
+         * round r before all n arrived at it, and nobody gets more than
+         * one round ahead, which the arrival count checks. */
+        int me = (int)arg_num(argv[3]), n = (int)arg_num(argv[4]);
+        long rounds = arg_num(argv[5]);
+        CHECK(n >= 2 && n <= 16 && me >= 0 && me < n);
+        struct sembuf post[17];
+        int k = 0;
+        for (int j = 0; j < n; j++)
+            if (j != me)
+                post[k++] = (struct sembuf){.sem_num = (unsigned short)j, .sem_op = 1};
+        post[k++] = (struct sembuf){.sem_num = (unsigned short)n, .sem_op = 1};
+        for (long r = 0; r < rounds; r++) {
+            if (semop(id, post, (size_t)k) < 0)
+                FAIL("semop(post) round %ld", r);
+            op(id, (unsigned short)me, (short)-(n - 1), 0);
+            int arrived = semctl(id, n, GETVAL);
+            if (arrived < 0)
+                FAIL("semctl(GETVAL)");
+            /* All n arrived at round r; none beyond round r + 1. */
+            if (arrived < n * (r + 1) || arrived > n * (r + 1) + (n - 1))
+                FAIL("round %ld: %d arrivals", r, arrived);
+        }
+        printf("done %ld\n", rounds);
+        return 0;
+    }
+    if (!strcmp(cmd, "hold")) {
+        op(id, 0, -1, SEM_UNDO);
+        printf("holding\n");
+        for (;;)
+            pause();
+    }
+    if (!strcmp(cmd, "take") || !strcmp(cmd, "trytake")) {
+        struct sembuf b = {.sem_num = 0, .sem_op = -1, .sem_flg = SEM_UNDO};
+        int rc;
+        if (!strcmp(cmd, "take")) {
+            struct timespec ts = {.tv_sec = arg_num(argv[3]), .tv_nsec = 0};
+            rc = semtimedop(id, &b, 1, &ts);
+        } else {
+            b.sem_flg |= IPC_NOWAIT;
+            rc = semop(id, &b, 1);
+        }
+        if (rc < 0)
+            printf("errno %s\n", strerrorname_np(errno));
+        else
+            printf("took\n");
+        return 0;
+    }
+    if (!strcmp(cmd, "getval")) {
+        int v = semctl(id, (int)arg_num(argv[3]), GETVAL);
+        if (v < 0)
+            FAIL("semctl(GETVAL)");
+        printf("val %d\n", v);
+        return 0;
+    }
+    FAIL("unknown command %s", cmd);
+}

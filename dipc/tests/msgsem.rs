@@ -1,0 +1,370 @@
+//! Distributed message queues and semaphore sets, end to end: C programs
+//! linked with libsysv, on several nodes (real daemon processes), using a
+//! queue or set whose home is one of them.
+//!
+//! * 10,000 request/reply round trips between two nodes, three message
+//!   types, every byte checked;
+//! * a receiver blocked on one node is woken by a sender on another;
+//!   removal while it waits gives `EIDRM`; `SIGUSR1` (handler without
+//!   `SA_RESTART`) gives `EINTR`, and the interrupted receiver takes no
+//!   message;
+//! * a semaphore as a mutex for 6 processes on 3 nodes around a plain
+//!   read-increment-write of a counter in a distributed segment: the
+//!   counter is exact;
+//! * a barrier of 3 nodes built from semaphores, 1,000 rounds;
+//! * `SEM_UNDO` releases a mutex whose holder was `SIGKILL`ed.
+//!
+//! The programs are `tests/c/msgsem_*.c`; they print one line per event,
+//! which the tests read. Every wait is bounded; a failure prints the
+//! cluster's logs.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use dipc_testkit::{Cluster, Link, Program, compile_c};
+
+const COMMON: &str = include_str!("c/msgsem_common.c");
+const MSG_C: &str = include_str!("c/msgsem_msg.c");
+const SEM_C: &str = include_str!("c/msgsem_sem.c");
+
+/// Bound on any one program.
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn cluster(nodes: usize) -> Cluster {
+    match Cluster::builder()
+        .bin(env!("CARGO_BIN_EXE_dipc"))
+        .nodes(nodes)
+        .heartbeat_ms(300)
+        .down_after_ms(3000)
+        .start()
+    {
+        Ok(c) => c,
+        Err(e) => panic!("cluster of {nodes} nodes did not start: {e:#}"),
+    }
+}
+
+fn program(c: &Cluster, src: &str, name: &str) -> Program {
+    match compile_c(&format!("{COMMON}\n{src}"), name, Link::Sysv) {
+        Ok(p) => p,
+        Err(e) => panic!("{e:#}\n{}", c.logs()),
+    }
+}
+
+/// A program running on a node, its stdout read line by line. Killed if
+/// still running when dropped.
+struct Run<'a> {
+    c: &'a Cluster,
+    what: String,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+fn start<'a>(c: &'a Cluster, node: usize, prog: &Program, args: &[&str]) -> Run<'a> {
+    let what = format!("node {node}: {} {}", prog.path().display(), args.join(" "));
+    let mut child = c
+        .run_on(node, prog)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let (tx, lines) = mpsc::channel();
+    if let Some(out) = child.stdout.take() {
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Run {
+        c,
+        what,
+        child,
+        lines,
+        seen: Vec::new(),
+    }
+}
+
+impl Run<'_> {
+    fn fail(&mut self, why: &str) -> ! {
+        let _ = self.child.kill();
+        panic!(
+            "{}: {why}\noutput so far: {:?}\n{}",
+            self.what,
+            self.seen,
+            self.c.logs()
+        );
+    }
+
+    /// The next line, within `timeout`.
+    fn line(&mut self, timeout: Duration) -> String {
+        match self.lines.recv_timeout(timeout) {
+            Ok(l) => {
+                self.seen.push(l.clone());
+                if l.starts_with("FAIL") {
+                    self.fail("the program failed");
+                }
+                l
+            }
+            Err(_) => self.fail(&format!("no output within {timeout:?}")),
+        }
+    }
+
+    /// Wait for the line `want`.
+    fn expect(&mut self, want: &str, timeout: Duration) {
+        let l = self.line(timeout);
+        if l != want {
+            self.fail(&format!("expected {want:?}, got {l:?}"));
+        }
+    }
+
+    /// Wait for a successful exit; every line it printed.
+    fn finish(mut self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(st)) => {
+                    while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(500)) {
+                        self.seen.push(l);
+                    }
+                    if !st.success() || self.seen.iter().any(|l| l.starts_with("FAIL")) {
+                        self.fail(&format!("exited with {st}"));
+                    }
+                    return std::mem::take(&mut self.seen);
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    while let Ok(l) = self.lines.try_recv() {
+                        self.seen.push(l);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Ok(None) => self.fail(&format!("still running after {timeout:?}")),
+                Err(e) => self.fail(&format!("wait: {e}")),
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.id().to_string();
+        let st = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status();
+        assert!(
+            matches!(st, Ok(s) if s.success()),
+            "kill {sig} {pid}: {st:?}"
+        );
+    }
+}
+
+impl Drop for Run<'_> {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run a program to its end; its output.
+fn run(c: &Cluster, node: usize, prog: &Program, args: &[&str]) -> Vec<String> {
+    start(c, node, prog, args).finish(RUN_TIMEOUT)
+}
+
+/// Run a program that prints one line; that line.
+fn run1(c: &Cluster, node: usize, prog: &Program, args: &[&str]) -> String {
+    let out = run(c, node, prog, args);
+    match out.as_slice() {
+        [l] => l.clone(),
+        _ => panic!("expected one line, got {out:?}\n{}", c.logs()),
+    }
+}
+
+/// Time for a waiting operation to reach its home and park there.
+const SETTLE: Duration = Duration::from_millis(400);
+
+#[test]
+fn ping_pong_of_10000_messages_between_two_nodes() {
+    let c = cluster(2);
+    let prog = program(&c, MSG_C, "msgsem-msg");
+    let key = "0x0d1c5001";
+    let created = run1(&c, 0, &prog, &["create", key]);
+    assert!(created.starts_with("id "), "{created}");
+
+    let n = "10000";
+    let t0 = Instant::now();
+    // The queue's home is node 0: the pong side is remote, the ping side
+    // local, so both paths carry every message.
+    let pong = start(&c, 1, &prog, &["pong", key, n]);
+    let ping = start(&c, 0, &prog, &["ping", key, n]);
+    assert_eq!(ping.finish(RUN_TIMEOUT), [format!("done {n}")]);
+    assert_eq!(pong.finish(RUN_TIMEOUT), [format!("done {n}")]);
+    eprintln!("10,000 round trips (20,000 messages) in {:?}", t0.elapsed());
+
+    // Nothing left behind.
+    assert_eq!(
+        run1(&c, 1, &prog, &["stat", key]),
+        "qnum 0 qbytes 16384",
+        "{}",
+        c.logs()
+    );
+}
+
+#[test]
+fn a_receiver_blocked_on_one_node_is_woken_by_a_sender_on_another() {
+    let c = cluster(3);
+    let prog = program(&c, MSG_C, "msgsem-msg");
+    let key = "0x0d1c5002";
+    run1(&c, 1, &prog, &["create", key]);
+
+    let mut recv = start(&c, 0, &prog, &["recv", key, "5"]);
+    recv.expect("waiting", RUN_TIMEOUT);
+    std::thread::sleep(SETTLE);
+    // Another type does not wake it.
+    assert_eq!(run1(&c, 2, &prog, &["send", key, "4", "other"]), "sent");
+    assert_eq!(run1(&c, 2, &prog, &["send", key, "5", "hello"]), "sent");
+    assert_eq!(
+        recv.finish(RUN_TIMEOUT),
+        ["waiting", "got 5 hello", "signals 0"]
+    );
+    assert_eq!(run1(&c, 1, &prog, &["stat", key]), "qnum 1 qbytes 16384");
+}
+
+#[test]
+fn removal_while_blocked_gives_eidrm_on_every_node() {
+    let c = cluster(3);
+    let prog = program(&c, MSG_C, "msgsem-msg");
+    let key = "0x0d1c5003";
+    run1(&c, 1, &prog, &["create", key]);
+
+    // One waiter on a remote node, one at the home.
+    let mut remote = start(&c, 0, &prog, &["recv", key, "0"]);
+    let mut local = start(&c, 1, &prog, &["recv", key, "0"]);
+    remote.expect("waiting", RUN_TIMEOUT);
+    local.expect("waiting", RUN_TIMEOUT);
+    std::thread::sleep(SETTLE);
+    assert_eq!(run1(&c, 2, &prog, &["rmid", key]), "removed");
+    let want = ["waiting", "errno EIDRM", "signals 0"];
+    assert_eq!(remote.finish(RUN_TIMEOUT), want);
+    assert_eq!(local.finish(RUN_TIMEOUT), want);
+    // The key is free again.
+    let again = run1(&c, 2, &prog, &["create", key]);
+    assert!(again.starts_with("id "), "{again}");
+}
+
+#[test]
+fn a_signal_interrupts_a_blocked_receiver_with_eintr() {
+    let c = cluster(2);
+    let prog = program(&c, MSG_C, "msgsem-msg");
+    let key = "0x0d1c5004";
+    run1(&c, 1, &prog, &["create", key]);
+
+    for node in [0, 1] {
+        let mut recv = start(&c, node, &prog, &["recv", key, "7"]);
+        recv.expect("waiting", RUN_TIMEOUT);
+        std::thread::sleep(SETTLE);
+        // A signal that lands before msgrcv waits is not an interruption
+        // of it: send until the program reports.
+        let deadline = Instant::now() + RUN_TIMEOUT;
+        let out = loop {
+            recv.signal("-USR1");
+            if let Ok(l) = recv.lines.recv_timeout(Duration::from_millis(300)) {
+                recv.seen.push(l);
+                break recv.finish(RUN_TIMEOUT);
+            }
+            assert!(Instant::now() < deadline, "no EINTR\n{}", c.logs());
+        };
+        assert_eq!(out[..2], ["waiting", "errno EINTR"], "node {node}: {out:?}");
+
+        // The interrupted receiver took nothing: a message sent now goes
+        // to the next receiver.
+        assert_eq!(run1(&c, 0, &prog, &["send", key, "7", "after"]), "sent");
+        let next = run(&c, 1 - node, &prog, &["recv", key, "7"]);
+        assert_eq!(next, ["waiting", "got 7 after", "signals 0"]);
+    }
+}
+
+#[test]
+fn a_semaphore_mutex_makes_a_plain_counter_exact_for_6_processes_on_3_nodes() {
+    let c = cluster(3);
+    let prog = program(&c, SEM_C, "msgsem-sem");
+    let (sem, shm) = ("0x0d1c5101", "0x0d1c5102");
+    let created = run1(&c, 0, &prog, &["create", sem, "1", "1"]);
+    assert!(created.starts_with("id "), "{created}");
+    // Create the counter's segment before the workers race for it.
+    assert_eq!(run1(&c, 0, &prog, &["read", shm]), "counter 0");
+
+    let iters = 2000;
+    let t0 = Instant::now();
+    let iters_s = iters.to_string();
+    let workers: Vec<Run> = (0..6)
+        .map(|i| start(&c, i % 3, &prog, &["mutex", sem, shm, &iters_s]))
+        .collect();
+    for w in workers {
+        assert_eq!(w.finish(RUN_TIMEOUT), ["done"]);
+    }
+    eprintln!("6 x {iters} critical sections in {:?}", t0.elapsed());
+    assert_eq!(
+        run1(&c, 1, &prog, &["read", shm]),
+        format!("counter {}", 6 * iters)
+    );
+    // Everyone released what it took.
+    assert_eq!(run1(&c, 2, &prog, &["getval", sem, "0"]), "val 1");
+}
+
+#[test]
+fn a_barrier_of_3_nodes_built_from_semaphores_runs_1000_rounds() {
+    let c = cluster(3);
+    let prog = program(&c, SEM_C, "msgsem-sem");
+    let sem = "0x0d1c5201";
+    // Semaphores 0..2: tokens of each process; 3: arrivals.
+    run1(&c, 2, &prog, &["create", sem, "4", "0"]);
+    let rounds = "1000";
+    let t0 = Instant::now();
+    let procs: Vec<Run> = (0..3)
+        .map(|i| {
+            let me = i.to_string();
+            start(&c, i, &prog, &["barrier", sem, &me, "3", rounds])
+        })
+        .collect();
+    for p in procs {
+        assert_eq!(p.finish(RUN_TIMEOUT), [format!("done {rounds}")]);
+    }
+    eprintln!("1,000 barrier rounds on 3 nodes in {:?}", t0.elapsed());
+    assert_eq!(run1(&c, 0, &prog, &["getval", sem, "3"]), "val 3000");
+}
+
+#[test]
+fn sem_undo_releases_the_mutex_of_a_killed_process() {
+    let c = cluster(3);
+    let prog = program(&c, SEM_C, "msgsem-sem");
+    let sem = "0x0d1c5301";
+    run1(&c, 0, &prog, &["create", sem, "1", "1"]);
+
+    let mut holder = start(&c, 1, &prog, &["hold", sem]);
+    holder.expect("holding", RUN_TIMEOUT);
+    assert_eq!(run1(&c, 2, &prog, &["trytake", sem]), "errno EAGAIN");
+    // A waiter on another node, then the holder dies without releasing.
+    let mut waiter = start(&c, 2, &prog, &["take", sem, "60"]);
+    std::thread::sleep(SETTLE);
+    holder.signal("-KILL");
+    waiter.expect("took", RUN_TIMEOUT);
+    assert_eq!(waiter.finish(RUN_TIMEOUT), ["took"]);
+    // The waiter's own SEM_UNDO gave it back when it exited.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = run1(&c, 0, &prog, &["getval", sem, "0"]);
+        if v == "val 1" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {v}\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // And semtimedop times out at the home with EAGAIN.
+    let _again = start(&c, 1, &prog, &["hold", sem]);
+    let mut holder2 = _again;
+    holder2.expect("holding", RUN_TIMEOUT);
+    assert_eq!(run1(&c, 2, &prog, &["take", sem, "1"]), "errno EAGAIN");
+}
