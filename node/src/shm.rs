@@ -30,6 +30,20 @@ use tracing::{debug, warn};
 use crate::node::{Node, State};
 use crate::peer::PeerMsg;
 
+/// How long the fault loop keeps polling a process's userfaultfd after
+/// serving a fault, before going back to sleep in epoll: 50 us, or
+/// `DIPC_FAULT_SPIN_US` from the node's environment (0 turns it off).
+fn fault_spin() -> std::time::Duration {
+    static SPIN: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+    *SPIN.get_or_init(|| {
+        let us = std::env::var("DIPC_FAULT_SPIN_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(50);
+        std::time::Duration::from_micros(us)
+    })
+}
+
 /// Largest segment movable in segment mode: one unit travels in one frame.
 pub const MAX_SEGMENT_MODE_SIZE: u64 = 16 * 1024 * 1024;
 
@@ -264,28 +278,61 @@ impl Node {
                 Ok(g) => g,
                 Err(_) => return,
             };
-            events.clear();
-            if let Err(e) = uffd.read_events(&mut events) {
-                debug!(conn, "userfaultfd closed: {e}");
-                return;
+            match self.drain_uffd(conn, &uffd, &mut events) {
+                None => return,
+                Some(0) => {
+                    guard.clear_ready();
+                    continue;
+                }
+                Some(_) => {}
             }
-            if events.is_empty() {
-                guard.clear_ready();
-                continue;
-            }
-            let mut st = self.lock();
-            if !st.shm.procs.contains_key(&conn) {
-                return;
-            }
-            for ev in events.drain(..) {
-                if let UffdEvent::Fault {
-                    addr, write, wp, ..
-                } = ev
-                {
-                    self.fault(&mut st, conn, &uffd, addr, write, wp);
+            drop(guard);
+            // Spin briefly before sleeping again: a process whose fault was
+            // just served usually faults again within microseconds, and a
+            // sleep/wake-up through epoll costs more than that. Yielding
+            // keeps the node's other tasks (the network) running meanwhile.
+            let mut until = std::time::Instant::now() + fault_spin();
+            while std::time::Instant::now() < until {
+                tokio::task::yield_now().await;
+                match self.drain_uffd(conn, &uffd, &mut events) {
+                    None => return,
+                    Some(0) => {}
+                    Some(_) => until = std::time::Instant::now() + fault_spin(),
                 }
             }
         }
+    }
+
+    /// Read and handle every pending event of a process's userfaultfd.
+    /// `None` when the process or its userfaultfd is gone.
+    fn drain_uffd(
+        self: &Arc<Self>,
+        conn: u64,
+        uffd: &Arc<Uffd>,
+        events: &mut Vec<UffdEvent>,
+    ) -> Option<usize> {
+        events.clear();
+        if let Err(e) = uffd.read_events(events) {
+            debug!(conn, "userfaultfd closed: {e}");
+            return None;
+        }
+        let n = events.len();
+        if n == 0 {
+            return Some(0);
+        }
+        let mut st = self.lock();
+        if !st.shm.procs.contains_key(&conn) {
+            return None;
+        }
+        for ev in events.drain(..) {
+            if let UffdEvent::Fault {
+                addr, write, wp, ..
+            } = ev
+            {
+                self.fault(&mut st, conn, uffd, addr, write, wp);
+            }
+        }
+        Some(n)
     }
 
     fn fault(
