@@ -190,14 +190,23 @@ fn ping_pong_of_10000_messages_between_two_nodes() {
     let c = cluster(2);
     let prog = program(&c, MSG_C, "msgsem-msg");
     let key = "0x0d1c5001";
+    // The pong side is the same program, unmodified, under LD_PRELOAD.
+    let preloaded = match compile_c(&format!("{COMMON}\n{MSG_C}"), "msgsem-msg", Link::Plain) {
+        Ok(p) => p,
+        Err(e) => panic!("{e:#}"),
+    };
     let created = run1(&c, 0, &prog, &["create", key]);
-    assert!(created.starts_with("id "), "{created}");
+    let id: i32 = created
+        .strip_prefix("id ")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{created}"));
+    assert!(dipc_wire::is_dipc_id(id), "{id:#x} is not distributed");
 
     let n = "10000";
     let t0 = Instant::now();
     // The queue's home is node 0: the pong side is remote, the ping side
     // local, so both paths carry every message.
-    let pong = start(&c, 1, &prog, &["pong", key, n]);
+    let pong = start(&c, 1, &preloaded, &["pong", key, n]);
     let ping = start(&c, 0, &prog, &["ping", key, n]);
     assert_eq!(ping.finish(RUN_TIMEOUT), [format!("done {n}")]);
     assert_eq!(pong.finish(RUN_TIMEOUT), [format!("done {n}")]);
@@ -209,6 +218,10 @@ fn ping_pong_of_10000_messages_between_two_nodes() {
         "qnum 0 qbytes 16384",
         "{}",
         c.logs()
+    ); // IPC_INFO on a distributed id: the kernel's default limits.
+    assert_eq!(
+        run1(&c, 1, &prog, &["info", key]),
+        "msgmax 8192 msgmnb 16384 msgmni 32000"
     );
 }
 
@@ -278,11 +291,16 @@ fn a_signal_interrupts_a_blocked_receiver_with_eintr() {
         };
         assert_eq!(out[..2], ["waiting", "errno EINTR"], "node {node}: {out:?}");
 
-        // The interrupted receiver took nothing: a message sent now goes
-        // to the next receiver.
+        // The interrupted receiver is gone from the queue: a message sent
+        // now goes to the next receiver.
+        let mut next = start(&c, 1 - node, &prog, &["recv", key, "7"]);
+        next.expect("waiting", RUN_TIMEOUT);
+        std::thread::sleep(SETTLE);
         assert_eq!(run1(&c, 0, &prog, &["send", key, "7", "after"]), "sent");
-        let next = run(&c, 1 - node, &prog, &["recv", key, "7"]);
-        assert_eq!(next, ["waiting", "got 7 after", "signals 0"]);
+        assert_eq!(
+            next.finish(RUN_TIMEOUT),
+            ["waiting", "got 7 after", "signals 0"]
+        );
     }
 }
 
@@ -334,6 +352,10 @@ fn a_barrier_of_3_nodes_built_from_semaphores_runs_1000_rounds() {
     }
     eprintln!("1,000 barrier rounds on 3 nodes in {:?}", t0.elapsed());
     assert_eq!(run1(&c, 0, &prog, &["getval", sem, "3"]), "val 3000");
+    assert_eq!(
+        run1(&c, 1, &prog, &["info", sem]),
+        "semmsl 32000 semopm 500 semvmx 32767"
+    );
 }
 
 #[test]
@@ -363,8 +385,7 @@ fn sem_undo_releases_the_mutex_of_a_killed_process() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // And semtimedop times out at the home with EAGAIN.
-    let _again = start(&c, 1, &prog, &["hold", sem]);
-    let mut holder2 = _again;
-    holder2.expect("holding", RUN_TIMEOUT);
+    let mut holder = start(&c, 1, &prog, &["hold", sem]);
+    holder.expect("holding", RUN_TIMEOUT);
     assert_eq!(run1(&c, 2, &prog, &["take", sem, "1"]), "errno EAGAIN");
 }

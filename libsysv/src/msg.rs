@@ -157,10 +157,22 @@ pub(crate) fn wait_call(req: &Request) -> Result<Response, Error> {
         p.idle.pop()
     };
     let mut s = match pooled {
-        Some(s) => s,
-        None => open_waiting()?,
+        Some(mut s) => match write_frame(&mut s, req) {
+            Ok(()) => s,
+            // An idle connection the daemon closed (it restarted): the
+            // request did not go out, so a new connection may send it.
+            Err(_) => {
+                let mut s = open_waiting()?;
+                write_frame(&mut s, req)?;
+                s
+            }
+        },
+        None => {
+            let mut s = open_waiting()?;
+            write_frame(&mut s, req)?;
+            s
+        }
     };
-    write_frame(&mut s, req)?;
     let mut cancelled = false;
     loop {
         match wait_readable(&s) {

@@ -10,6 +10,7 @@
  *   send KEY TYPE TEXT     msgsnd: "sent"
  *   rmid KEY               msgctl(IPC_RMID): "removed"
  *   stat KEY               msgctl(IPC_STAT): "qnum N qbytes N"
+ *   info KEY               msgctl(IPC_INFO) on the queue's id: the limits
  */
 
 /* The text of message i: its length and bytes depend on i. */
@@ -97,8 +98,14 @@ int main(int argc, char **argv)
         sigemptyset(&sa.sa_mask);
         if (sigaction(SIGUSR1, &sa, NULL) < 0)
             FAIL("sigaction");
+        /* A first call that cannot wait sets up what the blocking one
+         * needs (connections, the node's lookup of the id), so that it
+         * reaches the queue's home right after "waiting". */
+        long type = arg_num(argv[3]);
+        if (msgrcv(id, &m, sizeof m.mtext - 1, type, IPC_NOWAIT) >= 0 || errno != ENOMSG)
+            FAIL("msgrcv(IPC_NOWAIT) on an empty queue");
         printf("waiting\n");
-        ssize_t got = msgrcv(id, &m, sizeof m.mtext - 1, arg_num(argv[3]), 0);
+        ssize_t got = msgrcv(id, &m, sizeof m.mtext - 1, type, 0);
         if (got < 0) {
             printf("errno %s\n", strerrorname_np(errno));
         } else {
@@ -121,6 +128,13 @@ int main(int argc, char **argv)
         if (msgctl(id, IPC_RMID, NULL) < 0)
             FAIL("msgctl(IPC_RMID)");
         printf("removed\n");
+        return 0;
+    }
+    if (!strcmp(cmd, "info")) {
+        struct msginfo mi;
+        if (msgctl(id, IPC_INFO, (struct msqid_ds *)&mi) < 0)
+            FAIL("msgctl(IPC_INFO)");
+        printf("msgmax %d msgmnb %d msgmni %d\n", mi.msgmax, mi.msgmnb, mi.msgmni);
         return 0;
     }
     if (!strcmp(cmd, "stat")) {

@@ -14,6 +14,7 @@
  *   take SEMKEY SECONDS       semtimedop(-1, SEM_UNDO): "took" or "errno E"
  *   trytake SEMKEY            semop(-1, IPC_NOWAIT): "took" or "errno E"
  *   getval SEMKEY NUM         "val V"
+ *   info SEMKEY               semctl(IPC_INFO) on the set's id: the limits
  */
 
 static int get(const char *key)
@@ -132,6 +133,14 @@ int main(int argc, char **argv)
             printf("errno %s\n", strerrorname_np(errno));
         else
             printf("took\n");
+        return 0;
+    }
+    if (!strcmp(cmd, "info")) {
+        struct seminfo si;
+        union semun arg = {.__buf = &si};
+        if (semctl(id, 0, IPC_INFO, arg) < 0)
+            FAIL("semctl(IPC_INFO)");
+        printf("semmsl %d semopm %d semvmx %d\n", si.semmsl, si.semopm, si.semvmx);
         return 0;
     }
     if (!strcmp(cmd, "getval")) {
