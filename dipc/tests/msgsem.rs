@@ -389,3 +389,46 @@ fn sem_undo_releases_the_mutex_of_a_killed_process() {
     holder.expect("holding", RUN_TIMEOUT);
     assert_eq!(run1(&c, 2, &prog, &["take", sem, "1"]), "errno EAGAIN");
 }
+
+#[test]
+fn receivers_that_die_while_blocked_take_no_message() {
+    let mut c = cluster(3);
+    let prog = program(&c, MSG_C, "msgsem-msg");
+    let key = "0x0d1c5005";
+    run1(&c, 1, &prog, &["create", key]);
+
+    // A receiver killed while it waits: its node cancels the operation.
+    let mut recv = start(&c, 2, &prog, &["recv", key, "3"]);
+    recv.expect("waiting", RUN_TIMEOUT);
+    std::thread::sleep(SETTLE);
+    recv.signal("-KILL");
+    drop(recv);
+    std::thread::sleep(SETTLE);
+    assert_eq!(run1(&c, 2, &prog, &["send", key, "3", "one"]), "sent");
+    assert_eq!(run1(&c, 1, &prog, &["stat", key]), "qnum 1 qbytes 16384");
+
+    // A receiver whose whole node dies: the home cancels what came on
+    // the dead node's link.
+    // (A plain child: a `Run` borrows the cluster, which killing a node
+    // needs to change.)
+    let mut recv = c
+        .run_on(0, &prog)
+        .args(["recv", key, "4"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("recv on node 0: {e}"));
+    let mut out = BufReader::new(recv.stdout.take().expect("piped stdout"));
+    let mut first = String::new();
+    let _ = out.read_line(&mut first);
+    assert_eq!(first.trim(), "waiting", "{}", c.logs());
+    std::thread::sleep(SETTLE);
+    if let Err(e) = c.kill_node(0) {
+        panic!("killing node 0: {e:#}");
+    }
+    // Its daemon gone, the receiver fails (and is reaped either way).
+    let _ = recv.kill();
+    let _ = recv.wait();
+    std::thread::sleep(SETTLE);
+    assert_eq!(run1(&c, 2, &prog, &["send", key, "4", "two"]), "sent");
+    assert_eq!(run1(&c, 1, &prog, &["stat", key]), "qnum 2 qbytes 16384");
+}

@@ -117,6 +117,8 @@ struct Parked {
 /// An operation of a local process, on its way or waiting.
 struct Inflight {
     token: u64,
+    /// The local process.
+    pid: i32,
     /// `None` until it was handed to the home; then the link it went on
     /// (`None` inside for a home on this node).
     sent: Option<Option<PeerHandle>>,
@@ -803,6 +805,7 @@ async fn operation(
             conn,
             Inflight {
                 token,
+                pid,
                 sent: None,
                 cancelled: false,
             },
@@ -887,22 +890,30 @@ pub(crate) fn local_cancel(node: &Arc<Node>, conn: u64) {
 
 /// Local connection `conn` of process `creds.pid` closed. A waiting
 /// connection's operation was cancelled already; the main connection's
-/// closing is the process's exit: its `SEM_UNDO` adjustments are applied
-/// at the homes of the sets it used them in.
+/// closing is the process's exit: operations still waiting on its other
+/// connections are cancelled (a forked child may hold a copy of such a
+/// connection open), and its `SEM_UNDO` adjustments are applied at the
+/// homes of the sets it used them in.
 pub(crate) fn process_gone(node: &Arc<Node>, conn: u64, creds: Creds) {
     let me = node.node_id().unwrap_or(0);
-    let sets = {
+    let (sets, waiting) = {
         let mut g = node.ipc().lock();
         g.cancel_early.remove(&conn);
         g.inflight.remove(&conn);
         if g.waiting_conns.remove(&conn) {
             return;
         }
-        match g.undo.remove(&creds.pid) {
-            Some(s) => s,
-            None => return,
-        }
+        let waiting: Vec<u64> = g
+            .inflight
+            .iter()
+            .filter(|(_, i)| i.pid == creds.pid)
+            .map(|(&c, _)| c)
+            .collect();
+        (g.undo.remove(&creds.pid).unwrap_or_default(), waiting)
     };
+    for c in waiting {
+        local_cancel(node, c);
+    }
     let proc_ = ProcId {
         node: me,
         pid: creds.pid,
