@@ -159,6 +159,7 @@ impl Node {
         if let Some(m) = self.state().members.get_mut(&node) {
             m.up = false;
         }
+        crate::ipc::node_down(self, node);
     }
 
     /// Call the referee, waiting (bounded) for the link if it is down.
@@ -356,6 +357,9 @@ impl Node {
     /// Home side of the shm calls; `from` is the asking node.
     async fn serve_home(self: &Arc<Self>, from: NodeId, req: PeerReq) -> PeerResp {
         let mut destroy = None;
+        // Referee updates the answer must wait for (a key freed by IPC_RMID
+        // must be free when shmctl returns), sent after the lock is released.
+        let mut tell_referee = None;
         let resp = {
             let mut st = self.state();
             let id = match &req {
@@ -419,11 +423,7 @@ impl Node {
                         let rec = seg.rec.clone();
                         st.hosted.insert(id, rec.clone());
                         st.cache.insert(id, rec.clone());
-                        let node = self.clone();
-                        let perm = rec.perm;
-                        tokio::spawn(async move {
-                            let _ = node.referee_call(&Request::SetPerm { id, perm }).await;
-                        });
+                        tell_referee = Some(Request::SetPerm { id, perm: rec.perm });
                         PeerResp::Ok
                     }
                 }
@@ -442,14 +442,9 @@ impl Node {
                             destroy = Some(id);
                         }
                         if first {
-                            let node = self.clone();
-                            tokio::spawn(async move {
-                                let _ = node
-                                    .referee_call(&Request::Remove {
-                                        id,
-                                        still_attached: attached,
-                                    })
-                                    .await;
+                            tell_referee = Some(Request::Remove {
+                                id,
+                                still_attached: attached,
                             });
                         }
                         PeerResp::Ok
@@ -458,6 +453,13 @@ impl Node {
                 _ => PeerResp::Err(errno::EINVAL),
             }
         };
+        if let Some(req) = tell_referee {
+            match self.referee_call(&req).await {
+                Ok(Response::Ok) => {}
+                Ok(other) => warn!("referee answered {req:?} with {other:?}"),
+                Err(e) => warn!("referee unreachable for {req:?}: errno {e}"),
+            }
+        }
         if let Some(id) = destroy {
             self.destroy_segment(id).await;
         }
