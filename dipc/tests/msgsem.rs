@@ -432,3 +432,34 @@ fn receivers_that_die_while_blocked_take_no_message() {
     assert_eq!(run1(&c, 2, &prog, &["send", key, "4", "two"]), "sent");
     assert_eq!(run1(&c, 1, &prog, &["stat", key]), "qnum 2 qbytes 16384");
 }
+
+#[test]
+fn sem_undo_releases_the_mutex_of_a_process_whose_node_died() {
+    let mut c = cluster(3);
+    let prog = program(&c, SEM_C, "msgsem-sem");
+    let sem = "0x0d1c5302";
+    run1(&c, 0, &prog, &["create", sem, "1", "1"]);
+
+    // The holder runs on node 1 (a plain child: killing a node needs the
+    // cluster mutably).
+    let mut holder = c
+        .run_on(1, &prog)
+        .args(["hold", sem])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("hold on node 1: {e}"));
+    let mut out = BufReader::new(holder.stdout.take().expect("piped stdout"));
+    let mut first = String::new();
+    let _ = out.read_line(&mut first);
+    assert_eq!(first.trim(), "holding", "{}", c.logs());
+    assert_eq!(run1(&c, 2, &prog, &["trytake", sem]), "errno EAGAIN");
+
+    // Node 1 dies with its process; once the referee declares it down,
+    // the set's home undoes the holder's SEM_UNDO.
+    if let Err(e) = c.kill_node(1) {
+        panic!("killing node 1: {e:#}");
+    }
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(run1(&c, 2, &prog, &["take", sem, "60"]), "took");
+}

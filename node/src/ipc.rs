@@ -88,6 +88,9 @@ struct Inner {
     parked: HashMap<OpId, Parked>,
     /// (calling node, token) -> parked operation.
     by_token: HashMap<(NodeId, u64), OpId>,
+    /// Per set: the processes that made `SEM_UNDO` operations in it (for
+    /// when their node dies).
+    undo_procs: HashMap<ObjectId, BTreeSet<ProcId>>,
     // ---- caller side ----
     next_token: u64,
     /// The operation in progress on each waiting connection.
@@ -326,6 +329,9 @@ impl Inner {
 
     fn proc_exit(&mut self, proc_: ProcId, ids: &[ObjectId], now: i64) {
         for id in ids {
+            if let Some(procs) = self.undo_procs.get_mut(id) {
+                procs.remove(&proc_);
+            }
             let out = if let Some(s) = self.sets.get_mut(id) {
                 sem_out(s.process_exit(proc_, now))
             } else if let Some(q) = self.queues.get_mut(id) {
@@ -399,6 +405,9 @@ fn start(node: &Arc<Node>, from: NodeId, link: Option<u64>, req: PeerReq) -> Sta
                 })
                 .collect();
             let out = sem_out(s.semop(op, &caller, &sops, now));
+            if sops.iter().any(|b| b.flg & flags::SEM_UNDO != 0) {
+                inner.undo_procs.entry(id).or_default().insert(caller.proc_);
+            }
             let timeout = timeout_ns.map(Duration::from_nanos);
             inner.finish(node, op, id, (from, token), link, timeout, out)
         }
@@ -459,6 +468,7 @@ fn start(node: &Arc<Node>, from: NodeId, link: Option<u64>, req: PeerReq) -> Sta
             match r {
                 Ok(_) if rmid => {
                     inner.sets.remove(&id);
+                    inner.undo_procs.remove(&id);
                     removed(node, inner, id)
                 }
                 Ok(v) => {
@@ -565,6 +575,43 @@ pub(crate) fn link_closed(node: &Arc<Node>, link: u64) {
     }
     for op in ops {
         g.cancel_op(op, errno::EINTR);
+    }
+}
+
+/// The referee says node `dead` is down: its processes are gone. Their
+/// operations parked here end, and their `SEM_UNDO` adjustments are
+/// applied, as the kernel does at exit (so a mutex held by a process of
+/// a dead node is released).
+pub(crate) fn node_down(node: &Node, dead: NodeId) {
+    if node.node_id() == Some(dead) {
+        return;
+    }
+    let now = now_secs();
+    let mut g = node.ipc().lock();
+    let ops: Vec<OpId> = g
+        .parked
+        .iter()
+        .filter(|(_, p)| p.token.0 == dead)
+        .map(|(&op, _)| op)
+        .collect();
+    for op in ops {
+        g.cancel_op(op, errno::EINTR);
+    }
+    let gone: Vec<(ObjectId, ProcId)> = g
+        .undo_procs
+        .iter()
+        .flat_map(|(&id, procs)| procs.iter().map(move |&p| (id, p)))
+        .filter(|(_, p)| p.node == dead)
+        .collect();
+    if !gone.is_empty() {
+        debug!(
+            dead,
+            "node down: undoing {} processes' SEM_UNDO",
+            gone.len()
+        );
+    }
+    for (id, p) in gone {
+        g.proc_exit(p, &[id], now);
     }
 }
 
