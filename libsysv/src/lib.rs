@@ -2,10 +2,12 @@
 //!
 //! This is the "libsysv.so" box of DESIGN.md: a `cdylib` (`libsysv.so`,
 //! for `-lsysv` or `LD_PRELOAD`), a `staticlib` (`libsysv.a`) and an
-//! `rlib` (for Rust tests and tools), exporting `shmget`, `shmat`, `shmdt`
-//! and `shmctl` with the system prototypes (message queues and semaphore
-//! sets come later, through the same routing). A C program includes
-//! `<sys/shm.h>` as usual and `include/dipc.h` for `IPC_DIPC`.
+//! `rlib` (for Rust tests and tools), exporting `shmget`, `shmat`, `shmdt`,
+//! `shmctl`, `msgget`, `msgsnd`, `msgrcv`, `msgctl`, `semget`, `semop`,
+//! `semtimedop` and `semctl` with the system prototypes (`msg` and `sem`
+//! modules; their operations wait on connections of their own, see `msg`).
+//! A C program includes `<sys/shm.h>` (`<sys/msg.h>`, `<sys/sem.h>`) as
+//! usual and `include/dipc.h` for `IPC_DIPC`.
 //!
 //! * Calls that are not distributed go straight to the kernel by raw
 //!   system call (`kernel` module), with the same results and errno as without
