@@ -23,7 +23,7 @@
 //! process makes libsysv send `Cancel` on the waiting connection, and the
 //! node forwards [`PeerReq::IpcCancel`] on the same link as the operation,
 //! after it. The home starts operations and cancels in the order they
-//! arrive on a link (inline in the link's reader, [`peer_call`]), so a
+//! arrive on a link (inline in the link's reader, `peer_call`), so a
 //! cancel never overtakes its operation; a cancel that arrives after the
 //! operation completed finds no token and does nothing, and the caller gets
 //! the completed result (the kernel's rule: a signal after the wake-up
