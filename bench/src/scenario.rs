@@ -155,20 +155,27 @@ pub fn names() -> String {
         .join(", ")
 }
 
-/// The scenarios to run for `names` (all when empty), in table order,
-/// each once.
+/// The scenarios to run for `names` (all when empty) and their floors
+/// (a figure is never shown without its floor), in table order, each once.
 pub fn select(names: &[String]) -> Result<Vec<&'static Scenario>, Error> {
+    let mut wanted: Vec<&str> = Vec::new();
+    let mut stack: Vec<&str> = Vec::new();
     for n in names {
-        if find(n).is_none() {
-            return Err(Error::UnknownScenario {
-                name: n.clone(),
-                known: self::names(),
-            });
+        let s = find(n).ok_or_else(|| Error::UnknownScenario {
+            name: n.clone(),
+            known: self::names(),
+        })?;
+        stack.push(s.name);
+    }
+    while let Some(n) = stack.pop() {
+        if !wanted.contains(&n) {
+            wanted.push(n);
+            stack.extend(find(n).map_or(&[][..], |s| s.floor));
         }
     }
     Ok(SCENARIOS
         .iter()
-        .filter(|s| names.is_empty() || names.iter().any(|n| n == s.name))
+        .filter(|s| names.is_empty() || wanted.contains(&s.name))
         .collect())
 }
 
@@ -196,9 +203,16 @@ mod tests {
 
     #[test]
     fn select_keeps_table_order_and_rejects_unknown_names() {
-        let picked = select(&["pingpong".into(), "anon-fault".into()]).expect("known");
+        let picked = select(&["tcp-rtt-4k".into(), "anon-fault".into()]).expect("known");
         let names: Vec<_> = picked.iter().map(|s| s.name).collect();
-        assert_eq!(names, ["anon-fault", "pingpong"]);
+        assert_eq!(names, ["anon-fault", "tcp-rtt-4k"]);
+        // Floors come along, transitively.
+        let picked = select(&["pingpong".into()]).expect("known");
+        let names: Vec<_> = picked.iter().map(|s| s.name).collect();
+        assert_eq!(
+            names,
+            ["anon-fault", "uffd-local", "tcp-rtt-4k", "pingpong"]
+        );
         assert_eq!(select(&[]).expect("all").len(), SCENARIOS.len());
         let err = select(&["nope".into()]).expect_err("unknown");
         assert!(err.to_string().contains("remote-read"), "{err}");

@@ -23,7 +23,7 @@ pub struct BenchArgs {
     /// Also write the full report (machine, every summary, ratios) as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// Run only these scenarios (see --list); default: all.
+    /// Run only these scenarios and their floors (see --list); default: all.
     #[arg(long = "scenario", value_name = "NAME", num_args = 1..)]
     scenarios: Vec<String>,
     /// Counted samples per scenario (after warm-up), instead of the profile's.
