@@ -1,0 +1,119 @@
+//! 4 KiB round trips over this transport (and over transport-tcp, for
+//! comparison), printed, not asserted.
+//!
+//! ```sh
+//! cargo build --release -p dipc-transport-rdma --example latency
+//! ../shared/rxe-vm/run -- target/release/examples/latency [ROUNDS]
+//! ```
+//!
+//! It re-runs itself as the echoing peer (`latency echo-rdma ADDR` /
+//! `latency echo-tcp ADDR`); the control connection is on 127.0.0.1 and
+//! the RDMA data goes through the first usable device. Compare with
+//! `ib_read_lat -d rxe0 -x 1 -s 4096` (a whole round trip) or
+//! `ib_write_lat` / `ib_send_lat` (half of one).
+
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use dipc_transport_rdma::{RdmaConfig, accept, connect};
+use dipc_transport_tcp::{Auth, Conn, Role};
+use dipc_wire::Frame;
+use tokio::net::TcpListener;
+
+fn auth(name: &str) -> Auth {
+    Auth {
+        cluster: "bench".into(),
+        secret: Arc::from(&b"latency"[..]),
+        name: name.into(),
+    }
+}
+
+fn spawn(role: &str, addr: &str) -> Result<Child> {
+    Command::new(std::env::current_exe()?)
+        .args([role, addr])
+        .spawn()
+        .context("spawn the echo peer")
+}
+
+fn report(what: &str, mut times: Vec<Duration>) {
+    times.sort();
+    let pct = |p: f64| times[((times.len() as f64 - 1.0) * p) as usize];
+    println!(
+        "{what:>5} 4 KiB round trip over {} rounds: median {:?}, p99 {:?}, p99.9 {:?}, min {:?}",
+        times.len(),
+        pct(0.5),
+        pct(0.99),
+        pct(0.999),
+        times[0]
+    );
+}
+
+async fn echo(role: &str, addr: &str) -> Result<()> {
+    match role {
+        "echo-rdma" => {
+            let (mut conn, _) = connect(addr, &auth("echo"), &RdmaConfig::default()).await?;
+            while let Some(f) = conn.recv().await? {
+                conn.send(f).await?;
+            }
+        }
+        "echo-tcp" => {
+            let (mut conn, _) =
+                Conn::connect(addr, &auth("echo"), Role::Node, Duration::from_secs(10)).await?;
+            while let Some(f) = conn.recv().await? {
+                conn.send(&f).await?;
+            }
+        }
+        other => bail!("unknown role {other}"),
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() == 3 {
+        return echo(&args[1], &args[2]).await;
+    }
+    let rounds: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(2000);
+    let payload = Bytes::from(vec![7u8; 4096]);
+    let warmup = rounds / 10 + 1;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    let mut child = spawn("echo-rdma", &addr)?;
+    let (s, _) = listener.accept().await?;
+    let (mut conn, _) = accept(s, &auth("probe"), &RdmaConfig::default()).await?;
+    let mut times = Vec::with_capacity(rounds);
+    for i in 0..warmup + rounds {
+        let t = Instant::now();
+        conn.send(Frame::new(&(i as u64), payload.clone())).await?;
+        conn.recv().await?.context("echo ended")?;
+        if i >= warmup {
+            times.push(t.elapsed());
+        }
+    }
+    report("rdma", times);
+    conn.close();
+    drop(conn);
+    child.wait()?;
+
+    let mut child = spawn("echo-tcp", &addr)?;
+    let (s, _) = listener.accept().await?;
+    let (mut conn, _) = Conn::accept(s, &auth("probe"), Duration::from_secs(10)).await?;
+    let mut times = Vec::with_capacity(rounds);
+    for i in 0..warmup + rounds {
+        let t = Instant::now();
+        conn.send(&Frame::new(&(i as u64), payload.clone())).await?;
+        conn.recv().await?.context("echo ended")?;
+        if i >= warmup {
+            times.push(t.elapsed());
+        }
+    }
+    report("tcp", times);
+    drop(conn);
+    child.wait()?;
+    Ok(())
+}
