@@ -191,6 +191,79 @@ fn local_request() -> impl Strategy<Value = local::Request> {
         (any::<i32>(), any::<u32>(), any::<u32>(), any::<u32>())
             .prop_map(|(id, uid, gid, mode)| R::ShmSet { id, uid, gid, mode }),
         any::<i32>().prop_map(|id| R::ShmRmid { id }),
+        (any::<i32>(), any::<i32>()).prop_map(|(key, flags)| R::MsgGet { key, flags }),
+        (
+            any::<i32>(),
+            any::<i64>(),
+            prop::collection::vec(any::<u8>(), 0..64),
+            any::<i32>()
+        )
+            .prop_map(|(id, mtype, text, flags)| R::MsgSnd {
+                id,
+                mtype,
+                text,
+                flags
+            }),
+        (any::<i32>(), any::<u64>(), any::<i64>(), any::<i32>()).prop_map(
+            |(id, maxsize, msgtyp, flags)| R::MsgRcv {
+                id,
+                maxsize,
+                msgtyp,
+                flags
+            }
+        ),
+        (any::<i32>(), msg_ctl_cmd()).prop_map(|(id, cmd)| R::MsgCtl { id, cmd }),
+        (any::<i32>(), any::<i32>(), any::<i32>()).prop_map(|(key, nsems, flags)| R::SemGet {
+            key,
+            nsems,
+            flags
+        }),
+        (
+            any::<i32>(),
+            prop::collection::vec(any::<(u16, i16, i16)>(), 0..8),
+            any::<Option<u64>>()
+        )
+            .prop_map(|(id, sops, timeout_ns)| R::SemOp {
+                id,
+                sops: sops
+                    .into_iter()
+                    .map(|(num, op, flg)| local::SemBuf { num, op, flg })
+                    .collect(),
+                timeout_ns
+            }),
+        (any::<i32>(), sem_ctl_cmd()).prop_map(|(id, cmd)| R::SemCtl { id, cmd }),
+        Just(R::IpcLimits),
+        Just(R::Cancel),
+    ]
+}
+
+fn msg_ctl_cmd() -> impl Strategy<Value = local::MsgCtlCmd> {
+    use local::MsgCtlCmd as C;
+    prop_oneof![
+        Just(C::Stat),
+        any::<(u32, u32, u32, u64)>().prop_map(|(uid, gid, mode, qbytes)| C::Set {
+            uid,
+            gid,
+            mode,
+            qbytes
+        }),
+        Just(C::Rmid),
+    ]
+}
+
+fn sem_ctl_cmd() -> impl Strategy<Value = local::SemCtlCmd> {
+    use local::SemCtlCmd as C;
+    prop_oneof![
+        any::<i32>().prop_map(|semnum| C::GetVal { semnum }),
+        any::<(i32, i32)>().prop_map(|(semnum, val)| C::SetVal { semnum, val }),
+        any::<i32>().prop_map(|semnum| C::GetPid { semnum }),
+        any::<i32>().prop_map(|semnum| C::GetNcnt { semnum }),
+        any::<i32>().prop_map(|semnum| C::GetZcnt { semnum }),
+        Just(C::GetAll),
+        prop::collection::vec(any::<u16>(), 0..8).prop_map(|values| C::SetAll { values }),
+        Just(C::Stat),
+        any::<(u32, u32, u32)>().prop_map(|(uid, gid, mode)| C::Set { uid, gid, mode }),
+        Just(C::Rmid),
     ]
 }
 
@@ -212,6 +285,53 @@ fn local_response() -> impl Strategy<Value = local::Response> {
         any::<i32>().prop_map(R::Id),
         (any::<u64>(), any::<u32>()).prop_map(|(size, unit)| R::ShmAttach { size, unit }),
         shm_stat().prop_map(R::ShmStat),
+        (any::<i64>(), prop::collection::vec(any::<u8>(), 0..64))
+            .prop_map(|(mtype, text)| R::Msg { mtype, text }),
+        (
+            any::<i32>(),
+            perm(),
+            any::<(i64, i64, i64)>(),
+            any::<(u64, u64, u64)>(),
+            any::<(i32, i32)>()
+        )
+            .prop_map(
+                |(key, perm, (stime, rtime, ctime), (cbytes, qnum, qbytes), (lspid, lrpid))| {
+                    R::MsgStat(local::MsgStat {
+                        key,
+                        perm,
+                        stime,
+                        rtime,
+                        ctime,
+                        cbytes,
+                        qnum,
+                        qbytes,
+                        lspid,
+                        lrpid,
+                    })
+                }
+            ),
+        (any::<i32>(), perm(), any::<(i64, i64, u64)>()).prop_map(
+            |(key, perm, (otime, ctime, nsems))| R::SemStat(local::SemStat {
+                key,
+                perm,
+                otime,
+                ctime,
+                nsems
+            })
+        ),
+        any::<i32>().prop_map(R::Value),
+        prop::collection::vec(any::<u16>(), 0..8).prop_map(R::Values),
+        any::<[u64; 9]>().prop_map(|l| R::Limits(local::IpcLimits {
+            msgmax: l[0],
+            msgmnb: l[1],
+            msgmni: l[2],
+            semmsl: l[3],
+            semopm: l[4],
+            semvmx: l[5],
+            semaem: l[6],
+            semmni: l[7],
+            semmns: l[8],
+        })),
     ]
 }
 
