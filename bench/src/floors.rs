@@ -14,7 +14,7 @@
 //!   of the memfd (the node's "install") and maps it with
 //!   `UFFDIO_CONTINUE`;
 //! * [`tcp_rtt_4k`]: a call carrying 4 KiB each way between two endpoints
-//!   of dipc's own TCP transport (authenticated [`Conn`], [`rpc`]), each on
+//!   of dipc's own TCP transport (authenticated [`Conn`], [`rpc()`]), each on
 //!   its own current-thread tokio runtime, as two node daemons are.
 //!
 //! Each returns its raw samples in nanoseconds, in the order taken
