@@ -182,6 +182,20 @@ fn run1(c: &Cluster, node: usize, prog: &Program, args: &[&str]) -> String {
     }
 }
 
+/// Wait until semaphore 0 of `sem` is `want` (exit undo runs when the
+/// node sees the process's connection close, just after its exit).
+fn wait_for_value(c: &Cluster, node: usize, prog: &Program, sem: &str, want: i32) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = run1(c, node, prog, &["getval", sem, "0"]);
+        if v == format!("val {want}") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still {v}\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Time for a waiting operation to reach its home and park there.
 const SETTLE: Duration = Duration::from_millis(400);
 
@@ -375,15 +389,7 @@ fn sem_undo_releases_the_mutex_of_a_killed_process() {
     waiter.expect("took", RUN_TIMEOUT);
     assert_eq!(waiter.finish(RUN_TIMEOUT), ["took"]);
     // The waiter's own SEM_UNDO gave it back when it exited.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let v = run1(&c, 0, &prog, &["getval", sem, "0"]);
-        if v == "val 1" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still {v}\n{}", c.logs());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_value(&c, 0, &prog, sem, 1);
     // And semtimedop times out at the home with EAGAIN.
     let mut holder = start(&c, 1, &prog, &["hold", sem]);
     holder.expect("holding", RUN_TIMEOUT);
@@ -462,4 +468,18 @@ fn sem_undo_releases_the_mutex_of_a_process_whose_node_died() {
     let _ = holder.kill();
     let _ = holder.wait();
     assert_eq!(run1(&c, 2, &prog, &["take", sem, "60"]), "took");
+}
+
+#[test]
+fn a_forked_child_waits_for_its_parents_mutex_and_its_exit_undoes_its_own() {
+    let c = cluster(2);
+    let prog = program(&c, SEM_C, "msgsem-sem");
+    let sem = "0x0d1c5303";
+    run1(&c, 1, &prog, &["create", sem, "1", "1"]);
+    assert_eq!(
+        run(&c, 0, &prog, &["fork", sem]),
+        ["child waits", "child took", "parent took"]
+    );
+    // The parent's exit gave back what it took last.
+    wait_for_value(&c, 1, &prog, sem, 1);
 }

@@ -15,6 +15,8 @@
  *   trytake SEMKEY            semop(-1, IPC_NOWAIT): "took" or "errno E"
  *   getval SEMKEY NUM         "val V"
  *   info SEMKEY               semctl(IPC_INFO) on the set's id: the limits
+ *   fork SEMKEY               a forked child waits for the parent's mutex
+ *                             and exits holding it (see below)
  */
 
 static int get(const char *key)
@@ -141,6 +143,36 @@ int main(int argc, char **argv)
         if (semctl(id, 0, IPC_INFO, arg) < 0)
             FAIL("semctl(IPC_INFO)");
         printf("semmsl %d semopm %d semvmx %d\n", si.semmsl, si.semopm, si.semvmx);
+        return 0;
+    }
+    if (!strcmp(cmd, "fork")) {
+        /* The parent holds the mutex (SEM_UNDO) and forks: the child
+         * cannot take it, then waits for it, and exits holding it; its
+         * own exit undoes its SEM_UNDO, so the parent can take it again. */
+        op(id, 0, -1, SEM_UNDO);
+        pid_t child = fork();
+        if (child < 0)
+            FAIL("fork");
+        if (child == 0) {
+            struct sembuf b = {.sem_num = 0, .sem_op = -1,
+                               .sem_flg = SEM_UNDO | IPC_NOWAIT};
+            if (semop(id, &b, 1) == 0 || errno != EAGAIN)
+                FAIL("child: the mutex held by the parent was free");
+            printf("child waits\n");
+            op(id, 0, -1, SEM_UNDO);
+            printf("child took\n");
+            _exit(0);
+        }
+        sleep(1);
+        op(id, 0, 1, SEM_UNDO);
+        int st;
+        if (waitpid(child, &st, 0) != child || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+            FAIL("child failed");
+        struct timespec ts = {.tv_sec = 20, .tv_nsec = 0};
+        struct sembuf b = {.sem_num = 0, .sem_op = -1, .sem_flg = SEM_UNDO};
+        if (semtimedop(id, &b, 1, &ts) < 0)
+            FAIL("parent: the child's SEM_UNDO did not release the mutex");
+        printf("parent took\n");
         return 0;
     }
     if (!strcmp(cmd, "getval")) {
