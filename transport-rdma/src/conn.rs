@@ -54,9 +54,9 @@ use tracing::{debug, warn};
 use crate::config::RdmaConfig;
 use crate::error::{Error, wc};
 use crate::proto::{
-    CREDIT, ChunkHeader, ConnData, Credits, Outgoing, RDMA_PROTOCOL_VERSION, Reassembler, Setup,
+    ChunkHeader, ConnData, Credits, Outgoing, RDMA_PROTOCOL_VERSION, Reassembler, Setup,
 };
-use crate::verbs::{self, Completion, Context, Cq, PathParams, Pd, Qp, Region, RemoteQp};
+use crate::verbs::{self, Completion, Context, Cq, PathParams, Pd, Qp, Region, RemoteQp, SendOp};
 
 /// Frames waiting to be sent on one connection.
 pub const SEND_QUEUE: usize = 256;
@@ -68,6 +68,8 @@ pub const RECV_QUEUE: usize = 256;
 const BYE: u8 = b'B';
 /// `wr_id` bit marking a send (receives carry their slot number).
 const SEND_BIT: u64 = 1 << 63;
+/// `wr_id` of the RDMA WRITE of our ack word to the peer.
+const ACK_WR: u64 = SEND_BIT | 1 << 62;
 /// Longest sleep of an idle engine.
 const IDLE_SLEEP: Duration = Duration::from_millis(100);
 
@@ -295,10 +297,13 @@ fn resources(cfg: &RdmaConfig) -> Result<Resources, Error> {
     let port = sel.port.port;
     let gid = ctx.gid(port, cfg.gid_index)?;
     let pd = Pd::new(&ctx)?;
-    let cq = Cq::new(&ctx, 2 * cfg.slots as i32 + 8)?;
-    let mut qp = Qp::new(&pd, &cq, cfg.slots, cfg.slots)?;
+    let cq = Cq::new(&ctx, 2 * cfg.slots as i32 + 16)?;
+    // One more send than messages in flight: the ack word's write.
+    let mut qp = Qp::new(&pd, &cq, cfg.slots + 2, cfg.slots)?;
     let slot = cfg.slot_size as usize;
-    let recv_ring = Region::new(&pd, cfg.slots as usize * slot, true)?;
+    // The ring, then the ack word in a page of its own.
+    let ack_off = cfg.slots as usize * slot;
+    let recv_ring = Region::new(&pd, ack_off + 4096, true)?;
     qp.modify_to_init(port)?;
     for i in 0..cfg.slots as usize {
         qp.post_recv(i as u64, &recv_ring, i * slot, slot)?;
@@ -315,6 +320,7 @@ fn resources(cfg: &RdmaConfig) -> Result<Resources, Error> {
         mtu: sel.port.active_mtu,
         ring_addr: recv_ring.addr(),
         ring_rkey: recv_ring.rkey(),
+        ack_addr: recv_ring.addr() + ack_off as u64,
         slots: cfg.slots,
         slot_size: cfg.slot_size,
     };
@@ -400,12 +406,13 @@ async fn setup(mut ctrl: Conn, cfg: &RdmaConfig) -> Result<RdmaConn, Error> {
         lid: theirs.lid,
         gid: theirs.gid,
     };
-    let connected = Region::new(&pd, stage_slots as usize * theirs.slot_size as usize, false)
-        .and_then(|send_ring| {
-            qp.modify_to_rtr(&remote, &path)?;
-            qp.modify_to_rts(data.psn, &path)?;
-            Ok(send_ring)
-        });
+    // The staging ring, then the source of our ack word's writes.
+    let ack_src_off = stage_slots as usize * theirs.slot_size as usize;
+    let connected = Region::new(&pd, ack_src_off + 4096, false).and_then(|send_ring| {
+        qp.modify_to_rtr(&remote, &path)?;
+        qp.modify_to_rts(data.psn, &path)?;
+        Ok(send_ring)
+    });
     let send_ring = match connected {
         Ok(r) => r,
         Err(e) => return Err(abort(&mut ctrl, e).await),
@@ -461,14 +468,15 @@ async fn setup(mut ctrl: Conn, cfg: &RdmaConfig) -> Result<RdmaConn, Error> {
         peer_slots: theirs.slots,
         peer_slot_size: theirs.slot_size as usize,
         peer_ring: (theirs.ring_addr, theirs.ring_rkey),
+        peer_ack: theirs.ack_addr,
+        ack_off: data.slots as usize * data.slot_size as usize,
+        ack_src_off,
+        ack_inflight: false,
         credits: Credits::new(theirs.slots),
         send_done: 0,
         received: 0,
         reposted: 0,
         ack_sent: 0,
-        reposted_data: 0,
-        ack_sent_data: 0,
-        unposted: VecDeque::new(),
         reasm: Reassembler::default(),
         ready: VecDeque::new(),
         current: None,
@@ -482,7 +490,6 @@ async fn setup(mut ctrl: Conn, cfg: &RdmaConfig) -> Result<RdmaConn, Error> {
         spin: cfg.spin,
         peer_bye: false,
         wcs: Vec::with_capacity(32),
-        scratch: Vec::new(),
     };
     std::thread::Builder::new()
         .name(format!("rdma {}", peer.addr))
@@ -526,12 +533,13 @@ struct Engine {
     reposted: u64,
     /// The last `reposted` value sent to the peer.
     ack_sent: u64,
-    /// Receives re-posted for data (not credit-only) messages, and that
-    /// count when we last acknowledged.
-    reposted_data: u64,
-    ack_sent_data: u64,
-    /// Per processed, not yet re-posted slot: did it hold data?
-    unposted: VecDeque<bool>,
+    /// Where the peer's ack word is; where ours is in `recv_ring`; where
+    /// the source of our writes to the peer's is in `send_ring`.
+    peer_ack: u64,
+    ack_off: usize,
+    ack_src_off: usize,
+    /// Our ack word's write is in flight (its source must not change).
+    ack_inflight: bool,
     reasm: Reassembler,
     ready: VecDeque<Frame>,
     current: Option<Outgoing>,
@@ -546,7 +554,6 @@ struct Engine {
     spin: Duration,
     peer_bye: bool,
     wcs: Vec<Completion>,
-    scratch: Vec<u8>,
 }
 
 /// How the main loop ended without error.
@@ -609,6 +616,7 @@ impl Engine {
             let mut progress = self.poll_cq()?;
             progress |= self.deliver();
             progress |= self.repost()?;
+            self.read_ack_word()?;
             progress |= self.send_some()?;
             progress |= self.read_control()?;
             if self.peer_bye {
@@ -619,13 +627,17 @@ impl Engine {
                 return Ok(Finish::Peer);
             }
             let wants_send = self.current.is_some() || !self.out_rx.is_empty();
-            if self.closing() && !wants_send && self.send_done == self.credits.sent {
+            if self.closing()
+                && !wants_send
+                && self.send_done == self.credits.sent
+                && !self.ack_inflight
+            {
                 let _ = self.ctrl.write_all(&[BYE]);
                 return Ok(Finish::Local);
             }
             // A live peer that returns no credits (its application stopped
             // reading) must not block our sender forever.
-            if wants_send && !self.credits.may_send_data() {
+            if wants_send && !self.credits.may_send() {
                 let since = *credit_wait.get_or_insert_with(Instant::now);
                 if since.elapsed() > self.timeout {
                     return Err(Error::Timeout {
@@ -655,7 +667,17 @@ impl Engine {
         let n = self.cq.poll(&mut self.wcs, 32)?;
         for i in 0..n {
             let c = self.wcs[i];
-            if c.wr_id & SEND_BIT != 0 {
+            if c.wr_id == ACK_WR {
+                if c.status != wc::SUCCESS {
+                    return Err(Error::completion(
+                        &self.label,
+                        "ack word RDMA WRITE",
+                        c.status,
+                        verbs::status_str(c.status),
+                    ));
+                }
+                self.ack_inflight = false;
+            } else if c.wr_id & SEND_BIT != 0 {
                 if c.status != wc::SUCCESS {
                     let what = if c.opcode == verbs::WC_RDMA_WRITE {
                         "RDMA WRITE"
@@ -721,19 +743,15 @@ impl Engine {
             )));
         }
         self.received += 1;
-        self.unposted.push_back(h.flags & CREDIT == 0);
-        if h.flags & CREDIT == 0 {
-            self.scratch.resize(len, 0);
-            self.recv_ring
-                .read(base + ChunkHeader::SIZE, &mut self.scratch)?;
-        } else {
-            self.scratch.clear();
-        }
-        if let Some(frame) = self
+        let ring = &self.recv_ring;
+        let frame = self
             .reasm
-            .feed(h, &self.scratch)
-            .map_err(|r| self.protocol(r))?
-        {
+            .feed_with(h, |dst| {
+                ring.read(base + ChunkHeader::SIZE, dst)
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|r| self.protocol(r))?;
+        if let Some(frame) = frame {
             self.ready.push_back(frame);
         }
         Ok(())
@@ -775,9 +793,6 @@ impl Engine {
                 self.slot_size,
             )?;
             self.reposted += 1;
-            if self.unposted.pop_front().unwrap_or(false) {
-                self.reposted_data += 1;
-            }
             any = true;
         }
         Ok(any)
@@ -788,8 +803,8 @@ impl Engine {
     }
 
     /// Post chunks of queued frames as credits and staging slots allow,
-    /// and a credit-only message when the peer needs credits back; true
-    /// if anything was posted.
+    /// and our ack word when we owe the peer many credits; true if
+    /// anything was posted.
     fn send_some(&mut self) -> Result<bool, Error> {
         let mut any = false;
         loop {
@@ -799,25 +814,32 @@ impl Engine {
                     Err(_) => break,
                 }
             }
-            if !self.credits.may_send_data() || !self.stage_free() {
+            if !self.credits.may_send() || !self.stage_free() {
                 break;
             }
             self.post_chunk()?;
             any = true;
         }
-        // Return credits by a message of their own when enough are owed,
-        // or when we are blocked ourselves and owe credits for data (the
-        // peer may be blocked on us in turn). Credits for credit-only
-        // messages alone never trigger one, so two blocked peers do not
-        // bounce credit-only messages back and forth.
+        // Half a ring owed and no message carried it: write the ack word.
+        // A blocked peer has a whole ring unacknowledged, so this always
+        // fires for it once we have re-posted (see `proto`).
         let owed = self.reposted - self.ack_sent;
-        let blocked = self.current.is_some() && !self.credits.may_send_data();
-        let owed_data = self.reposted_data > self.ack_sent_data;
-        if (owed >= u64::from(self.slots / 2).max(1) || (blocked && owed_data))
-            && self.credits.may_send_credit()
-            && self.stage_free()
-        {
-            self.post_credit()?;
+        if !self.ack_inflight && owed >= u64::from(self.slots / 2).max(1) {
+            let count = self.reposted as u32;
+            self.send_ring
+                .write(self.ack_src_off, &count.to_le_bytes())?;
+            self.qp.post_send(
+                ACK_WR,
+                &self.send_ring,
+                self.ack_src_off,
+                4,
+                SendOp::Write {
+                    addr: self.peer_ack,
+                    rkey: self.peer_ring.1,
+                },
+            )?;
+            self.ack_inflight = true;
+            self.ack_sent = self.reposted;
             any = true;
         }
         Ok(any)
@@ -827,24 +849,25 @@ impl Engine {
         let seq = self.credits.sent;
         let base = (seq % u64::from(self.stage_slots)) as usize * self.peer_slot_size;
         self.send_ring.write(base, &header.encode())?;
-        let write_to = write.then(|| {
-            let slot = seq % u64::from(self.peer_slots);
-            (
-                self.peer_ring.0 + slot * self.peer_slot_size as u64,
-                self.peer_ring.1,
-            )
-        });
         let imm = self.reposted as u32;
+        let op = if write {
+            let slot = seq % u64::from(self.peer_slots);
+            SendOp::WriteImm {
+                addr: self.peer_ring.0 + slot * self.peer_slot_size as u64,
+                rkey: self.peer_ring.1,
+                imm,
+            }
+        } else {
+            SendOp::Send { imm }
+        };
         self.qp.post_send(
             SEND_BIT | seq,
             &self.send_ring,
             base,
             ChunkHeader::SIZE + header.len as usize,
-            write_to,
-            imm,
+            op,
         )?;
         self.ack_sent = self.reposted;
-        self.ack_sent_data = self.reposted_data;
         self.credits.on_sent();
         Ok(())
     }
@@ -873,14 +896,10 @@ impl Engine {
         self.post(header, write)
     }
 
-    fn post_credit(&mut self) -> Result<(), Error> {
-        self.post(
-            ChunkHeader {
-                len: 0,
-                flags: CREDIT,
-            },
-            false,
-        )
+    /// The peer's latest write of our ack word.
+    fn read_ack_word(&mut self) -> Result<(), Error> {
+        let count = self.recv_ring.read_u32(self.ack_off)?;
+        self.credits.on_ack(count).map_err(|r| self.protocol(r))
     }
 
     /// Read the control socket: a goodbye, or the end that says the peer
@@ -929,7 +948,7 @@ impl Engine {
 
     fn sleep_inner(&mut self) -> Result<(), Error> {
         // Work queued before `sleeping` was visible gets no wake-up.
-        if !self.out_rx.is_empty() || self.shared.closing.load(Ordering::SeqCst) {
+        if !self.out_rx.is_empty() {
             return Ok(());
         }
         self.cq.arm()?;
@@ -937,11 +956,13 @@ impl Engine {
         if self.poll_cq()? {
             return Ok(());
         }
-        let wait = if self.ready.is_empty() {
+        let blocked = self.current.is_some() && !self.credits.may_send();
+        let wait = if self.ready.is_empty() && !blocked {
             IDLE_SLEEP
         } else {
-            // Waiting for the application to take frames; it does not
-            // wake us, so look again soon.
+            // Waiting for the application to take frames, or for credits
+            // that may come by a write of our ack word: neither wakes us,
+            // so look again soon.
             Duration::from_millis(1)
         };
         let (cq_ready, wake_ready) = {

@@ -20,17 +20,21 @@
 //! Every slot starts with an 8-byte [`ChunkHeader`] (length and flags); a
 //! frame's wire encoding (`dipc_wire::Frame`, prefix + header + payload) is
 //! cut into as many chunks as needed, so frames up to `MAX_FRAME` cross
-//! rings of small slots. Both kinds of message carry an immediate value: the
-//! number of the sender's receives it has re-posted so far (wrapping `u32`),
-//! which is the credit it returns ([`Credits`]).
+//! rings of small slots.
 //!
 //! # Credits
 //!
 //! A sender may have at most `slots` messages that the peer has not yet
-//! re-posted a receive for. A data chunk needs two credits and a
-//! credit-only message one, so the last credit is always there to return
-//! credits: two peers that both send cannot deadlock with both out of
-//! credits and each waiting for the other's acknowledgement.
+//! re-posted a receive for ([`Credits`]). The peer reports its re-post
+//! count (a wrapping `u32`) in two ways: as the immediate value of every
+//! message it sends (free, and it wakes a sleeping engine), and, when it
+//! owes many credits, by an RDMA WRITE of the count into our *ack word*
+//! (next to our ring; [`ConnData::ack_addr`]). The write consumes no
+//! receive of ours and needs no credit, which is what makes the scheme
+//! deadlock-free: credits flowing one way never wait for data or credits
+//! flowing the other way (like TCP's ACKs, which travel whatever the
+//! receive windows), so two peers that both send, each blocked on the
+//! other, still make progress as soon as either application reads.
 
 use std::time::Duration;
 
@@ -66,6 +70,9 @@ pub struct ConnData {
     /// Address and rkey of the sender's receive ring.
     pub ring_addr: u64,
     pub ring_rkey: u32,
+    /// Address of the sender's ack word (same rkey as the ring), where we
+    /// RDMA WRITE our re-post count.
+    pub ack_addr: u64,
     pub slots: u32,
     pub slot_size: u32,
 }
@@ -126,8 +133,6 @@ impl ConnData {
 /// Flags of a [`ChunkHeader`].
 pub const FIRST: u32 = 1;
 pub const LAST: u32 = 2;
-/// No frame data: the message only returns credits.
-pub const CREDIT: u32 = 4;
 
 /// The first 8 bytes of every slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,13 +240,6 @@ impl Reassembler {
     /// completed one. Any inconsistency is a protocol error: chunks arrive
     /// in order on a reliable connection, so it means a broken peer.
     pub fn feed(&mut self, h: ChunkHeader, data: &[u8]) -> Result<Option<Frame>, String> {
-        if h.flags & CREDIT != 0 {
-            return if h.len == 0 {
-                Ok(None)
-            } else {
-                Err("credit-only message with data".into())
-            };
-        }
         if data.len() != h.len as usize {
             return Err(format!(
                 "chunk header says {} bytes, {} given",
@@ -249,33 +247,57 @@ impl Reassembler {
                 data.len()
             ));
         }
+        self.feed_with(h, |dst| {
+            dst.copy_from_slice(data);
+            Ok(())
+        })
+    }
+
+    /// [`Reassembler::feed`], with the chunk's `h.len` data bytes copied
+    /// by `fill` straight into the frame being assembled (from a ring
+    /// slot: one copy from the adapter's memory to the frame's).
+    pub fn feed_with(
+        &mut self,
+        h: ChunkHeader,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), String>,
+    ) -> Result<Option<Frame>, String> {
+        let len = h.len as usize;
         if h.flags & FIRST != 0 {
             if self.buf.is_some() {
                 return Err("a new frame started before the last one ended".into());
             }
-            if data.len() < 4 {
+            if len < 4 {
                 return Err("first chunk shorter than a frame prefix".into());
             }
-            let total = u32::from_le_bytes([data[0], data[1], data[2], data[3]]) as usize + 4;
+            let mut buf = BytesMut::zeroed(len);
+            fill(&mut buf[..])?;
+            let total = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize + 4;
             if total > MAX_FRAME {
                 return Err(format!("frame of {total} bytes exceeds {MAX_FRAME}"));
             }
+            if len > total {
+                return Err("chunks exceed the frame's length".into());
+            }
+            buf.reserve(total - len);
             self.want = total;
-            self.buf = Some(BytesMut::with_capacity(total));
+            self.buf = Some(buf);
+        } else {
+            let Some(buf) = self.buf.as_mut() else {
+                return Err("continuation chunk without a first chunk".into());
+            };
+            let at = buf.len();
+            if at + len > self.want {
+                return Err("chunks exceed the frame's length".into());
+            }
+            buf.resize(at + len, 0);
+            fill(&mut buf[at..])?;
         }
-        let Some(buf) = self.buf.as_mut() else {
-            return Err("continuation chunk without a first chunk".into());
-        };
-        if buf.len() + data.len() > self.want {
-            return Err("chunks exceed the frame's length".into());
-        }
-        buf.extend_from_slice(data);
-        let complete = buf.len() == self.want;
+        let have = self.buf.as_ref().map_or(0, BytesMut::len);
+        let complete = have == self.want;
         if (h.flags & LAST != 0) != complete {
             return Err(format!(
-                "frame of {} bytes: last-chunk flag disagrees with {} bytes received",
-                self.want,
-                buf.len()
+                "frame of {} bytes: last-chunk flag disagrees with {have} bytes received",
+                self.want
             ));
         }
         if !complete {
@@ -296,7 +318,7 @@ pub struct Credits {
     slots: u64,
     /// Messages we posted.
     pub sent: u64,
-    /// Messages the peer has re-posted a receive for (from immediates).
+    /// Messages the peer has re-posted a receive for.
     acked: u64,
 }
 
@@ -314,13 +336,7 @@ impl Credits {
         self.slots - (self.sent - self.acked)
     }
 
-    /// May we post a data chunk (keeps one credit for credit returns)?
-    pub fn may_send_data(&self) -> bool {
-        self.available() >= 2
-    }
-
-    /// May we post a credit-only message?
-    pub fn may_send_credit(&self) -> bool {
+    pub fn may_send(&self) -> bool {
         self.available() >= 1
     }
 
@@ -328,19 +344,21 @@ impl Credits {
         self.sent += 1;
     }
 
-    /// The peer's immediate: its re-post count, modulo 2^32. Widened by
-    /// the (always small) distance from what we knew; an acknowledgement
-    /// of more than we sent is a protocol error.
-    pub fn on_ack(&mut self, imm: u32) -> Result<(), String> {
-        let delta = u64::from(imm.wrapping_sub(self.acked as u32));
-        if self.acked + delta > self.sent {
+    /// A re-post count from the peer, modulo 2^32 (from an immediate or
+    /// the ack word; either may be older than the other, so the newest
+    /// wins). It is widened against `sent`, which it can never exceed and
+    /// never trail by 2^32 or more (at most `slots` are unacknowledged).
+    pub fn on_ack(&mut self, count: u32) -> Result<(), String> {
+        let behind = u64::from((self.sent as u32).wrapping_sub(count));
+        if behind <= self.sent - self.acked {
+            self.acked = self.sent - behind;
+        } else if self.sent < 1 << 32 && u64::from(count) > self.sent {
             return Err(format!(
-                "peer acknowledged {} messages, only {} were sent",
-                self.acked + delta,
+                "peer acknowledged {count} messages with {} sent",
                 self.sent
             ));
         }
-        self.acked += delta;
+        // Otherwise older than what we know: a stale report.
         Ok(())
     }
 }
@@ -365,6 +383,7 @@ mod tests {
             mtu: 3,
             ring_addr: 0x7f00_0000_1000,
             ring_rkey: 0x1234,
+            ack_addr: 0x7f00_0040_1000,
             slots: 64,
             slot_size: 65536,
         }
@@ -542,49 +561,39 @@ mod tests {
             )
             .is_err()
         );
-        // Credit-only with data.
-        assert!(
-            r.feed(
-                ChunkHeader {
-                    len: 1,
-                    flags: CREDIT
-                },
-                &[0]
-            )
-            .is_err()
-        );
-        assert_eq!(
-            r.feed(
-                ChunkHeader {
-                    len: 0,
-                    flags: CREDIT
-                },
-                &[]
-            ),
-            Ok(None)
-        );
     }
 
     #[test]
-    fn credits_keep_one_for_returns_and_widen_acks() {
+    fn credits_count_in_flight_and_take_the_newest_ack() {
         let mut c = Credits::new(4);
-        assert!(c.may_send_data());
-        for _ in 0..3 {
+        for _ in 0..4 {
+            assert!(c.may_send());
             c.on_sent();
         }
-        assert!(!c.may_send_data());
-        assert!(c.may_send_credit());
-        c.on_sent();
-        assert!(!c.may_send_credit());
-        assert!(c.on_ack(5).is_err(), "more acknowledged than sent");
+        assert!(!c.may_send());
+        c.on_ack(2).expect("ack");
+        assert_eq!(c.available(), 2);
+        // A stale report (an immediate older than the ack word) changes
+        // nothing.
+        c.on_ack(1).expect("stale ack");
+        assert_eq!(c.available(), 2);
         c.on_ack(4).expect("ack");
         assert_eq!(c.available(), 4);
-        // Wrap-around of the 32-bit immediate.
+        // More than we sent is an error.
+        assert!(c.on_ack(5).is_err());
+        assert!(c.on_ack(4000).is_err());
+    }
+
+    #[test]
+    fn credits_widen_across_the_32_bit_wrap() {
         let mut c = Credits::new(8);
         c.sent = u64::from(u32::MAX) + 5;
         c.acked = u64::from(u32::MAX) - 2;
         c.on_ack(3).expect("wrapped ack");
         assert_eq!(c.acked, u64::from(u32::MAX) + 4);
+        assert_eq!(c.available(), 7);
+        // The pre-wrap value is now stale.
+        c.on_ack(u32::MAX).expect("stale");
         assert_eq!(c.available(), 7);
     }
 }

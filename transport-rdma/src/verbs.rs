@@ -346,6 +346,23 @@ impl Region {
         Ok(())
     }
 
+    /// Read the little-endian `u32` at `off` (4-byte aligned), which the
+    /// peer may overwrite by RDMA WRITE at any time: a volatile read, so
+    /// that every call looks at memory again.
+    pub fn read_u32(&self, off: usize) -> Result<u32, Error> {
+        self.range(off, 4)?;
+        if !off.is_multiple_of(4) {
+            return Err(Error::Config {
+                reason: format!("unaligned ack word at offset {off}"),
+            });
+        }
+        // SAFETY: in bounds (checked above) and aligned (the allocation is
+        // page-aligned and `off` a multiple of 4); any bit pattern is a
+        // valid u32.
+        let v = unsafe { ptr::read_volatile(self.ptr.add(off).cast::<u32>()) };
+        Ok(u32::from_le(v))
+    }
+
     /// Copy `dst.len()` bytes at `off` out of the region.
     pub fn read(&self, off: usize, dst: &mut [u8]) -> Result<(), Error> {
         self.range(off, dst.len())?;
@@ -745,17 +762,15 @@ impl Qp {
         check(rc, "post a receive")
     }
 
-    /// Post a signaled SEND of `len` bytes of `region` at `off`, or (with
-    /// `write_to = Some((addr, rkey))`) an RDMA WRITE with immediate `imm`
-    /// of the same bytes to the peer's memory.
+    /// Post a signaled send of `len` bytes of `region` at `off`, as `op`
+    /// says.
     pub fn post_send(
         &mut self,
         wr_id: u64,
         region: &Region,
         off: usize,
         len: usize,
-        write_to: Option<(u64, u32)>,
-        imm: u32,
+        op: SendOp,
     ) -> Result<(), Error> {
         region.range(off, len)?;
         let mut sge = sys::ibv_sge {
@@ -770,24 +785,46 @@ impl Qp {
         wr.sg_list = &mut sge;
         wr.num_sge = 1;
         wr.send_flags = sys::ibv_send_flags::IBV_SEND_SIGNALED.0;
-        wr.imm_data_invalidated_rkey_union.imm_data = imm.to_be();
-        match write_to {
-            Some((addr, rkey)) => {
+        match op {
+            SendOp::Send { imm } => {
+                wr.opcode = sys::ibv_wr_opcode::IBV_WR_SEND_WITH_IMM;
+                wr.imm_data_invalidated_rkey_union.imm_data = imm.to_be();
+            }
+            SendOp::WriteImm { addr, rkey, imm } => {
                 wr.opcode = sys::ibv_wr_opcode::IBV_WR_RDMA_WRITE_WITH_IMM;
+                wr.imm_data_invalidated_rkey_union.imm_data = imm.to_be();
                 wr.wr.rdma = sys::rdma_t {
                     remote_addr: addr,
                     rkey,
                 };
             }
-            None => wr.opcode = sys::ibv_wr_opcode::IBV_WR_SEND_WITH_IMM,
+            SendOp::Write { addr, rkey } => {
+                wr.opcode = sys::ibv_wr_opcode::IBV_WR_RDMA_WRITE;
+                wr.wr.rdma = sys::rdma_t {
+                    remote_addr: addr,
+                    rkey,
+                };
+            }
         }
         let mut bad = ptr::null_mut();
         // SAFETY: `qp` is valid; `wr` and `sge` live across the call; the
         // source bytes are inside a region the engine keeps registered
-        // until the send completes.
+        // (and unchanged) until the send completes.
         let rc = unsafe { sys::ibv_post_send(self.qp, &mut wr, &mut bad) };
         check(rc, "post a send")
     }
+}
+
+/// What a posted send does with its bytes.
+#[derive(Debug, Clone, Copy)]
+pub enum SendOp {
+    /// SEND with immediate: lands in the peer's next posted receive.
+    Send { imm: u32 },
+    /// RDMA WRITE with immediate to the peer's `addr`: consumes the peer's
+    /// next receive for its completion.
+    WriteImm { addr: u64, rkey: u32, imm: u32 },
+    /// Plain RDMA WRITE: the peer sees no completion.
+    Write { addr: u64, rkey: u32 },
 }
 
 impl Drop for Qp {
