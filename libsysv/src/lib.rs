@@ -72,6 +72,11 @@ pub use error::Error;
 /// The C ABI functions, callable from Rust too (the agents of `dipc bench`).
 #[cfg(feature = "c-abi")]
 pub use ffi::{shmat, shmctl, shmdt, shmget};
+/// The message-queue and semaphore C ABI functions, callable from Rust too.
+#[cfg(feature = "c-abi")]
+pub use msg::{msgctl, msgget, msgrcv, msgsnd};
+#[cfg(feature = "c-abi")]
+pub use sem::{semctl, semget, semop, semtimedop};
 
 /// The `shmget`/`msgget`/`semget` flag that makes an object distributed
 /// (`0x00100000`, bit 20). No Linux `*get`, `shmat` or `msgsnd`/`msgrcv`
