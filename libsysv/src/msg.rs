@@ -69,8 +69,15 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
 /// more, and close the extra ones afterwards).
 const MAX_IDLE: usize = 4;
 
-fn pool() -> std::sync::MutexGuard<'static, Pool> {
-    POOL.lock().unwrap_or_else(|e| e.into_inner())
+/// The pool, unless another thread holds it right now. Never waiting for
+/// it means a child forked while another thread held it (the lock then
+/// stays taken in the child forever) simply opens its own connections.
+fn pool() -> Option<std::sync::MutexGuard<'static, Pool>> {
+    match POOL.try_lock() {
+        Ok(g) => Some(g),
+        Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
 }
 
 fn write_frame(s: &mut UnixStream, req: &Request) -> Result<(), Error> {
@@ -147,15 +154,14 @@ fn wait_readable(s: &UnixStream) -> Result<(), bool> {
 /// it if a signal handler runs meanwhile (see the module doc).
 pub(crate) fn wait_call(req: &Request) -> Result<Response, Error> {
     let me = std::process::id();
-    let pooled = {
-        let mut p = pool();
+    let pooled = pool().and_then(|mut p| {
         if p.pid != me {
             // Inherited through fork: close our copies only.
             p.idle.clear();
             p.pid = me;
         }
         p.idle.pop()
-    };
+    });
     let mut s = match pooled {
         Some(mut s) => match write_frame(&mut s, req) {
             Ok(()) => s,
@@ -191,8 +197,10 @@ pub(crate) fn wait_call(req: &Request) -> Result<Response, Error> {
         }
     }
     let resp = read_frame(&mut s)?;
-    let mut p = pool();
-    if p.pid == me && p.idle.len() < MAX_IDLE {
+    if let Some(mut p) = pool()
+        && p.pid == me
+        && p.idle.len() < MAX_IDLE
+    {
         p.idle.push(s);
     }
     Ok(resp)
