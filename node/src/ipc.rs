@@ -41,8 +41,10 @@
 //! ([`PeerReq::ProcExit`]), which applies the adjustments
 //! ([`SemSet::process_exit`]).
 //!
-//! Tested end to end by the `dipc` crate's `tests/msgsem.rs` (C programs on
-//! several nodes); the engines have their own tests in `dipc_dsm`.
+//! Tested by unit tests here (cancel before and after parking, timeouts,
+//! exit undo, a closed peer link, on a node without sockets) and end to
+//! end by the `dipc` crate's `tests/msgsem.rs` (C programs on several
+//! nodes); the engines have their own tests in `dipc_dsm`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -985,5 +987,178 @@ pub(crate) fn process_gone(node: &Arc<Node>, conn: u64, creds: Creds) {
                 warn!(home, "process {} exit not delivered: {e}", proc_.pid);
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The node-side paths without sockets: a `Node` that "joined" as
+    //! node 1, a set installed at it as home, and requests as the local
+    //! server would pass them.
+
+    use super::*;
+    use dipc_wire::local::SemBuf;
+
+    const SET: ObjectId = dipc_wire::DIPC_ID_BIT | 1;
+    const CREDS: Creds = Creds {
+        pid: 4242,
+        uid: 0,
+        gid: 0,
+    };
+
+    fn node_with_set(nsems: usize) -> Arc<Node> {
+        let node = Arc::new(Node::new(crate::NodeConfig {
+            name: "test".into(),
+            listen: "127.0.0.1:0".into(),
+            socket: "/nonexistent/test.sock".into(),
+            referee: "127.0.0.1:0".into(),
+            cluster: "test".into(),
+            secret: Arc::from(&b"secret"[..]),
+            transport: "tcp".into(),
+            call_timeout: Duration::from_secs(5),
+            default_unit: 4096,
+        }));
+        node.joined(1, Vec::new());
+        let rec = ObjectRecord {
+            key: 77,
+            id: SET,
+            kind: Kind::Sem,
+            home: 1,
+            params: Params::Sem {
+                nsems: nsems as u32,
+            },
+            perm: Perm {
+                mode: 0o600,
+                ..Perm::default()
+            },
+            ctime: 0,
+            removed: false,
+        };
+        let perm = IpcPerm {
+            key: 77,
+            mode: 0o600,
+            ..IpcPerm::default()
+        };
+        node.ipc()
+            .lock()
+            .sets
+            .insert(SET, SemSet::new(perm, nsems, 0));
+        node.host(rec);
+        node
+    }
+
+    fn semop(op: i16, flg: i16, timeout_ns: Option<u64>) -> LReq {
+        LReq::SemOp {
+            id: SET,
+            sops: vec![SemBuf { num: 0, op, flg }],
+            timeout_ns,
+        }
+    }
+
+    async fn getval(node: &Arc<Node>) -> LResp {
+        let req = LReq::SemCtl {
+            id: SET,
+            cmd: SemCtlCmd::GetVal { semnum: 0 },
+        };
+        local_request(node, 1, CREDS, req).await
+    }
+
+    /// Yield until `conn`'s operation is parked at the home.
+    async fn parked(node: &Arc<Node>, n: usize) {
+        for _ in 0..1000 {
+            if node.ipc().lock().parked.len() == n {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("operation never parked");
+    }
+
+    #[tokio::test]
+    async fn a_cancel_ends_a_parked_operation_with_eintr() {
+        let node = node_with_set(1);
+        let n = node.clone();
+        let waiting =
+            tokio::spawn(async move { local_request(&n, 7, CREDS, semop(-1, 0, None)).await });
+        parked(&node, 1).await;
+        local_cancel(&node, 7);
+        let r = waiting.await.expect("task");
+        assert_eq!(r, LResp::Err(errno::EINTR));
+        assert!(node.ipc().lock().parked.is_empty());
+        // Nothing taken, nothing left behind for the connection.
+        assert_eq!(getval(&node).await, LResp::Value(0));
+        let g = node.ipc().lock();
+        assert!(g.inflight.is_empty() && g.cancel_early.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_cancel_that_comes_first_stops_the_operation_from_starting() {
+        let node = node_with_set(1);
+        local_cancel(&node, 8);
+        let r = local_request(&node, 8, CREDS, semop(1, 0, None)).await;
+        assert_eq!(r, LResp::Err(errno::EINTR));
+        assert_eq!(getval(&node).await, LResp::Value(0));
+    }
+
+    #[tokio::test]
+    async fn the_main_connection_closing_applies_sem_undo_and_a_waiting_one_does_not() {
+        let node = node_with_set(1);
+        let undo = flags::SEM_UNDO;
+        assert_eq!(
+            local_request(&node, 9, CREDS, semop(3, undo, None)).await,
+            LResp::Ok
+        );
+        assert_eq!(getval(&node).await, LResp::Value(3));
+        // Connection 9 carried the operation: its closing is no exit.
+        process_gone(&node, 9, CREDS);
+        assert_eq!(getval(&node).await, LResp::Value(3));
+        // The main connection's closing is.
+        process_gone(&node, 10, CREDS);
+        assert_eq!(getval(&node).await, LResp::Value(0));
+    }
+
+    #[tokio::test]
+    async fn a_timeout_ends_the_wait_with_eagain_at_the_home() {
+        let node = node_with_set(1);
+        let r = local_request(&node, 11, CREDS, semop(-1, 0, Some(5_000_000))).await;
+        assert_eq!(r, LResp::Err(errno::EAGAIN));
+        assert!(node.ipc().lock().parked.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_closed_peer_link_cancels_what_came_on_it_only() {
+        let node = node_with_set(1);
+        let caller = Caller {
+            proc_: ProcId { node: 2, pid: 5 },
+            uid: 0,
+            gid: 0,
+        };
+        let req = |token| PeerReq::SemOp {
+            id: SET,
+            caller,
+            token,
+            sops: vec![SemBuf {
+                num: 0,
+                op: -1,
+                flg: 0,
+            }],
+            timeout_ns: None,
+            now: 0,
+        };
+        let (Start::Wait(a), Start::Wait(b)) = (
+            start(&node, 2, Some(100), req(1)),
+            start(&node, 2, Some(101), req(2)),
+        ) else {
+            panic!("the operations should wait");
+        };
+        link_closed(&node, 100);
+        assert_eq!(a.await.ok(), Some(PeerResp::Err(errno::EINTR)));
+        // The other one still waits, and a post wakes it.
+        assert_eq!(
+            local_request(&node, 12, CREDS, semop(1, 0, None)).await,
+            LResp::Ok
+        );
+        assert_eq!(b.await.ok(), Some(PeerResp::Ok));
+        assert_eq!(getval(&node).await, LResp::Value(0));
     }
 }
