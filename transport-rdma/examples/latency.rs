@@ -8,7 +8,9 @@
 //!
 //! It re-runs itself as the echoing peer (`latency echo-rdma ADDR` /
 //! `latency echo-tcp ADDR`); the control connection is on 127.0.0.1 and
-//! the RDMA data goes through the first usable device. Compare with
+//! the RDMA data goes through the first usable device. Under
+//! `rxe-vm/run --vms 2` (`RXE_VM_NODES=2`) VM 1 echoes and VM 0 measures,
+//! across the virtual link between them. Compare with
 //! `ib_read_lat -d rxe0 -x 1 -s 4096` (a whole round trip) or
 //! `ib_write_lat` / `ib_send_lat` (half of one).
 
@@ -71,6 +73,38 @@ async fn echo(role: &str, addr: &str) -> Result<()> {
     Ok(())
 }
 
+/// Connect `role` to `addr`, retrying while the other VM starts listening.
+async fn echo_retrying(role: &str, addr: &str) -> Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        match echo(role, addr).await {
+            Err(e) if start.elapsed() < Duration::from_secs(30) => {
+                let text = format!("{e:#}");
+                if text.contains("refused") || text.contains("connect to") {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                return Err(e);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Start the echo peer: a child process on one VM; on two, the other VM
+/// runs it already.
+fn peer(role: &str, addr: &str) -> Result<Option<Child>> {
+    if two_vms() {
+        Ok(None)
+    } else {
+        spawn(role, addr).map(Some)
+    }
+}
+
+fn two_vms() -> bool {
+    std::env::var("RXE_VM_NODES").is_ok_and(|n| n == "2")
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -78,12 +112,24 @@ async fn main() -> Result<()> {
         return echo(&args[1], &args[2]).await;
     }
     let rounds: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(2000);
+    if two_vms() && std::env::var("RXE_VM_NODE").is_ok_and(|n| n == "1") {
+        let peer = std::env::var("RXE_VM_PEER_IP").context("RXE_VM_PEER_IP")?;
+        echo_retrying("echo-rdma", &format!("{peer}:7470")).await?;
+        echo_retrying("echo-tcp", &format!("{peer}:7471")).await?;
+        return Ok(());
+    }
+    let host = if two_vms() {
+        std::env::var("RXE_VM_IP").context("RXE_VM_IP")?
+    } else {
+        "127.0.0.1".to_string()
+    };
     let payload = Bytes::from(vec![7u8; 4096]);
     let warmup = rounds / 10 + 1;
 
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let listener =
+        TcpListener::bind(format!("{host}:{}", if two_vms() { 7470 } else { 0 })).await?;
     let addr = listener.local_addr()?.to_string();
-    let mut child = spawn("echo-rdma", &addr)?;
+    let child = peer("echo-rdma", &addr)?;
     let (s, _) = listener.accept().await?;
     let (mut conn, _) = accept(s, &auth("probe"), &RdmaConfig::default()).await?;
     let mut times = Vec::with_capacity(rounds);
@@ -98,9 +144,14 @@ async fn main() -> Result<()> {
     report("rdma", times);
     conn.close();
     drop(conn);
-    child.wait()?;
+    if let Some(mut c) = child {
+        c.wait()?;
+    }
 
-    let mut child = spawn("echo-tcp", &addr)?;
+    let listener =
+        TcpListener::bind(format!("{host}:{}", if two_vms() { 7471 } else { 0 })).await?;
+    let addr = listener.local_addr()?.to_string();
+    let child = peer("echo-tcp", &addr)?;
     let (s, _) = listener.accept().await?;
     let (mut conn, _) = Conn::accept(s, &auth("probe"), Duration::from_secs(10)).await?;
     let mut times = Vec::with_capacity(rounds);
@@ -114,6 +165,8 @@ async fn main() -> Result<()> {
     }
     report("tcp", times);
     drop(conn);
-    child.wait()?;
+    if let Some(mut c) = child {
+        c.wait()?;
+    }
     Ok(())
 }
