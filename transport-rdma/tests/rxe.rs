@@ -114,6 +114,10 @@ impl Drop for Peer {
 
 /// Listen, start the peer with `role`, and accept its RDMA connection.
 async fn start(role: &str) -> (RdmaConn, Peer) {
+    start_with(role, &cfg()).await
+}
+
+async fn start_with(role: &str, cfg: &RdmaConfig) -> (RdmaConn, Peer) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     let peer = Peer::spawn(role, &addr);
@@ -121,7 +125,7 @@ async fn start(role: &str) -> (RdmaConn, Peer) {
         .await
         .expect("peer connects within 30 s")
         .expect("accept");
-    let (conn, info) = accept(stream, &auth("parent"), &cfg())
+    let (conn, info) = accept(stream, &auth("parent"), cfg)
         .await
         .expect("RDMA accept");
     assert_eq!(info.name, format!("peer-{role}"));
@@ -154,6 +158,10 @@ fn peer() {
                         break;
                     }
                 }
+            }
+            // Never read: the parent's sends must fail after its timeout.
+            "stall" => {
+                tokio::time::sleep(Duration::from_secs(60)).await;
             }
             // Take three frames, then die without closing.
             "die" => {
@@ -302,6 +310,35 @@ async fn sending_to_a_dead_peer_fails_in_bounded_time() {
     eprintln!("send failed after {:?}: {err}", t.elapsed());
     assert!(err.is_peer_failure(), "{err:?}");
     assert_eq!(peer.wait(Duration::from_secs(10)).code(), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_fails_sends_after_the_timeout() {
+    if !have_device("a_peer_that_stops_reading_fails_sends_after_the_timeout") {
+        return;
+    }
+    let short = RdmaConfig {
+        timeout: Duration::from_secs(2),
+        ..RdmaConfig::default()
+    };
+    let (conn, _peer) = start_with("stall", &short).await;
+    let t = Instant::now();
+    let mut sent = 0u32;
+    let err = loop {
+        assert!(t.elapsed() < Duration::from_secs(60), "sends never failed");
+        match conn.send(Frame::new(&sent, pattern(4096, 1))).await {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+    };
+    eprintln!("{sent} frames queued, then after {:?}: {err}", t.elapsed());
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    // The peer buffers a bounded number of frames: its receive queue and
+    // the engine's backlog, plus our queue and what is in flight.
+    assert!(
+        sent < 2_000,
+        "{sent} frames accepted by a peer that does not read"
+    );
 }
 
 /// Where there is no device, both ends of a setup fail with a clear
