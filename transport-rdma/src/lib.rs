@@ -11,7 +11,8 @@
 //!   port) and `--gid-index` style options, ring sizes, timeouts;
 //! * [`proto`]: the protocol without I/O: connection data exchanged over
 //!   the authenticated TCP control connection, cutting frames into ring
-//!   slots, credits;
+//!   slots, credits (on every message's immediate, and by RDMA WRITE of an
+//!   ack word, so that credits never wait for credits);
 //! * [`mod@conn`]: setup and the per-connection engine thread (SEND/RECV
 //!   for small messages, RDMA WRITE with immediate for page-sized
 //!   payloads, busy-poll then sleep on the completion channel, bounded
@@ -29,14 +30,15 @@
 //! Tests: unit tests (no device needed) cover connection data encoding and
 //! validation, chunking and reassembly, credits, device choice and error
 //! mapping. `tests/rxe.rs` runs real connections between two processes
-//! (4 KiB and 1 MiB round trips, 10,000 small frames in order, a peer
-//! killed mid-transfer); without a device each test says so and passes
-//! without running. `tests/vm.sh` runs them in the soft-RoCE VM
+//! (0 B to 4 MiB round trips, 10,000 small frames from four senders echoed
+//! in order, a peer killed mid-transfer while sending and while receiving,
+//! a peer that stops reading); without a device each test says so and
+//! passes without running. `tests/vm.sh` runs them in the soft-RoCE VM
 //! (`shared/rxe-vm`), where they run for real. `examples/latency.rs`
 //! prints 4 KiB round-trip times.
 
 pub mod config;
-mod conn;
+pub mod conn;
 mod error;
 pub mod proto;
 mod verbs;
