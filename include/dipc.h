@@ -2,13 +2,15 @@
  * dipc.h - what a C program needs to make System V IPC distributed with dipc.
  *
  * Link with -lsysv (pkg-config --libs sysv) or run the program with
- * LD_PRELOAD=libsysv.so. libsysv exports shmget, shmat, shmdt and shmctl
- * with the prototypes of <sys/shm.h>; this header only adds what is dipc's.
+ * LD_PRELOAD=libsysv.so. libsysv exports shmget, shmat, shmdt, shmctl,
+ * msgget, msgsnd, msgrcv, msgctl, semget, semop, semtimedop and semctl
+ * with the prototypes of <sys/shm.h>, <sys/msg.h> and <sys/sem.h>; this
+ * header only adds what is dipc's.
  * It is written by hand and checked against libsysv's Rust constants by
  * libsysv/tests/c_programs.rs.
  *
  * Routing (libsysv decides per call):
- *  - shmget(key, size, flags): distributed if flags carry IPC_DIPC, or the
+ *  - shmget/msgget/semget: distributed if flags carry IPC_DIPC, or the
  *    environment variable DIPC_KEYS selects key ("all", or a comma list of
  *    keys and inclusive ranges such as "1234,0x1000-0x10ff"; IPC_PRIVATE is
  *    distributed only with IPC_DIPC or "all"). IPC_DIPC is removed before the
@@ -53,9 +55,11 @@
 
 #include <sys/ipc.h>
 #include <sys/shm.h>
+#include <sys/msg.h>
+#include <sys/sem.h>
 
 /*
- * Flag for shmget (and later msgget/semget): make the object distributed.
+ * Flag for shmget, msgget and semget: make the object distributed.
  * Bit 20 (0x00100000): no Linux *get, shmat or msgsnd/msgrcv flag uses it.
  * DIPC's historic value, octal 010000, is SHM_NORESERVE for shmget, and
  * bits 26-31 carry the SHM_HUGE_* page size, so neither could be used.

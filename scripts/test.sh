@@ -14,3 +14,5 @@ echo "== cargo build" >&2
 cargo build --workspace --quiet
 echo "== cargo test" >&2
 cargo test --workspace --quiet 2>&1 | tee target/test.log
+echo "== soft-RoCE tests (inside ../shared/rxe-vm)" >&2
+CARGO_TARGET_DIR=target transport-rdma/tests/vm.sh 2>&1 | tee target/test-rdma.log
