@@ -6,6 +6,7 @@
 //! ../shared/rxe-vm/run -- target/release/examples/latency [ROUNDS]
 //! ```
 //!
+//! `SPIN_US=n` sets how long the engines busy-poll before sleeping.
 //! It re-runs itself as the echoing peer (`latency echo-rdma ADDR` /
 //! `latency echo-tcp ADDR`); the control connection is on 127.0.0.1 and
 //! the RDMA data goes through the first usable device. Under
@@ -56,7 +57,7 @@ fn report(what: &str, mut times: Vec<Duration>) {
 async fn echo(role: &str, addr: &str) -> Result<()> {
     match role {
         "echo-rdma" => {
-            let (mut conn, _) = connect(addr, &auth("echo"), &RdmaConfig::default()).await?;
+            let (mut conn, _) = connect(addr, &auth("echo"), &cfg()).await?;
             while let Some(f) = conn.recv().await? {
                 conn.send(f).await?;
             }
@@ -101,6 +102,15 @@ fn peer(role: &str, addr: &str) -> Result<Option<Child>> {
     }
 }
 
+/// The transport's settings; `SPIN_US` overrides the busy-poll time.
+fn cfg() -> RdmaConfig {
+    let mut cfg = RdmaConfig::default();
+    if let Some(us) = std::env::var("SPIN_US").ok().and_then(|s| s.parse().ok()) {
+        cfg.spin = Duration::from_micros(us);
+    }
+    cfg
+}
+
 fn two_vms() -> bool {
     std::env::var("RXE_VM_NODES").is_ok_and(|n| n == "2")
 }
@@ -131,7 +141,7 @@ async fn main() -> Result<()> {
     let addr = listener.local_addr()?.to_string();
     let child = peer("echo-rdma", &addr)?;
     let (s, _) = listener.accept().await?;
-    let (mut conn, _) = accept(s, &auth("probe"), &RdmaConfig::default()).await?;
+    let (mut conn, _) = accept(s, &auth("probe"), &cfg()).await?;
     let mut times = Vec::with_capacity(rounds);
     for i in 0..warmup + rounds {
         let t = Instant::now();

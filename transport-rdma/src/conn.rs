@@ -70,6 +70,8 @@ const BYE: u8 = b'B';
 const SEND_BIT: u64 = 1 << 63;
 /// `wr_id` of the RDMA WRITE of our ack word to the peer.
 const ACK_WR: u64 = SEND_BIT | 1 << 62;
+/// How often a busy engine looks at the control socket.
+const CTRL_CHECK: Duration = Duration::from_millis(1);
 /// Longest sleep of an idle engine.
 const IDLE_SLEEP: Duration = Duration::from_millis(100);
 
@@ -489,6 +491,7 @@ async fn setup(mut ctrl: Conn, cfg: &RdmaConfig) -> Result<RdmaConn, Error> {
         timeout: cfg.timeout,
         spin: cfg.spin,
         peer_bye: false,
+        ctrl_due: Instant::now(),
         wcs: Vec::with_capacity(32),
     };
     std::thread::Builder::new()
@@ -553,6 +556,9 @@ struct Engine {
     timeout: Duration,
     spin: Duration,
     peer_bye: bool,
+    /// When to look at the control socket next (not on every spin: it is
+    /// a system call, and the socket only ever ends the connection).
+    ctrl_due: Instant,
     wcs: Vec<Completion>,
 }
 
@@ -618,7 +624,10 @@ impl Engine {
             progress |= self.repost()?;
             self.read_ack_word()?;
             progress |= self.send_some()?;
-            progress |= self.read_control()?;
+            if Instant::now() >= self.ctrl_due {
+                progress |= self.read_control()?;
+                self.ctrl_due = Instant::now() + CTRL_CHECK;
+            }
             if self.peer_bye {
                 // Everything the peer sent completed at its side before it
                 // said goodbye, so it is in our CQ.
@@ -978,6 +987,9 @@ impl Engine {
                 Err(e) => return Err(Error::verbs("poll the completion channel", e.into())),
             }
             let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+            if ready(&fds[2]) {
+                self.ctrl_due = Instant::now();
+            }
             (ready(&fds[0]), ready(&fds[1]))
         };
         if cq_ready {
