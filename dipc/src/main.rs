@@ -7,6 +7,7 @@
 mod bench;
 mod config;
 mod demo;
+mod run;
 mod status;
 
 use std::path::PathBuf;
@@ -99,6 +100,9 @@ enum Cmd {
     Demo,
     /// Measure fault latency and its floors (table on stdout, --json for a file).
     Bench(bench::BenchArgs),
+    /// Start a program once per node (DIPC_SOCKET, DIPC_RANK, DIPC_NODES set),
+    /// on a private local test cluster or on given node sockets.
+    Run(run::RunArgs),
     /// An agent process of `dipc bench`/`dipc demo` (driven over stdin/stdout).
     #[command(hide = true)]
     Agent,
@@ -249,5 +253,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Demo => demo::run(),
         Cmd::Bench(args) => bench::run(args),
         Cmd::Agent => bench::agent(),
+        Cmd::Run(args) => match run::run(args)? {
+            0 => Ok(()),
+            code => std::process::exit(code),
+        },
     }
 }

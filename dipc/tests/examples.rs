@@ -18,7 +18,10 @@
 //! item and prints the sum, which must be the same in all three runs.
 //! Sizes are small (48 x 48 grids) so the file runs in well under a minute
 //! in debug. `dipc run` itself is exercised here too: it starts its own
-//! 3-node cluster and runs Jacobi once per node.
+//! 3-node cluster and runs Jacobi once per node (rank and size from
+//! `DIPC_RANK`/`DIPC_NODES`), returns the first failing rank's exit code,
+//! prefixes every line with its rank, and reuses an existing cluster's
+//! sockets.
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
@@ -303,4 +306,98 @@ fn pipeline_three_ways() {
     // Every queue was removed by its reader: none is left in the cluster.
     let st = c.status().expect("status");
     assert!(st.objects.is_empty(), "objects left: {:?}", st.objects);
+}
+
+/// `dipc run` with a command line; returns (exit code, stdout, stderr).
+fn dipc_run(args: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dipc"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("DIPC_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.arg("run").args(args);
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("dipc run: {e}"));
+    let out = wait_bounded(child);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Wait for `child`'s output, killing it after [`RUN_TIMEOUT`].
+fn wait_bounded(child: Child) -> std::process::Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(RUN_TIMEOUT).is_err() {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+        }
+    });
+    let out = child.wait_with_output().expect("waiting for dipc run");
+    let _ = tx.send(());
+    out
+}
+
+#[test]
+fn dipc_run_starts_a_cluster_and_one_rank_per_node() {
+    let linked = build(JACOBI, "jacobi", Link::Sysv);
+    let path = linked.path().to_string_lossy().into_owned();
+    // No rank/nprocs arguments: the program takes DIPC_RANK and DIPC_NODES.
+    let (code, out, err) = dipc_run(&["--nodes", "3", "--", &path]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    for r in 0..3 {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("[{r}] rank {r}/3: shm id 1"))),
+            "rank {r} missing or not distributed:\n{out}"
+        );
+    }
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("[0] jacobi "))
+        .unwrap_or_else(|| panic!("no result line:\n{out}\n{err}"));
+    assert!(
+        line.contains("procs=3") && line.ends_with("serial=equal"),
+        "{line}"
+    );
+}
+
+#[test]
+fn dipc_run_exit_code_is_the_first_failure_and_sockets_reuse_a_cluster() {
+    // A failing rank: its code comes back, its stderr is prefixed.
+    let (code, out, err) = dipc_run(&[
+        "-n",
+        "2",
+        "--",
+        "sh",
+        "-c",
+        "echo out $DIPC_RANK of $DIPC_NODES; echo err >&2; exit $((DIPC_RANK * 7))",
+    ]);
+    assert_eq!(code, 7, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains("[0] out 0 of 2") && out.contains("[1] out 1 of 2"),
+        "{out}"
+    );
+    assert!(err.contains("[1] err") && err.contains("[0] err"), "{err}");
+
+    // An existing cluster: ranks get the given sockets.
+    let c = cluster();
+    let socks = format!(
+        "{},{}",
+        c.node_socket(2).display(),
+        c.node_socket(0).display()
+    );
+    let (code, out, err) = dipc_run(&["--sockets", &socks, "--", "sh", "-c", "echo $DIPC_SOCKET"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("[0] {}", c.node_socket(2).display()))
+            && out.contains(&format!("[1] {}", c.node_socket(0).display())),
+        "{out}"
+    );
 }
