@@ -7,6 +7,9 @@
 mod bench;
 mod config;
 mod demo;
+mod ipcmk;
+mod ipcrm;
+mod ipcs;
 mod run;
 mod status;
 
@@ -100,6 +103,20 @@ enum Cmd {
     Demo,
     /// Measure fault latency and its floors (table on stdout, --json for a file).
     Bench(bench::BenchArgs),
+    /// List the cluster's distributed objects, like ipcs (sections, hex keys, home node).
+    Ipcs {
+        /// The referee's address.
+        #[arg(long, env = "DIPC_REFEREE")]
+        referee: Option<String>,
+        #[command(flatten)]
+        args: ipcs::IpcsArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Remove distributed objects by id (-m/-q/-s) or key (-M/-Q/-S), like ipcrm.
+    Ipcrm(ipcrm::IpcrmArgs),
+    /// Create a distributed object (-M size, -Q, -S nsems) and print its id, like ipcmk.
+    Ipcmk(ipcmk::IpcmkArgs),
     /// Start a program once per node (DIPC_SOCKET, DIPC_RANK, DIPC_NODES set),
     /// on a private local test cluster or on given node sockets.
     Run(run::RunArgs),
@@ -253,6 +270,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Demo => demo::run(),
         Cmd::Bench(args) => bench::run(args),
         Cmd::Agent => bench::agent(),
+        Cmd::Ipcs {
+            referee,
+            args,
+            cluster: c,
+        } => {
+            let c = cluster(&c, &file)?;
+            let referee = referee
+                .or(file.referee.clone())
+                .unwrap_or_else(|| config::DEFAULT_REFEREE.into());
+            runtime()?.block_on(ipcs::show(args, &referee, &c.name, c.secret, &file))
+        }
+        Cmd::Ipcrm(args) => match ipcrm::run(args, &file)? {
+            0 => Ok(()),
+            code => std::process::exit(code),
+        },
+        Cmd::Ipcmk(args) => ipcmk::run(args, &file),
         Cmd::Run(args) => match run::run(args)? {
             0 => Ok(()),
             code => std::process::exit(code),
