@@ -120,6 +120,9 @@ enum Cmd {
     /// Start a program once per node (DIPC_SOCKET, DIPC_RANK, DIPC_NODES set),
     /// on a private local test cluster or on given node sockets.
     Run(run::RunArgs),
+    /// Write the man pages (dipc.1 and dipc-COMMAND.1) into DIR (used by `make install`).
+    #[command(hide = true)]
+    Man { dir: PathBuf },
     /// An agent process of `dipc bench`/`dipc demo` (driven over stdin/stdout).
     #[command(hide = true)]
     Agent,
@@ -286,9 +289,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             code => std::process::exit(code),
         },
         Cmd::Ipcmk(args) => ipcmk::run(args, &file),
+        Cmd::Man { dir } => write_man_pages(&dir),
         Cmd::Run(args) => match run::run(args)? {
             0 => Ok(()),
             code => std::process::exit(code),
         },
     }
+}
+
+/// `dipc man DIR`: one roff page per visible command, from the CLI itself
+/// (clap_mangen), so the pages never disagree with `--help`.
+fn write_man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let cmd = Cli::command();
+    let mut pages = vec![("dipc".to_string(), cmd.clone())];
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("dipc-{}", sub.get_name());
+        pages.push((
+            name.clone(),
+            sub.clone().display_name(name.clone()).bin_name(name),
+        ));
+    }
+    for (name, page) in pages {
+        let path = dir.join(format!("{name}.1"));
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page)
+            .title(name.to_uppercase())
+            .render(&mut out)?;
+        std::fs::write(&path, out).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
 }
