@@ -3,7 +3,7 @@
 # Called by scripts/demo.sh and scripts/test.sh; safe to run again.
 set -euo pipefail
 
-pkgs=(gcc libc6-dev make pkg-config libibverbs-dev librdmacm-dev libclang-dev ibverbs-providers perftest)
+pkgs=(gcc libc6-dev make pkg-config libibverbs-dev librdmacm-dev libclang-dev ibverbs-providers perftest redis-server)
 
 missing=()
 for p in "${pkgs[@]}"; do

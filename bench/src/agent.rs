@@ -21,11 +21,18 @@
 //! check <first> <count> <gen>  -> ok           read each page, compare
 //! tread <first> <count> <gen>  -> ok <ns>...   timed read of each page, compared
 //! twrite <first> <count> <gen> -> ok <ns>...   timed write of each page
+//! trand <first> <range> <count> <gen> <seed> -> ok <ns>... timed reads of `count` pages
+//!                              drawn without repetition from `range` pages (seeded)
+//! frand <first> <range> <count> <gen> <seed> -> ok  writes the pages trand reads
+//! tinc <page> <count>          -> ok <ns>...   timed atomic increments of the page's counter
+//! getc <page>                  -> ok <value>   the page's counter
 //! detach                       -> ok           shmdt
 //! rmid                         -> ok           shmctl(IPC_RMID)
 //! quit                         -> ok           and exit
 //! anything failing             -> err <reason>
 //! ```
+//!
+//! plus the message-queue and semaphore commands of [`crate::ipcops`].
 //!
 //! An attachment that turns out to be a kernel SysV segment rather than a
 //! dipc memfd (libsysv fell back to the kernel because no daemon answered)
@@ -91,8 +98,20 @@ impl Agent {
     /// Start an agent talking to the node whose local socket is `socket`
     /// (`node` only names it in errors) and wait for its hello.
     pub fn spawn(cmd: &AgentCommand, node: usize, socket: &Path) -> Result<Agent, Error> {
+        Agent::spawn_with(cmd, node, socket, &[])
+    }
+
+    /// [`Agent::spawn`] with extra environment variables (such as
+    /// `DIPC_PAGE_SIZE` for the segments the agent creates).
+    pub fn spawn_with(
+        cmd: &AgentCommand,
+        node: usize,
+        socket: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<Agent, Error> {
         let mut child = Command::new(&cmd.program)
             .args(&cmd.args)
+            .envs(env.iter().copied())
             .env("DIPC_SOCKET", socket)
             // Never let libsysv fall back to the kernel silently.
             .env("DIPC_FALLBACK", "error")
@@ -178,9 +197,21 @@ impl Agent {
     /// no answer within `timeout`, or the agent's exit is an error (the
     /// agent is killed when it does not answer).
     pub fn call(&mut self, cmd: &str, timeout: Duration) -> Result<Vec<String>, Error> {
-        if let Err(e) = writeln!(self.stdin, "{cmd}").and_then(|()| self.stdin.flush()) {
-            return Err(self.failure(cmd, &format!("cannot send the command: {e}")));
-        }
+        self.send(cmd)?;
+        self.answer(cmd, timeout)
+    }
+
+    /// Send `cmd` without waiting for its answer (collect it with
+    /// [`Agent::answer`]), so several agents run at once.
+    pub fn send(&mut self, cmd: &str) -> Result<(), Error> {
+        writeln!(self.stdin, "{cmd}")
+            .and_then(|()| self.stdin.flush())
+            .map_err(|e| self.failure(cmd, &format!("cannot send the command: {e}")))
+    }
+
+    /// The answer to `cmd`, sent before with [`Agent::send`]; as
+    /// [`Agent::call`].
+    pub fn answer(&mut self, cmd: &str, timeout: Duration) -> Result<Vec<String>, Error> {
         let line = match self.lines.recv_timeout(timeout) {
             Ok(line) => line,
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -208,7 +239,13 @@ impl Agent {
 
     /// [`Agent::call`] for a command answering with nanosecond samples.
     pub fn samples(&mut self, cmd: &str, timeout: Duration) -> Result<Vec<u64>, Error> {
-        let words = self.call(cmd, timeout)?;
+        self.send(cmd)?;
+        self.answer_samples(cmd, timeout)
+    }
+
+    /// [`Agent::answer`] for a command answering with nanosecond samples.
+    pub fn answer_samples(&mut self, cmd: &str, timeout: Duration) -> Result<Vec<u64>, Error> {
+        let words = self.answer(cmd, timeout)?;
         words
             .iter()
             .map(|w| w.parse::<u64>())
@@ -330,6 +367,64 @@ fn execute(line: &str, seg: &mut Option<Attached>) -> Result<String, String> {
             }
             access(a, cmd, first, count, generation)
         }
+        "trand" | "frand" => {
+            let first: u64 = num(w.next(), "first page")?;
+            let range: u64 = num(w.next(), "range")?;
+            let count: u64 = num(w.next(), "count")?;
+            let generation: u64 = num(w.next(), "generation")?;
+            let seed: u64 = num(w.next(), "seed")?;
+            let a = seg.as_ref().ok_or("not attached")?;
+            let ps = dipc_shmem::page_size();
+            if count > range
+                || first
+                    .checked_add(range)
+                    .is_none_or(|e| e.saturating_mul(ps) > a.size())
+            {
+                return Err(format!(
+                    "{count} of pages {first}+{range} are outside the segment"
+                ));
+            }
+            let mut out = Vec::with_capacity(count as usize);
+            for p in shuffled(range, seed).into_iter().take(count as usize) {
+                let p = first + p;
+                let want = pattern(p, generation);
+                if cmd == "frand" {
+                    a.write(p * ps, want);
+                    continue;
+                }
+                let t = Instant::now();
+                let got = a.read(p * ps).unwrap_or(0);
+                let dt = t.elapsed().as_nanos() as u64;
+                if got != want {
+                    return Err(format!(
+                        "page {p} read {got:#04x}, expected {want:#04x} (generation {generation})"
+                    ));
+                }
+                out.push(dt.to_string());
+            }
+            Ok(out.join(" "))
+        }
+        "tinc" | "getc" => {
+            let page: u64 = num(w.next(), "page")?;
+            let count: u64 = if cmd == "tinc" {
+                num(w.next(), "count")?
+            } else {
+                0
+            };
+            let a = seg.as_ref().ok_or("not attached")?;
+            let off = page.saturating_mul(dipc_shmem::page_size());
+            if cmd == "getc" {
+                let v = a.load(off).ok_or("counter outside the segment")?;
+                return Ok(v.to_string());
+            }
+            let mut out = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                let t = Instant::now();
+                a.fetch_add(off).ok_or("counter outside the segment")?;
+                out.push((t.elapsed().as_nanos() as u64).to_string());
+            }
+            Ok(out.join(" "))
+        }
         "detach" => {
             let a = seg.take().ok_or("not attached")?;
             a.detach().map_err(|e| format!("shmdt: {e}"))?;
@@ -340,8 +435,23 @@ fn execute(line: &str, seg: &mut Option<Attached>) -> Result<String, String> {
             sys::remove(a.id()).map_err(|e| format!("shmctl(IPC_RMID): {e}"))?;
             Ok(String::new())
         }
-        _ => Err(format!("unknown command {line:?}")),
+        _ => crate::ipcops::execute(cmd, &mut w)
+            .unwrap_or_else(|| Err(format!("unknown command {line:?}"))),
     }
+}
+
+/// `0..count` in a random order drawn from `seed` (xorshift and
+/// Fisher-Yates: reproducible, no dependency).
+pub fn shuffled(count: u64, seed: u64) -> Vec<u64> {
+    let mut v: Vec<u64> = (0..count).collect();
+    let mut x = seed | 1;
+    for i in (1..v.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    v
 }
 
 /// The page accesses: `fill`/`twrite` store, `check`/`tread` load and
@@ -426,6 +536,16 @@ mod tests {
                 assert_ne!(pattern(p, g), pattern(p, g + 1), "page {p} gen {g}");
             }
         }
+    }
+
+    #[test]
+    fn shuffled_is_a_permutation_and_depends_on_the_seed() {
+        let a = shuffled(1000, 7);
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..1000).collect::<Vec<_>>());
+        assert_ne!(a, shuffled(1000, 8));
+        assert_ne!(a, sorted);
     }
 
     #[test]

@@ -200,6 +200,14 @@ impl Cluster {
         Agent::spawn(&self.agent, i, &node.socket)
     }
 
+    /// [`Cluster::agent`] with extra environment variables.
+    pub fn agent_with(&self, i: usize, env: &[(&str, &str)]) -> Result<Agent, Error> {
+        let node = self.node(i).ok_or_else(|| Error::Cluster {
+            detail: format!("no node {i}"),
+        })?;
+        Agent::spawn_with(&self.agent, i, &node.socket, env)
+    }
+
     /// Has a daemon stopped on its own (a crash, a fatal error)?
     pub fn check_alive(&self) -> Result<(), Error> {
         let all = self

@@ -46,6 +46,11 @@ pub enum Error {
     /// The embedded referee or a node failed to start, join or stop.
     #[error("cluster: {detail}")]
     Cluster { detail: String },
+    /// A floor whose tool is missing on this machine: skipped, not failed.
+    #[error("skipped: {what}")]
+    Unavailable { what: String },
+    #[error("cannot draw the plot {path}: {detail}")]
+    Plot { path: String, detail: String },
     #[error("cannot write {path}")]
     Write {
         path: String,

@@ -208,25 +208,52 @@ fn current_thread_runtime() -> Result<tokio::runtime::Runtime, Error> {
 /// Round trips of a call carrying 4 KiB each way over dipc's TCP
 /// transport on 127.0.0.1; `total` samples.
 pub fn tcp_rtt_4k(total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    tcp_rtt(total, pb, 4096, 4096)
+}
+
+/// As [`tcp_rtt_4k`] with 8 bytes each way (the raw RTT of a small message).
+pub fn tcp_rtt_8(total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    tcp_rtt(total, pb, 8, 8)
+}
+
+/// As [`tcp_rtt_4k`] with 1 KiB each way.
+pub fn tcp_rtt_1k(total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    tcp_rtt(total, pb, 1024, 1024)
+}
+
+/// As [`tcp_rtt_4k`] with 8 KiB each way.
+pub fn tcp_rtt_8k(total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    tcp_rtt(total, pb, 8192, 8192)
+}
+
+/// A call of 8 bytes answered with 1 MiB: the transport's bandwidth for
+/// large fetches.
+pub fn tcp_bw_1m(total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    tcp_rtt(total, pb, 8, 1 << 20)
+}
+
+/// Round trips of a call carrying `req` bytes answered with `resp` bytes.
+fn tcp_rtt(total: usize, pb: &ProgressBar, req: usize, resp: usize) -> Result<Vec<u64>, Error> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| Error::io("tcp-rtt-4k: binding 127.0.0.1:0", e))?;
+        .map_err(|e| Error::io("tcp floor: binding 127.0.0.1:0", e))?;
     let addr = listener
         .local_addr()
-        .map_err(|e| Error::io("tcp-rtt-4k: local address", e))?;
+        .map_err(|e| Error::io("tcp floor: local address", e))?;
     listener
         .set_nonblocking(true)
-        .map_err(|e| Error::io("tcp-rtt-4k: non-blocking listener", e))?;
+        .map_err(|e| Error::io("tcp floor: non-blocking listener", e))?;
     let server = std::thread::Builder::new()
         .name("tcp-floor-server".into())
         .spawn(move || -> Result<(), Error> {
-            current_thread_runtime()?.block_on(echo_server(listener))
+            current_thread_runtime()?.block_on(echo_server(listener, resp))
         })
-        .map_err(|e| Error::io("tcp-rtt-4k: starting the server thread", e))?;
-    let client = current_thread_runtime()?.block_on(client_loop(&addr.to_string(), total, pb));
+        .map_err(|e| Error::io("tcp floor: starting the server thread", e))?;
+    let client =
+        current_thread_runtime()?.block_on(client_loop(&addr.to_string(), total, pb, req, resp));
     // The client closed its connection (or failed), so the server's loop
     // ends; its accept and handshake are bounded by TCP_TIMEOUT.
     let server = server.join().map_err(|_| Error::Cluster {
-        detail: "tcp-rtt-4k: the server thread panicked".into(),
+        detail: "tcp floor: the server thread panicked".into(),
     })?;
     let samples = client?;
     server?;
@@ -234,21 +261,21 @@ pub fn tcp_rtt_4k(total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
 }
 
 /// Accept one connection and answer each call with 4 KiB until it closes.
-async fn echo_server(listener: std::net::TcpListener) -> Result<(), Error> {
+async fn echo_server(listener: std::net::TcpListener, resp: usize) -> Result<(), Error> {
     let listener = tokio::net::TcpListener::from_std(listener)
-        .map_err(|e| Error::io("tcp-rtt-4k: registering the listener", e))?;
+        .map_err(|e| Error::io("tcp floor: registering the listener", e))?;
     let (stream, _) = tokio::time::timeout(TCP_TIMEOUT, listener.accept())
         .await
         .map_err(|_| Error::Timeout {
-            what: "tcp-rtt-4k: accepting the client".into(),
+            what: "tcp floor: accepting the client".into(),
             after: TCP_TIMEOUT,
         })?
-        .map_err(|e| Error::io("tcp-rtt-4k: accept", e))?;
+        .map_err(|e| Error::io("tcp floor: accept", e))?;
     let (conn, _) = Conn::accept(stream, &floor_auth("floor-server"), TCP_TIMEOUT)
         .await
-        .map_err(|e| Error::tcp("tcp-rtt-4k: server handshake", e))?;
+        .map_err(|e| Error::tcp("tcp floor: server handshake", e))?;
     let (_handle, mut incoming) = rpc::<u64, u64, ()>(conn, TCP_TIMEOUT);
-    let answer = Bytes::from(vec![0xA5u8; 4096]);
+    let answer = Bytes::from(vec![0xA5u8; resp]);
     while let Some(msg) = incoming.recv().await {
         if let dipc_transport_tcp::Incoming::Call { req, reply, .. } = msg {
             reply.send(&req, answer.clone());
@@ -257,22 +284,28 @@ async fn echo_server(listener: std::net::TcpListener) -> Result<(), Error> {
     Ok(())
 }
 
-async fn client_loop(addr: &str, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+async fn client_loop(
+    addr: &str,
+    total: usize,
+    pb: &ProgressBar,
+    req: usize,
+    resp: usize,
+) -> Result<Vec<u64>, Error> {
     let (conn, _) = Conn::connect(addr, &floor_auth("floor-client"), Role::Node, TCP_TIMEOUT)
         .await
-        .map_err(|e| Error::tcp("tcp-rtt-4k: client handshake", e))?;
+        .map_err(|e| Error::tcp("tcp floor: client handshake", e))?;
     let (handle, _incoming) = rpc::<u64, u64, ()>(conn, TCP_TIMEOUT);
-    let request = Bytes::from(vec![0x5Au8; 4096]);
+    let request = Bytes::from(vec![0x5Au8; req]);
     let mut out = Vec::with_capacity(total);
     for i in 0..total as u64 {
         let t = Instant::now();
         let r = handle.call_payload(&i, request.clone(), TCP_TIMEOUT).await;
         let dt = t.elapsed();
-        let (id, payload) = r.map_err(|e| Error::tcp(format!("tcp-rtt-4k: call {i}"), e))?;
-        if id != i || payload.len() != 4096 || payload.first() != Some(&0xA5) {
+        let (id, payload) = r.map_err(|e| Error::tcp(format!("tcp floor: call {i}"), e))?;
+        if id != i || payload.len() != resp || payload.first() != Some(&0xA5) {
             return Err(Error::WrongData {
                 detail: format!(
-                    "tcp-rtt-4k: call {i} answered {id} with {} bytes",
+                    "tcp floor: call {i} answered {id} with {} bytes",
                     payload.len()
                 ),
             });

@@ -41,19 +41,24 @@ pub mod agent;
 pub mod cluster;
 mod error;
 pub mod floors;
+pub mod ipc;
+pub mod ipcops;
 pub mod logs;
 pub mod machine;
+pub mod plot;
+pub mod redis;
 pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod shm;
+pub mod shm2;
 pub mod stats;
 pub mod sys;
 
 pub use error::Error;
 pub use report::Report;
 pub use run::{Options, run};
-pub use scenario::{Kind, Profile, SCENARIOS, Scenario};
+pub use scenario::{Kind, Profile, Rate, SCENARIOS, Scenario};
 
 /// libsysv's C ABI (`shmget`, `shmat`, `shmdt`, `shmctl`).
 use sysv as sysv_abi;

@@ -12,11 +12,14 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::machine::Machine;
-use crate::scenario::{Kind, Profile, Scenario};
+use crate::scenario::{Kind, Profile, Rate, Scenario};
 use crate::stats::{Summary, human};
 
 /// The goal for remote-read: p50 at most this many times its floor.
 pub const REMOTE_READ_GOAL: f64 = 1.3;
+/// The goal for a message round trip: p50 at most this many times the raw
+/// round trip of dipc's transport carrying the same bytes.
+pub const MSG_RTT_GOAL: f64 = 1.2;
 
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize)]
@@ -28,8 +31,8 @@ pub struct Report {
     pub started_unix: u64,
     pub machine: Machine,
     pub results: Vec<ScenarioResult>,
-    /// The remote-read target, when both it and its floors were measured.
-    pub target: Option<Target>,
+    /// The targets whose scenarios and floors were measured.
+    pub targets: Vec<Target>,
 }
 
 /// One scenario's outcome.
@@ -44,6 +47,29 @@ pub struct ScenarioResult {
     /// This scenario against its floors, when it has floors and all were
     /// measured.
     pub vs_floor: Option<VsFloor>,
+    /// Bandwidth or throughput derived from the mean, for rows that have
+    /// one.
+    pub rate: Option<RateValue>,
+    /// Ratios to the further references (a peer, the kernel), those that
+    /// were measured.
+    pub vs_also: Vec<VsRef>,
+}
+
+/// A rate derived from a summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct RateValue {
+    pub value: f64,
+    /// `MB/s` (10^6 bytes) or `ops/s`.
+    pub unit: &'static str,
+}
+
+/// This scenario against one reference: by rate when both have one
+/// (this / reference: below 1 is slower), else by p50 (above 1 is slower).
+#[derive(Debug, Clone, Serialize)]
+pub struct VsRef {
+    pub name: &'static str,
+    pub basis: &'static str,
+    pub ratio: f64,
 }
 
 /// Measured or failed.
@@ -57,6 +83,10 @@ pub enum Outcome {
         error: String,
         /// The last lines of the embedded daemons' log.
         log_tail: Vec<String>,
+    },
+    /// Not measured because a tool it needs is missing (never a number).
+    Skipped {
+        reason: String,
     },
 }
 
@@ -78,10 +108,12 @@ pub struct VsFloor {
     pub ratio_p99: f64,
 }
 
-/// remote-read's p50 against the goal.
+/// A scenario's p50 against a goal: `ratio_p50` of `scenario` to
+/// `against` at most `goal`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {
     pub scenario: &'static str,
+    pub against: String,
     pub ratio_p50: f64,
     pub goal: f64,
     pub met: bool,
@@ -92,8 +124,36 @@ impl ScenarioResult {
     pub fn summary(&self) -> Option<&Summary> {
         match &self.outcome {
             Outcome::Measured { summary } => Some(summary),
-            Outcome::Failed { .. } => None,
+            Outcome::Failed { .. } | Outcome::Skipped { .. } => None,
         }
+    }
+}
+
+impl Outcome {
+    /// The summary, when measured.
+    pub fn summary(&self) -> Option<&Summary> {
+        match self {
+            Outcome::Measured { summary } => Some(summary),
+            Outcome::Failed { .. } | Outcome::Skipped { .. } => None,
+        }
+    }
+}
+
+/// The rate of `summary` for a row of kind `rate`.
+pub fn rate_of(rate: Rate, summary: &Summary) -> Option<RateValue> {
+    if summary.mean_ns <= 0.0 {
+        return None;
+    }
+    match rate {
+        Rate::None => None,
+        Rate::Bytes(b) => Some(RateValue {
+            value: b as f64 / summary.mean_ns * 1e3,
+            unit: "MB/s",
+        }),
+        Rate::Ops(k) => Some(RateValue {
+            value: f64::from(k) / summary.mean_ns * 1e9,
+            unit: "ops/s",
+        }),
     }
 }
 
@@ -114,21 +174,27 @@ impl Report {
         machine: Machine,
         outcomes: Vec<(&'static Scenario, Outcome)>,
     ) -> Report {
-        let summaries: Vec<(&str, Option<Summary>)> = outcomes
+        let summaries: Vec<(&str, Option<Summary>, Rate)> = outcomes
             .iter()
             .map(|(s, o)| {
                 let sum = match o {
                     Outcome::Measured { summary } => Some(summary.clone()),
-                    Outcome::Failed { .. } => None,
+                    Outcome::Failed { .. } | Outcome::Skipped { .. } => None,
                 };
-                (s.name, sum)
+                (s.name, sum, s.rate)
             })
             .collect();
         let find = |name: &str| {
             summaries
                 .iter()
-                .find(|(n, _)| *n == name)
-                .and_then(|(_, s)| s.clone())
+                .find(|(n, _, _)| *n == name)
+                .and_then(|(_, s, _)| s.clone())
+        };
+        let find_rate = |name: &str| {
+            summaries
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .and_then(|(_, s, r)| rate_of(*r, s.as_ref()?))
         };
         let results: Vec<ScenarioResult> = outcomes
             .into_iter()
@@ -160,6 +226,26 @@ impl Report {
                     }
                     _ => None,
                 };
+                let rate = outcome.summary().and_then(|sum| rate_of(s.rate, sum));
+                let vs_also = match outcome.summary() {
+                    Some(sum) => s
+                        .also
+                        .iter()
+                        .filter_map(|&a| match (&rate, find_rate(a)) {
+                            (Some(mine), Some(theirs)) if theirs.value > 0.0 => Some(VsRef {
+                                name: a,
+                                basis: "rate",
+                                ratio: mine.value / theirs.value,
+                            }),
+                            _ => find(a).map(|f| VsRef {
+                                name: a,
+                                basis: "p50",
+                                ratio: ratio(sum.p50_ns, f.p50_ns),
+                            }),
+                        })
+                        .collect(),
+                    None => Vec::new(),
+                };
                 ScenarioResult {
                     name: s.name,
                     label: s.label,
@@ -167,19 +253,12 @@ impl Report {
                     what: s.what,
                     outcome,
                     vs_floor,
+                    rate,
+                    vs_also,
                 }
             })
             .collect();
-        let target = results
-            .iter()
-            .find(|r| r.name == "remote-read")
-            .and_then(|r| r.vs_floor.as_ref())
-            .map(|v| Target {
-                scenario: "remote-read",
-                ratio_p50: v.ratio_p50,
-                goal: REMOTE_READ_GOAL,
-                met: v.ratio_p50 <= REMOTE_READ_GOAL,
-            });
+        let targets = targets(&results);
         Report {
             tool: "dipc bench",
             version: env!("CARGO_PKG_VERSION"),
@@ -187,13 +266,27 @@ impl Report {
             started_unix,
             machine,
             results,
-            target,
+            targets,
         }
     }
 
     /// Did every scenario measure?
     pub fn all_measured(&self) -> bool {
         self.results.iter().all(|r| r.summary().is_some())
+    }
+
+    /// The scenarios that failed (skipped ones are not failures).
+    pub fn failed(&self) -> Vec<&'static str> {
+        self.results
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
+            .map(|r| r.name)
+            .collect()
+    }
+
+    /// The result called `name`.
+    pub fn result(&self, name: &str) -> Option<&ScenarioResult> {
+        self.results.iter().find(|r| r.name == name)
     }
 
     /// The report as pretty JSON.
@@ -215,21 +308,25 @@ impl Report {
         );
         let _ = writeln!(
             t,
-            "{:<20} {:>8} {:>9} {:>9} {:>9} {:>9}   vs floor (p50, measured in this run)",
-            "scenario", "samples", "p50", "p90", "p99", "max"
+            "{:<24} {:>8} {:>9} {:>9} {:>9} {:>9} {:>13}   vs floor (p50, measured in this run)",
+            "scenario", "samples", "p50", "p90", "p99", "max", "rate"
         );
         for r in &self.results {
             match &r.outcome {
                 Outcome::Measured { summary: s } => {
+                    let rate = r.rate.as_ref().map_or(String::new(), |v| {
+                        format!("{} {}", human_rate(v.value), v.unit)
+                    });
                     let _ = write!(
                         t,
-                        "{:<20} {:>8} {:>9} {:>9} {:>9} {:>9}",
+                        "{:<24} {:>8} {:>9} {:>9} {:>9} {:>9} {:>13}",
                         r.label,
                         s.samples,
                         human(s.p50_ns as f64),
                         human(s.p90_ns as f64),
                         human(s.p99_ns as f64),
                         human(s.max_ns as f64),
+                        rate,
                     );
                     if let Some(v) = &r.vs_floor {
                         let parts: Vec<String> = v
@@ -241,19 +338,30 @@ impl Report {
                     } else if crate::scenario::find(r.name).is_some_and(|s| !s.floor.is_empty()) {
                         let _ = write!(t, "   (floor not measured)");
                     }
+                    for a in &r.vs_also {
+                        let _ = match a.basis {
+                            "rate" => write!(t, "; {:.2}x {}'s rate", a.ratio, a.name),
+                            _ => write!(t, "; {:.2}x {}", a.ratio, a.name),
+                        };
+                    }
                     t.push('\n');
                 }
                 Outcome::Failed { error, .. } => {
                     let first = error.lines().next().unwrap_or("");
-                    let _ = writeln!(t, "{:<20} FAILED: {first}", r.label);
+                    let _ = writeln!(t, "{:<24} FAILED: {first}", r.label);
+                }
+                Outcome::Skipped { reason } => {
+                    let _ = writeln!(t, "{:<24} SKIPPED: {reason}", r.label);
                 }
             }
         }
-        if let Some(g) = &self.target {
+        for g in &self.targets {
             let _ = writeln!(
                 t,
-                "target: remote read p50 = {:.2}x (uffd-local + tcp-rtt-4k) p50, goal <= {:.2}x: {}",
+                "target: {} p50 = {:.2}x {} p50, goal <= {:.2}x: {}",
+                g.scenario,
                 g.ratio_p50,
+                g.against,
                 g.goal,
                 if g.met { "met" } else { "NOT met" }
             );
@@ -271,6 +379,56 @@ impl Report {
         }
         t
     }
+}
+
+/// A rate as a short string: `812`, `12.3k`, `1.20M`.
+pub fn human_rate(v: f64) -> String {
+    if v < 1e3 {
+        format!("{v:.0}")
+    } else if v < 1e6 {
+        format!("{:.1}k", v / 1e3)
+    } else {
+        format!("{:.2}M", v / 1e6)
+    }
+}
+
+/// The goals: remote read p50 <= 1.3x its floor; a message round trip
+/// p50 <= 1.2x the raw round trip of the same size and below Redis's.
+fn targets(results: &[ScenarioResult]) -> Vec<Target> {
+    let mut out = Vec::new();
+    for r in results {
+        let Some(v) = &r.vs_floor else { continue };
+        let floor = v
+            .parts
+            .iter()
+            .map(|p| p.name)
+            .collect::<Vec<_>>()
+            .join(" + ");
+        let goal = match r.name {
+            "remote-read" => REMOTE_READ_GOAL,
+            n if n.starts_with("msg-rtt-") => MSG_RTT_GOAL,
+            _ => continue,
+        };
+        out.push(Target {
+            scenario: r.name,
+            against: format!("({floor})"),
+            ratio_p50: v.ratio_p50,
+            goal,
+            met: v.ratio_p50 <= goal,
+        });
+        if r.name.starts_with("msg-rtt-")
+            && let Some(redis) = r.vs_also.iter().find(|a| a.name.starts_with("redis-"))
+        {
+            out.push(Target {
+                scenario: r.name,
+                against: redis.name.to_string(),
+                ratio_p50: redis.ratio,
+                goal: 1.0,
+                met: redis.ratio < 1.0,
+            });
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -338,14 +496,20 @@ mod tests {
             .find(|x| x.name == "uffd-local")
             .expect("uffd");
         assert!((uffd.vs_floor.as_ref().expect("floor").ratio_p50 - 10.0).abs() < 1e-9);
-        let g = r.target.as_ref().expect("target");
+        let g = r.targets.first().expect("target");
+        assert_eq!(g.scenario, "remote-read");
         assert!(g.met);
         let table = r.table();
         assert!(
             table.contains("1.10x floor (uffd-local 10.0 us + tcp-rtt-4k 30.0 us)"),
             "{table}"
         );
-        assert!(table.contains("goal <= 1.30x: met"), "{table}");
+        assert!(
+            table.contains(
+                "target: remote-read p50 = 1.10x (uffd-local + tcp-rtt-4k) p50, goal <= 1.30x: met"
+            ),
+            "{table}"
+        );
         assert!(r.all_measured());
     }
 
@@ -374,7 +538,8 @@ mod tests {
             .find(|x| x.name == "remote-read")
             .expect("rr");
         assert!(rr.vs_floor.is_none());
-        assert!(r.target.is_none());
+        assert!(r.targets.is_empty());
+        assert_eq!(r.failed(), ["tcp-rtt-4k"]);
         let table = r.table();
         let row = table
             .lines()

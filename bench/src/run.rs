@@ -22,7 +22,7 @@ use crate::report::{Outcome, Report};
 use crate::scenario::{self, Measure, Profile, Scenario};
 use crate::stats::{summarize, warmup_for};
 
-/// Nodes of the embedded cluster.
+/// Nodes of the embedded cluster when no selected scenario asks for more.
 pub const NODES: usize = 2;
 /// Default of [`Options::slices`].
 pub const DEFAULT_SLICES: usize = 4;
@@ -97,6 +97,8 @@ struct Plan {
     raw: Vec<u64>,
     warmup: usize,
     error: Option<String>,
+    /// Set with `error` when the scenario was skipped rather than failed.
+    skipped: bool,
 }
 
 impl Plan {
@@ -110,6 +112,7 @@ impl Plan {
             raw: Vec::with_capacity(samples),
             warmup: 0,
             error: None,
+            skipped: false,
         }
     }
 
@@ -151,6 +154,13 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         .iter()
         .map(|p| (0..slices).map(|i| p.slice_total(i)).sum::<usize>())
         .sum();
+    let nodes = plans
+        .iter()
+        .filter(|p| p.scenario.kind == scenario::Kind::Dipc)
+        .map(|p| p.scenario.nodes)
+        .max()
+        .unwrap_or(NODES)
+        .max(NODES);
     let pb = progress_bar(opts, total);
     let mut cluster: Option<Result<Cluster, String>> = None;
     for slice in 0..slices {
@@ -162,15 +172,19 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
             let s = plan.scenario;
             pb.set_prefix(s.name);
             let raw = match s.measure {
-                Measure::Floor(measure) => measure(n, &pb).map_err(|e| chain(&e)),
+                Measure::Floor(measure) => measure(n, &pb).map_err(|e| failure(&e)),
+                Measure::Procs(measure) => match &opts.agent {
+                    Some(agent) => measure(agent, n, &pb).map_err(|e| failure(&e)),
+                    None => Err((false, NO_AGENT.to_string())),
+                },
                 Measure::Dipc(measure) => {
-                    match cluster.get_or_insert_with(|| start_cluster(opts)) {
+                    match cluster.get_or_insert_with(|| start_cluster(opts, nodes)) {
                         // A daemon that died explains a failure best.
                         Ok(c) => measure(c, n, &pb).map_err(|e| match c.check_alive() {
-                            Err(dead) => format!("{} ({})", chain(&e), chain(&dead)),
-                            Ok(()) => chain(&e),
+                            Err(dead) => (false, format!("{} ({})", chain(&e), chain(&dead))),
+                            Ok(()) => (false, chain(&e)),
                         }),
-                        Err(e) => Err(e.clone()),
+                        Err(e) => Err((false, e.clone())),
                     }
                 }
             };
@@ -180,7 +194,10 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
                     plan.warmup += w;
                     plan.raw.extend(raw.into_iter().skip(w));
                 }
-                Err(e) => plan.error = Some(e),
+                Err((skipped, e)) => {
+                    plan.error = Some(e);
+                    plan.skipped = skipped;
+                }
             }
         }
     }
@@ -193,6 +210,10 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
     let outcomes = plans
         .into_iter()
         .map(|p| {
+            if p.skipped {
+                let reason = p.error.unwrap_or_default();
+                return (p.scenario, Outcome::Skipped { reason });
+            }
             let summary = match p.error {
                 Some(e) => Err(e),
                 None => summarize(&p.raw, 0).map_err(|e| chain(&e)),
@@ -216,12 +237,20 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
     Ok(Report::new(opts.profile, started, machine, outcomes))
 }
 
-fn start_cluster(opts: &Options) -> Result<Cluster, String> {
-    let agent = opts.agent.clone().ok_or_else(|| {
-        "no agent command: the dipc scenarios need agent processes (run them from the dipc binary)"
-            .to_string()
-    })?;
-    Cluster::start(NODES, agent)
+const NO_AGENT: &str =
+    "no agent command: this scenario needs agent processes (run it from the dipc binary)";
+
+/// A scenario's error: `(skipped, reason)`.
+fn failure(e: &Error) -> (bool, String) {
+    match e {
+        Error::Unavailable { what } => (true, what.clone()),
+        other => (false, chain(other)),
+    }
+}
+
+fn start_cluster(opts: &Options, nodes: usize) -> Result<Cluster, String> {
+    let agent = opts.agent.clone().ok_or_else(|| NO_AGENT.to_string())?;
+    Cluster::start(nodes, agent)
         .map_err(|e| format!("starting the embedded cluster: {}", chain(&e)))
 }
 

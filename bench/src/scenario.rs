@@ -10,6 +10,7 @@
 use indicatif::ProgressBar;
 use serde::Serialize;
 
+use crate::agent::AgentCommand;
 use crate::cluster::Cluster;
 use crate::{Error, floors, shm};
 
@@ -17,9 +18,9 @@ use crate::{Error, floors, shm};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
-    /// A part of dipc's cost measured alone, in this process.
+    /// A part of dipc's cost, or a peer's, measured without dipc.
     Floor,
-    /// dipc itself: a referee, two nodes and agent processes.
+    /// dipc itself: a referee, nodes and agent processes.
     Dipc,
 }
 
@@ -35,13 +36,27 @@ pub enum Profile {
     Full,
 }
 
+/// What a scenario's samples add up to besides latency: a sample moves
+/// `Bytes(n)` bytes (a bandwidth), or stands for `Ops(k)` operations
+/// running at once (k agents, each sample one operation of one of them: a
+/// throughput of k / mean).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rate {
+    None,
+    Bytes(u64),
+    Ops(u32),
+}
+
 /// How a scenario measures: raw samples in ns, in the order taken
 /// (warm-up included; `total` of them).
 #[derive(Clone, Copy)]
 pub enum Measure {
     /// Needs nothing but this process.
     Floor(fn(total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error>),
-    /// Needs the embedded cluster (referee, two nodes) and its agents.
+    /// Needs local agent processes (no daemon): kernel floors.
+    Procs(fn(agent: &AgentCommand, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error>),
+    /// Needs the embedded cluster (referee, nodes) and its agents.
     Dipc(fn(cluster: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error>),
 }
 
@@ -49,6 +64,7 @@ impl std::fmt::Debug for Measure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Measure::Floor(_) => "Measure::Floor",
+            Measure::Procs(_) => "Measure::Procs",
             Measure::Dipc(_) => "Measure::Dipc",
         })
     }
@@ -66,6 +82,12 @@ pub struct Scenario {
     pub what: &'static str,
     /// Scenarios whose p50s (and p99s) add up to this one's floor.
     pub floor: &'static [&'static str],
+    /// Further references shown as ratios (a peer such as Redis, the
+    /// kernel's own path); brought along like floors.
+    pub also: &'static [&'static str],
+    /// Nodes the embedded cluster needs for this scenario.
+    pub nodes: usize,
+    pub rate: Rate,
     /// Counted samples (after warm-up) for demo, quick and full runs.
     pub samples: [usize; 3],
     pub measure: Measure,
@@ -80,65 +102,479 @@ impl Scenario {
             Profile::Full => self.samples[2],
         }
     }
+
+    /// Everything this row is compared with.
+    pub fn references(&self) -> impl Iterator<Item = &'static str> {
+        self.floor.iter().chain(self.also.iter()).copied()
+    }
 }
+
+/// A floor measured in this process.
+const fn fl(
+    name: &'static str,
+    label: &'static str,
+    what: &'static str,
+    floor: &'static [&'static str],
+    samples: [usize; 3],
+    m: fn(usize, &ProgressBar) -> Result<Vec<u64>, Error>,
+) -> Scenario {
+    Scenario {
+        name,
+        label,
+        kind: Kind::Floor,
+        what,
+        floor,
+        also: &[],
+        nodes: 0,
+        rate: Rate::None,
+        samples,
+        measure: Measure::Floor(m),
+    }
+}
+
+/// A kernel floor measured with local agent processes.
+const fn kp(
+    name: &'static str,
+    label: &'static str,
+    what: &'static str,
+    samples: [usize; 3],
+    m: fn(&AgentCommand, usize, &ProgressBar) -> Result<Vec<u64>, Error>,
+) -> Scenario {
+    Scenario {
+        name,
+        label,
+        kind: Kind::Floor,
+        what,
+        floor: &[],
+        also: &[],
+        nodes: 0,
+        rate: Rate::None,
+        samples,
+        measure: Measure::Procs(m),
+    }
+}
+
+/// A dipc row on `nodes` nodes.
+const fn dp(
+    name: &'static str,
+    label: &'static str,
+    what: &'static str,
+    floor: &'static [&'static str],
+    nodes: usize,
+    samples: [usize; 3],
+    m: fn(&Cluster, usize, &ProgressBar) -> Result<Vec<u64>, Error>,
+) -> Scenario {
+    Scenario {
+        name,
+        label,
+        kind: Kind::Dipc,
+        what,
+        floor,
+        also: &[],
+        nodes,
+        rate: Rate::None,
+        samples,
+        measure: Measure::Dipc(m),
+    }
+}
+
+impl Scenario {
+    const fn rate(mut self, rate: Rate) -> Scenario {
+        self.rate = rate;
+        self
+    }
+
+    const fn also(mut self, also: &'static [&'static str]) -> Scenario {
+        self.also = also;
+        self
+    }
+}
+
+const FAULT_FLOOR: &[&str] = &["uffd-local", "tcp-rtt-4k"];
+const SCAN: [usize; 3] = [2_048, 8_192, 65_536];
+const RAND: [usize; 3] = [1_024, 4_096, 16_384];
+const MSG: [usize; 3] = [1_000, 2_000, 10_000];
+const SEM: [usize; 3] = [1_000, 2_000, 10_000];
+const KFLOOR: [usize; 3] = [5_000, 10_000, 50_000];
 
 /// Every scenario, floors first (they are measured first, and a dipc row
 /// needs its floors' numbers).
 pub const SCENARIOS: &[Scenario] = &[
-    Scenario {
-        name: "anon-fault",
-        label: "anonymous fault",
-        kind: Kind::Floor,
-        what: "first write to a page of fresh anonymous memory",
-        floor: &[],
-        samples: [20_000, 50_000, 200_000],
-        measure: Measure::Floor(floors::anon_fault),
-    },
-    Scenario {
-        name: "uffd-local",
-        label: "uffd fault, local",
-        kind: Kind::Floor,
-        what: "first read of a memfd page served by a userfaultfd thread (poll, fill, UFFDIO_CONTINUE)",
-        floor: &["anon-fault"],
-        samples: [10_000, 20_000, 50_000],
-        measure: Measure::Floor(floors::uffd_local),
-    },
-    Scenario {
-        name: "tcp-rtt-4k",
-        label: "tcp round trip 4k",
-        kind: Kind::Floor,
-        what: "call with 4 KiB each way over dipc's TCP transport on 127.0.0.1",
-        floor: &[],
-        samples: [10_000, 20_000, 50_000],
-        measure: Measure::Floor(floors::tcp_rtt_4k),
-    },
-    Scenario {
-        name: "remote-read",
-        label: "remote read fault",
-        kind: Kind::Dipc,
-        what: "first read of a page whose only copy is on the other node",
-        floor: &["uffd-local", "tcp-rtt-4k"],
-        samples: [5_000, 10_000, 40_000],
-        measure: Measure::Dipc(shm::remote_read),
-    },
-    Scenario {
-        name: "write-inval-1",
-        label: "write, invalidate 1",
-        kind: Kind::Dipc,
-        what: "write to a page both nodes hold shared (upgrade, one copy invalidated)",
-        floor: &["uffd-local", "tcp-rtt-4k"],
-        samples: [3_000, 5_000, 20_000],
-        measure: Measure::Dipc(shm::write_inval_1),
-    },
-    Scenario {
-        name: "pingpong",
-        label: "ownership handoff",
-        kind: Kind::Dipc,
-        what: "write to a page the other node's agent wrote last (ownership moves each time)",
-        floor: &["uffd-local", "tcp-rtt-4k"],
-        samples: [2_000, 3_000, 10_000],
-        measure: Measure::Dipc(shm::pingpong),
-    },
+    fl(
+        "anon-fault",
+        "anonymous fault",
+        "first write to a page of fresh anonymous memory",
+        &[],
+        [20_000, 50_000, 200_000],
+        floors::anon_fault,
+    ),
+    fl(
+        "uffd-local",
+        "uffd fault, local",
+        "first read of a memfd page served by a userfaultfd thread (poll, fill, UFFDIO_CONTINUE)",
+        &["anon-fault"],
+        [10_000, 20_000, 50_000],
+        floors::uffd_local,
+    ),
+    fl(
+        "tcp-rtt-4k",
+        "tcp round trip 4k",
+        "call with 4 KiB each way over dipc's TCP transport on 127.0.0.1",
+        &[],
+        [10_000, 20_000, 50_000],
+        floors::tcp_rtt_4k,
+    ),
+    fl(
+        "tcp-rtt-8",
+        "tcp round trip 8 B",
+        "call with 8 bytes each way over dipc's TCP transport",
+        &[],
+        [2_000, 10_000, 50_000],
+        floors::tcp_rtt_8,
+    ),
+    fl(
+        "tcp-rtt-1k",
+        "tcp round trip 1k",
+        "call with 1 KiB each way over dipc's TCP transport",
+        &[],
+        [2_000, 10_000, 50_000],
+        floors::tcp_rtt_1k,
+    ),
+    fl(
+        "tcp-rtt-8k",
+        "tcp round trip 8k",
+        "call with 8 KiB each way over dipc's TCP transport",
+        &[],
+        [2_000, 10_000, 50_000],
+        floors::tcp_rtt_8k,
+    ),
+    fl(
+        "tcp-bw-1m",
+        "tcp 1 MiB fetch",
+        "call answered with 1 MiB over dipc's TCP transport (bandwidth)",
+        &[],
+        [100, 300, 2_000],
+        floors::tcp_bw_1m,
+    )
+    .rate(Rate::Bytes(1 << 20)),
+    kp(
+        "kmsg-rtt-8",
+        "kernel msg rtt 8 B",
+        "kernel msgsnd+msgrcv round trip between two local processes, 8 bytes",
+        KFLOOR,
+        crate::ipc::kmsg_rtt_8,
+    ),
+    kp(
+        "kmsg-rtt-1k",
+        "kernel msg rtt 1k",
+        "as kmsg-rtt-8 with 1 KiB messages",
+        KFLOOR,
+        crate::ipc::kmsg_rtt_1k,
+    ),
+    kp(
+        "kmsg-rtt-8k",
+        "kernel msg rtt 8k",
+        "as kmsg-rtt-8 with 8 KiB messages (MSGMAX)",
+        KFLOOR,
+        crate::ipc::kmsg_rtt_8k,
+    ),
+    kp(
+        "kmsg-tput-8",
+        "kernel msg stream 8 B",
+        "one kernel msgsnd of 8 bytes while a local process drains the queue",
+        KFLOOR,
+        crate::ipc::kmsg_tput_8,
+    )
+    .rate(Rate::Ops(1)),
+    kp(
+        "ksemop",
+        "kernel semop",
+        "one uncontended kernel semop (+1 or -1) in one process",
+        KFLOOR,
+        crate::ipc::ksemop,
+    ),
+    kp(
+        "klock-3",
+        "kernel sem lock, 3",
+        "lock+unlock of a kernel semaphore by 3 local processes at once",
+        KFLOOR,
+        crate::ipc::klock_3,
+    ),
+    kp(
+        "kbarrier-2",
+        "kernel barrier, 2",
+        "one round of a 2-process barrier on kernel semaphores",
+        KFLOOR,
+        crate::ipc::kbarrier_2,
+    ),
+    fl(
+        "redis-rtt-8",
+        "redis rtt 8 B",
+        "RPUSH+BLPOP round trip through a local redis-server (echo client on another connection), 8 bytes",
+        &[],
+        MSG,
+        crate::redis::rtt_8,
+    ),
+    fl(
+        "redis-rtt-1k",
+        "redis rtt 1k",
+        "as redis-rtt-8 with 1 KiB values",
+        &[],
+        MSG,
+        crate::redis::rtt_1k,
+    ),
+    fl(
+        "redis-rtt-8k",
+        "redis rtt 8k",
+        "as redis-rtt-8 with 8 KiB values",
+        &[],
+        MSG,
+        crate::redis::rtt_8k,
+    ),
+    dp(
+        "remote-read",
+        "remote read fault",
+        "first read of a page whose only copy is on the other node",
+        FAULT_FLOOR,
+        2,
+        [5_000, 10_000, 40_000],
+        shm::remote_read,
+    ),
+    dp(
+        "remote-read-m3",
+        "remote read, 3rd node",
+        "read fault on node 2 of a page held Modified by node 3 (home node 1)",
+        FAULT_FLOOR,
+        3,
+        [2_000, 5_000, 20_000],
+        crate::shm2::remote_read_m3,
+    ),
+    dp(
+        "write-inval-1",
+        "write, invalidate 1",
+        "write to a page both nodes hold shared (upgrade, one copy invalidated)",
+        FAULT_FLOOR,
+        2,
+        [3_000, 5_000, 20_000],
+        shm::write_inval_1,
+    ),
+    dp(
+        "write-inval-2",
+        "write, invalidate 2",
+        "write to a page 2 other nodes hold shared",
+        FAULT_FLOOR,
+        3,
+        [1_000, 3_000, 10_000],
+        crate::shm2::write_inval_2,
+    ),
+    dp(
+        "write-inval-4",
+        "write, invalidate 4",
+        "write to a page 4 other nodes hold shared",
+        FAULT_FLOOR,
+        5,
+        [1_000, 2_000, 10_000],
+        crate::shm2::write_inval_4,
+    ),
+    dp(
+        "pingpong",
+        "ownership handoff",
+        "write to a page the other node's agent wrote last (ownership moves each time)",
+        FAULT_FLOOR,
+        2,
+        [2_000, 3_000, 10_000],
+        shm::pingpong,
+    ),
+    dp(
+        "scan-seq",
+        "scan 256M seq, 4k unit",
+        "sequential read of each 4 KiB page of a remote 256 MiB segment (4 KiB coherence unit)",
+        FAULT_FLOOR,
+        2,
+        SCAN,
+        crate::shm2::scan_seq,
+    )
+    .rate(Rate::Bytes(4096))
+    .also(&["tcp-bw-1m"]),
+    dp(
+        "scan-rand",
+        "scan 256M rand, 4k unit",
+        "read of a random 4 KiB page of a remote 256 MiB segment (4 KiB unit)",
+        FAULT_FLOOR,
+        2,
+        RAND,
+        crate::shm2::scan_rand,
+    )
+    .rate(Rate::Bytes(4096))
+    .also(&["tcp-bw-1m"]),
+    dp(
+        "scan-seq-64k",
+        "scan 256M seq, 64k unit",
+        "as scan-seq, segment created with DIPC_PAGE_SIZE=65536",
+        FAULT_FLOOR,
+        2,
+        SCAN,
+        crate::shm2::scan_seq_64k,
+    )
+    .rate(Rate::Bytes(4096))
+    .also(&["tcp-bw-1m"]),
+    dp(
+        "scan-rand-64k",
+        "scan 256M rand, 64k unit",
+        "as scan-rand, segment created with DIPC_PAGE_SIZE=65536",
+        FAULT_FLOOR,
+        2,
+        RAND,
+        crate::shm2::scan_rand_64k,
+    )
+    .rate(Rate::Bytes(4096))
+    .also(&["tcp-bw-1m"]),
+    dp(
+        "msg-rtt-8",
+        "msg rtt 8 B",
+        "msgsnd+msgrcv round trip from node 2 to a queue homed on node 1, echoed there, 8 bytes",
+        &["tcp-rtt-8"],
+        2,
+        MSG,
+        crate::ipc::msg_rtt_8,
+    )
+    .also(&["kmsg-rtt-8", "redis-rtt-8"]),
+    dp(
+        "msg-rtt-1k",
+        "msg rtt 1k",
+        "as msg-rtt-8 with 1 KiB messages",
+        &["tcp-rtt-1k"],
+        2,
+        MSG,
+        crate::ipc::msg_rtt_1k,
+    )
+    .also(&["kmsg-rtt-1k", "redis-rtt-1k"]),
+    dp(
+        "msg-rtt-8k",
+        "msg rtt 8k",
+        "as msg-rtt-8 with 8 KiB messages (MSGMAX)",
+        &["tcp-rtt-8k"],
+        2,
+        MSG,
+        crate::ipc::msg_rtt_8k,
+    )
+    .also(&["kmsg-rtt-8k", "redis-rtt-8k"]),
+    dp(
+        "msg-tput-8",
+        "msg stream 8 B",
+        "one msgsnd of 8 bytes from node 2 to a queue on node 1 while node 1 drains it",
+        &["kmsg-tput-8"],
+        2,
+        MSG,
+        crate::ipc::msg_tput_8,
+    )
+    .rate(Rate::Ops(1)),
+    dp(
+        "semop",
+        "semop, remote",
+        "one uncontended semop (+1 or -1) from node 2 on a set homed on node 1",
+        &["tcp-rtt-8"],
+        2,
+        SEM,
+        crate::ipc::semop,
+    )
+    .also(&["ksemop"]),
+    dp(
+        "sem-lock-3",
+        "sem lock, 3 nodes",
+        "lock+unlock of a semaphore homed on node 1 by agents on nodes 1, 2, 3 at once",
+        &["klock-3"],
+        3,
+        SEM,
+        crate::ipc::sem_lock_3,
+    ),
+    dp(
+        "barrier-2",
+        "barrier, 2 nodes",
+        "one round of a semaphore barrier between agents on 2 nodes",
+        &["kbarrier-2"],
+        2,
+        SEM,
+        crate::ipc::barrier_2,
+    )
+    .also(&["tcp-rtt-8"]),
+    dp(
+        "barrier-3",
+        "barrier, 3 nodes",
+        "as barrier-2 with 3 nodes",
+        &["kbarrier-2"],
+        3,
+        SEM,
+        crate::ipc::barrier_3,
+    )
+    .also(&["tcp-rtt-8"]),
+    dp(
+        "barrier-5",
+        "barrier, 5 nodes",
+        "as barrier-2 with 5 nodes",
+        &["kbarrier-2"],
+        5,
+        SEM,
+        crate::ipc::barrier_5,
+    )
+    .also(&["tcp-rtt-8"]),
+    dp(
+        "hot-read-1",
+        "hot page, 1 reader",
+        "read fault of one hot page (rewritten by node 1 each round) by 1 node",
+        FAULT_FLOOR,
+        2,
+        [500, 1_000, 5_000],
+        crate::shm2::hot_read_1,
+    ),
+    dp(
+        "hot-read-2",
+        "hot page, 2 readers",
+        "as hot-read-1, 2 nodes reading at once",
+        FAULT_FLOOR,
+        3,
+        [500, 1_000, 5_000],
+        crate::shm2::hot_read_2,
+    ),
+    dp(
+        "hot-read-4",
+        "hot page, 4 readers",
+        "as hot-read-1, 4 nodes reading at once",
+        FAULT_FLOOR,
+        5,
+        [500, 1_000, 5_000],
+        crate::shm2::hot_read_4,
+    ),
+    dp(
+        "counter-1",
+        "atomic counter, 1 node",
+        "an atomic increment of a counter in a segment homed on node 1, by an agent on node 2",
+        FAULT_FLOOR,
+        2,
+        [2_000, 10_000, 50_000],
+        crate::shm2::counter_1,
+    )
+    .rate(Rate::Ops(1)),
+    dp(
+        "counter-2",
+        "atomic counter, 2 nodes",
+        "as counter-1 with agents on 2 nodes at once",
+        FAULT_FLOOR,
+        3,
+        [1_000, 2_000, 10_000],
+        crate::shm2::counter_2,
+    )
+    .rate(Rate::Ops(2)),
+    dp(
+        "counter-4",
+        "atomic counter, 4 nodes",
+        "as counter-1 with agents on 4 nodes at once",
+        FAULT_FLOOR,
+        5,
+        [1_000, 2_000, 10_000],
+        crate::shm2::counter_4,
+    )
+    .rate(Rate::Ops(4)),
 ];
 
 /// The scenario called `name`.
@@ -170,7 +606,7 @@ pub fn select(names: &[String]) -> Result<Vec<&'static Scenario>, Error> {
     while let Some(n) = stack.pop() {
         if !wanted.contains(&n) {
             wanted.push(n);
-            stack.extend(find(n).map_or(&[][..], |s| s.floor));
+            stack.extend(find(n).into_iter().flat_map(|s| s.references()));
         }
     }
     Ok(SCENARIOS
@@ -186,11 +622,11 @@ mod tests {
     #[test]
     fn floors_come_first_and_name_existing_scenarios() {
         for (i, s) in SCENARIOS.iter().enumerate() {
-            for f in s.floor {
+            for f in s.references() {
                 let j = SCENARIOS
                     .iter()
-                    .position(|x| x.name == *f)
-                    .unwrap_or_else(|| panic!("{}: unknown floor {f}", s.name));
+                    .position(|x| x.name == f)
+                    .unwrap_or_else(|| panic!("{}: unknown reference {f}", s.name));
                 assert!(j < i, "{}: floor {f} must come before it", s.name);
                 assert_eq!(SCENARIOS[j].kind, Kind::Floor, "{f} is not a floor");
             }

@@ -124,3 +124,179 @@ impl Drop for Attached {
         let _ = self.shmdt();
     }
 }
+
+impl Attached {
+    /// An atomic `fetch_add(1)` on the 8-byte counter at `off` (8-aligned,
+    /// inside the attachment): the counter's previous value, `None` when
+    /// `off` is misaligned or out of bounds.
+    pub fn fetch_add(&self, off: u64) -> Option<u64> {
+        Some(
+            self.counter(off)?
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+        )
+    }
+
+    /// An atomic load of the 8-byte counter at `off`, as [`Attached::fetch_add`].
+    pub fn load(&self, off: u64) -> Option<u64> {
+        Some(self.counter(off)?.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    fn counter(&self, off: u64) -> Option<&std::sync::atomic::AtomicU64> {
+        let off = usize::try_from(off)
+            .ok()
+            .filter(|&o| o % 8 == 0 && o.checked_add(8).is_some_and(|e| e <= self.len))?;
+        let p = (self.addr + off) as *mut u64;
+        // SAFETY: `p` is 8-aligned (the mapping is page aligned, `off` a
+        // multiple of 8) and its 8 bytes lie inside the attachment, mapped
+        // read-write while `self` (and so the returned borrow) lives. Other
+        // processes access the counter only atomically, which `AtomicU64`
+        // permits.
+        Some(unsafe { std::sync::atomic::AtomicU64::from_ptr(p) })
+    }
+}
+
+/// Which implementation of the System V calls an agent uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The kernel, by raw `syscall(2)`: the `sysv` rlib linked into the
+    /// agent exports `msgsnd` and friends itself, so `libc::msgsnd` would
+    /// resolve to libsysv's.
+    Kernel,
+    /// libsysv's C ABI with `IPC_DIPC`: the node daemon.
+    Dipc,
+}
+
+impl Via {
+    /// `k` or `d`, as the agent protocol writes it.
+    pub fn parse(s: &str) -> Option<Via> {
+        match s {
+            "k" => Some(Via::Kernel),
+            "d" => Some(Via::Dipc),
+            _ => None,
+        }
+    }
+
+    fn flag(self) -> i32 {
+        match self {
+            Via::Kernel => 0,
+            Via::Dipc => sysv::IPC_DIPC,
+        }
+    }
+}
+
+fn check(rc: i64) -> io::Result<i64> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// `msgget(key, flags)` (`IPC_DIPC` added for [`Via::Dipc`]).
+pub fn msgget(via: Via, key: i32, flags: i32) -> io::Result<i32> {
+    let flags = flags | via.flag();
+    let rc = match via {
+        // SAFETY: msgget takes no pointers.
+        Via::Kernel => unsafe { libc::syscall(libc::SYS_msgget, key, flags) },
+        // SAFETY: as above.
+        Via::Dipc => i64::from(unsafe { abi::msgget(key, flags) }),
+    };
+    check(rc).map(|id| id as i32)
+}
+
+/// `msgsnd` of `text` with type `mtype`. `buf` is scratch room reused
+/// between calls (the `long` type followed by the text).
+pub fn msgsnd(via: Via, id: i32, mtype: i64, text: &[u8], buf: &mut Vec<u8>) -> io::Result<()> {
+    buf.clear();
+    buf.extend_from_slice(&mtype.to_ne_bytes());
+    buf.extend_from_slice(text);
+    let p = buf.as_ptr().cast::<c_void>();
+    let rc = match via {
+        // SAFETY: `p` points to a long type followed by `text.len()` bytes,
+        // all inside `buf`, which outlives the call.
+        Via::Kernel => unsafe { libc::syscall(libc::SYS_msgsnd, id, p, text.len(), 0) },
+        // SAFETY: as above.
+        Via::Dipc => i64::from(unsafe { abi::msgsnd(id, p, text.len(), 0) }),
+    };
+    check(rc).map(|_| ())
+}
+
+/// `msgrcv` of a message of type `mtype` into `buf` (resized to hold a
+/// long and `max` bytes); the text's length.
+pub fn msgrcv(via: Via, id: i32, mtype: i64, max: usize, buf: &mut Vec<u8>) -> io::Result<usize> {
+    buf.resize(8 + max, 0);
+    let p = buf.as_mut_ptr().cast::<c_void>();
+    let rc = match via {
+        // SAFETY: `p` points to room for a long and `max` bytes inside
+        // `buf`, which outlives the call.
+        Via::Kernel => unsafe { libc::syscall(libc::SYS_msgrcv, id, p, max, mtype, 0) },
+        // SAFETY: as above.
+        Via::Dipc => (unsafe { abi::msgrcv(id, p, max, mtype as libc::c_long, 0) }) as i64,
+    };
+    check(rc).map(|n| n as usize)
+}
+
+/// `msgctl(id, IPC_RMID)`.
+pub fn msgrm(via: Via, id: i32) -> io::Result<()> {
+    let rc = match via {
+        // SAFETY: IPC_RMID does not touch the buffer argument.
+        Via::Kernel => unsafe {
+            libc::syscall(libc::SYS_msgctl, id, libc::IPC_RMID, std::ptr::null::<u8>())
+        },
+        // SAFETY: as above.
+        Via::Dipc => i64::from(unsafe { abi::msgctl(id, libc::IPC_RMID, std::ptr::null_mut()) }),
+    };
+    check(rc).map(|_| ())
+}
+
+/// `semget(key, nsems, flags)` (`IPC_DIPC` added for [`Via::Dipc`]).
+pub fn semget(via: Via, key: i32, nsems: i32, flags: i32) -> io::Result<i32> {
+    let flags = flags | via.flag();
+    let rc = match via {
+        // SAFETY: semget takes no pointers.
+        Via::Kernel => unsafe { libc::syscall(libc::SYS_semget, key, nsems, flags) },
+        // SAFETY: as above.
+        Via::Dipc => i64::from(unsafe { abi::semget(key, nsems, flags) }),
+    };
+    check(rc).map(|id| id as i32)
+}
+
+/// `semop(id, ops)`, each op `(semnum, delta, flags)`, applied atomically.
+pub fn semop(via: Via, id: i32, ops: &[(u16, i16, i16)]) -> io::Result<()> {
+    let mut sops: Vec<libc::sembuf> = ops
+        .iter()
+        .map(|&(n, op, flg)| libc::sembuf {
+            sem_num: n,
+            sem_op: op,
+            sem_flg: flg,
+        })
+        .collect();
+    let p = sops.as_mut_ptr();
+    let rc = match via {
+        // SAFETY: `p` points to `sops.len()` sembufs that outlive the call;
+        // a null timeout waits without a bound, as semop does.
+        Via::Kernel => unsafe {
+            libc::syscall(
+                libc::SYS_semtimedop,
+                id,
+                p,
+                sops.len(),
+                std::ptr::null::<libc::timespec>(),
+            )
+        },
+        // SAFETY: as above.
+        Via::Dipc => i64::from(unsafe { abi::semop(id, p, sops.len()) }),
+    };
+    check(rc).map(|_| ())
+}
+
+/// `semctl(id, 0, IPC_RMID)`.
+pub fn semrm(via: Via, id: i32) -> io::Result<()> {
+    let rc = match via {
+        // SAFETY: IPC_RMID reads no argument.
+        Via::Kernel => unsafe { libc::syscall(libc::SYS_semctl, id, 0, libc::IPC_RMID, 0usize) },
+        // SAFETY: as above.
+        Via::Dipc => i64::from(unsafe { abi::semctl(id, 0, libc::IPC_RMID, 0) }),
+    };
+    check(rc).map(|_| ())
+}

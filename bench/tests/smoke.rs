@@ -30,6 +30,7 @@ fn assert_all_measured(r: &Report) {
             Outcome::Failed { error, log_tail } => {
                 panic!("{} failed: {error}\n{}", res.name, log_tail.join("\n"))
             }
+            Outcome::Skipped { reason } => panic!("{} skipped: {reason}", res.name),
         };
         assert_eq!(s.samples, SAMPLES as u64, "{}", res.name);
         let warmup = SLICES * dipc_bench::stats::warmup_for(SAMPLES / SLICES);
@@ -61,7 +62,7 @@ fn floors_measure_and_report() {
     assert_eq!(v.parts[0].name, "anon-fault");
     assert_eq!(v.floor_p50_ns, r.results[0].summary().expect("anon").p50_ns);
     assert!(r.results[0].vs_floor.is_none() && r.results[2].vs_floor.is_none());
-    assert!(r.target.is_none(), "no remote-read, no target");
+    assert!(r.targets.is_empty(), "no remote-read, no target");
 
     let table = r.table();
     let lines: Vec<&str> = table.lines().collect();
@@ -112,9 +113,9 @@ fn a_dipc_scenario_without_agents_fails_with_a_reason_and_no_number() {
             assert!(error.starts_with("remote-read: "), "{error}");
             assert!(error.contains("agent"), "{error}");
         }
-        Outcome::Measured { .. } => panic!("measured without agents"),
+        Outcome::Measured { .. } | Outcome::Skipped { .. } => panic!("measured without agents"),
     }
-    assert!(rr.vs_floor.is_none() && r.target.is_none());
+    assert!(rr.vs_floor.is_none() && r.targets.is_empty());
     let table = r.table();
     let row = table
         .lines()
@@ -154,7 +155,7 @@ fn dipc_scenarios_run_end_to_end() {
         assert_eq!(names, ["uffd-local", "tcp-rtt-4k"], "{}", res.name);
         assert!(v.ratio_p50.is_finite() && v.ratio_p50 > 0.0);
     }
-    let target = r.target.as_ref().expect("remote-read has a target");
-    assert_eq!(target.goal, 1.3);
-    assert!(r.table().contains("target: remote read p50 = "));
+    let target = r.targets.first().expect("remote-read has a target");
+    assert_eq!((target.scenario, target.goal), ("remote-read", 1.3));
+    assert!(r.table().contains("target: remote-read p50 = "));
 }

@@ -32,18 +32,24 @@ pub struct BenchArgs {
     /// List the scenarios and exit.
     #[arg(long)]
     list: bool,
+    /// Where to write the plots (latency.svg, scaling.svg) and report.json.
+    #[arg(long, value_name = "DIR", default_value = "target/bench")]
+    plot: PathBuf,
 }
 
 /// `dipc bench`.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.list {
         for s in dipc_bench::SCENARIOS {
-            let floor = if s.floor.is_empty() {
+            let mut floor = if s.floor.is_empty() {
                 String::new()
             } else {
                 format!(" [floor: {}]", s.floor.join(" + "))
             };
-            println!("{:<14} {}{floor}", s.name, s.what);
+            if !s.also.is_empty() {
+                floor.push_str(&format!(" [also: {}]", s.also.join(", ")));
+            }
+            println!("{:<16} {}{floor}", s.name, s.what);
         }
         return Ok(());
     }
@@ -55,7 +61,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut opts = options(profile)?;
     opts.scenarios = args.scenarios;
     opts.samples = args.samples.map(|n| n as usize);
-    measure(&opts, args.json.as_deref())
+    measure(&opts, args.json.as_deref(), Some(&args.plot))
 }
 
 /// Options common to `dipc bench` and `dipc demo`: agents are this binary
@@ -70,21 +76,30 @@ pub fn options(profile: Profile) -> anyhow::Result<Options> {
     Ok(opts)
 }
 
-/// Run, print the table, write the JSON; an error when a scenario failed.
-pub fn measure(opts: &Options, json: Option<&Path>) -> anyhow::Result<()> {
+/// Run, print the table, write the JSON and, with `plot`, the plots and
+/// a copy of the JSON into that directory; an error when a scenario
+/// failed (a skipped one is not a failure).
+pub fn measure(opts: &Options, json: Option<&Path>, plot: Option<&Path>) -> anyhow::Result<()> {
     let report = dipc_bench::run(opts)?;
     print!("{}", report.table());
-    if let Some(path) = json {
-        std::fs::write(path, report.to_json() + "\n")
+    let mut jsons: Vec<PathBuf> = json.map(Path::to_path_buf).into_iter().collect();
+    if let Some(dir) = plot {
+        match dipc_bench::plot::write(&report, dir) {
+            Ok(files) => {
+                for f in files {
+                    eprintln!("plot written to {}", f.display());
+                }
+                jsons.push(dir.join("report.json"));
+            }
+            Err(e) => eprintln!("no plot: {}", dipc_bench::run::chain(&e)),
+        }
+    }
+    for path in jsons {
+        std::fs::write(&path, report.to_json() + "\n")
             .with_context(|| format!("cannot write the JSON report to {}", path.display()))?;
         eprintln!("report written to {}", path.display());
     }
-    let failed: Vec<&str> = report
-        .results
-        .iter()
-        .filter(|r| r.summary().is_none())
-        .map(|r| r.name)
-        .collect();
+    let failed = report.failed();
     if failed.is_empty() {
         Ok(())
     } else {

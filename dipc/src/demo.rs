@@ -6,9 +6,21 @@
 //! modest sample counts: the floors (an anonymous fault, a
 //! userfaultfd-served fault, a 4 KiB TCP round trip) and then dipc's remote
 //! read fault, write invalidating a copy, and ownership ping-pong, each
-//! next to its floor measured in the same run.
+//! next to its floor measured in the same run; then a message round trip
+//! and a semaphore operation against the raw round trip, the kernel's own
+//! SysV path and Redis (skipped when `redis-server` is not installed).
 
 use dipc_bench::Profile;
+
+/// The demo's rows (their floors come along): page faults, a message round
+/// trip and a semaphore operation. `dipc bench` runs every scenario.
+const DEMO: &[&str] = &[
+    "remote-read",
+    "write-inval-1",
+    "pingpong",
+    "msg-rtt-8",
+    "semop",
+];
 
 /// `dipc demo`.
 pub fn run() -> anyhow::Result<()> {
@@ -17,8 +29,9 @@ pub fn run() -> anyhow::Result<()> {
          faults on a shared segment (pages move by userfaultfd over dipc's TCP transport).\n\
          Each dipc figure is shown next to its floor, measured in this same run.\n"
     );
-    let opts = crate::bench::options(Profile::Demo)?;
-    let result = crate::bench::measure(&opts, None);
+    let mut opts = crate::bench::options(Profile::Demo)?;
+    opts.scenarios = DEMO.iter().map(|s| s.to_string()).collect();
+    let result = crate::bench::measure(&opts, None, None);
     println!(
         "\nfloor: what a dipc fault is made of, measured alone: a userfaultfd fault served\n\
          in one process (uffd-local) plus a 4 KiB round trip over dipc's TCP transport\n\

@@ -1,0 +1,291 @@
+//! Shared-memory scenarios on more than two nodes, large segments and
+//! concurrent agents.
+//!
+//! Node 1's agent creates each segment (node 1 is its home); the others
+//! attach it. As in [`crate::shm`], every access is timed inside an agent
+//! around the one load or store that faults and every value read is
+//! checked, so a broken protocol shows as an error, never as a number.
+//!
+//! * [`remote_read_m3`]: node 3 writes each page (it holds it Modified),
+//!   then node 2 reads it: the home forwards or recalls the page from a
+//!   third node.
+//! * [`write_inval_2`], [`write_inval_4`]: the writer (node 2) and k other
+//!   nodes read each page, then the writer writes it: an upgrade that
+//!   invalidates k copies.
+//! * scans of a 256 MiB segment ([`scan_seq`], [`scan_rand`] and their
+//!   `_64k` forms, whose segment is created with `DIPC_PAGE_SIZE=65536`):
+//!   node 1 writes the pages to be read, node 2 reads them in order or in
+//!   a seeded random order; one sample per 4 KiB page read, so the mean
+//!   gives the bandwidth and the distribution shows the unit (one fault
+//!   per 16 pages with 64 KiB units).
+//! * hot page ([`hot_read_1`] ...): node 1 rewrites one page each round,
+//!   then k nodes read it at once.
+//! * atomic counter ([`counter_1`] ...): k agents on nodes 2..=k+1
+//!   `fetch_add` one 8-byte counter in a segment homed on node 1 at once;
+//!   the final value must be the number of increments.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use indicatif::ProgressBar;
+
+use crate::Error;
+use crate::agent::Agent;
+use crate::cluster::Cluster;
+use crate::shm::ROUND_PAGES;
+
+/// Keys of the segments this module creates.
+static NEXT_KEY: AtomicU32 = AtomicU32::new(0x0D1B_E000);
+
+/// Pages of the scanned segment: 256 MiB of 4 KiB pages.
+pub const SCAN_PAGES: u64 = 65_536;
+
+fn bound(ops: usize) -> Duration {
+    Duration::from_secs(30) + Duration::from_millis(20) * ops as u32
+}
+
+/// Agents on `nodes` (the first creates the segment, with `env`), one
+/// segment of `pages` 4 KiB pages attached by all.
+struct Group {
+    agents: Vec<Agent>,
+}
+
+impl Group {
+    fn open(
+        cluster: &Cluster,
+        nodes: &[usize],
+        pages: u64,
+        env: &[(&str, &str)],
+    ) -> Result<Group, Error> {
+        cluster.check_alive()?;
+        let size = pages.max(1) * dipc_shmem::page_size();
+        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
+        let mut agents = Vec::with_capacity(nodes.len());
+        for (i, &n) in nodes.iter().enumerate() {
+            let mut a = if i == 0 {
+                cluster.agent_with(n, env)?
+            } else {
+                cluster.agent(n)?
+            };
+            let verb = if i == 0 { "create" } else { "attach" };
+            a.call(&format!("{verb} {key} {size}"), bound(1))?;
+            agents.push(a);
+        }
+        Ok(Group { agents })
+    }
+
+    fn finish(mut self) -> Result<(), Error> {
+        for a in self.agents.iter_mut().skip(1) {
+            a.call("detach", bound(1))?;
+        }
+        if let Some(first) = self.agents.first_mut() {
+            first.call("rmid", bound(1))?;
+            first.call("detach", bound(1))?;
+        }
+        for a in self.agents {
+            a.quit();
+        }
+        Ok(())
+    }
+}
+
+/// Send `cmd` to every agent of `which`, then collect their samples.
+fn all_samples(
+    agents: &mut [Agent],
+    which: &[usize],
+    cmd: &str,
+    ops: usize,
+) -> Result<Vec<Vec<u64>>, Error> {
+    for &i in which {
+        agents[i].send(cmd)?;
+    }
+    which
+        .iter()
+        .map(|&i| agents[i].answer_samples(cmd, bound(ops)))
+        .collect()
+}
+
+/// Read faults on node 2 of pages node 3 holds Modified.
+pub fn remote_read_m3(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    let pages = total.min(ROUND_PAGES);
+    let mut g = Group::open(c, &[1, 2, 3], pages as u64, &[])?;
+    let mut out = Vec::with_capacity(total);
+    let mut generation = 0;
+    while out.len() < total {
+        let n = (total - out.len()).min(pages);
+        generation += 1;
+        g.agents[2].call(&format!("fill 0 {n} {generation}"), bound(n))?;
+        out.extend(g.agents[1].samples(&format!("tread 0 {n} {generation}"), bound(n))?);
+        pb.inc(n as u64);
+    }
+    g.finish()?;
+    Ok(out)
+}
+
+/// Upgrades invalidating `k` copies: writer on node 2, readers on node 1
+/// and nodes 3..=k+1.
+fn write_inval(c: &Cluster, k: usize, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    let pages = total.min(ROUND_PAGES);
+    let nodes: Vec<usize> = (1..=k + 1).collect();
+    let mut g = Group::open(c, &nodes, pages as u64, &[])?;
+    let mut out = Vec::with_capacity(total);
+    let mut generation = 0u64;
+    g.agents[0].call(&format!("fill 0 {pages} {generation}"), bound(pages))?;
+    let mut n = 0;
+    while out.len() < total {
+        n = (total - out.len()).min(pages);
+        for a in &mut g.agents {
+            a.call(&format!("check 0 {n} {generation}"), bound(n))?;
+        }
+        generation += 1;
+        out.extend(g.agents[1].samples(&format!("twrite 0 {n} {generation}"), bound(n))?);
+        pb.inc(n as u64);
+    }
+    // Every other node reads the last round's writes intact.
+    for (i, a) in g.agents.iter_mut().enumerate() {
+        if i != 1 {
+            a.call(&format!("check 0 {n} {generation}"), bound(n))?;
+        }
+    }
+    g.finish()?;
+    Ok(out)
+}
+
+/// Upgrades invalidating 2 copies.
+pub fn write_inval_2(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    write_inval(c, 2, total, pb)
+}
+
+/// Upgrades invalidating 4 copies.
+pub fn write_inval_4(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    write_inval(c, 4, total, pb)
+}
+
+/// Node 2 reads `total` pages of a 256 MiB segment written by node 1, in
+/// order or in a random order; `unit` is the segment's coherence unit.
+fn scan(
+    c: &Cluster,
+    random: bool,
+    unit: Option<&str>,
+    total: usize,
+    pb: &ProgressBar,
+) -> Result<Vec<u64>, Error> {
+    let env: Vec<(&str, &str)> = unit.map(|u| ("DIPC_PAGE_SIZE", u)).into_iter().collect();
+    let mut g = Group::open(c, &[1, 2], SCAN_PAGES, &env)?;
+    let mut out = Vec::with_capacity(total);
+    let mut generation = 0u64;
+    while out.len() < total {
+        let n = (total - out.len()).min(SCAN_PAGES as usize);
+        generation += 1;
+        if random {
+            let seed = 0x5EED ^ generation;
+            let args = format!("0 {SCAN_PAGES} {n} {generation} {seed}");
+            g.agents[0].call(&format!("frand {args}"), bound(n))?;
+            out.extend(g.agents[1].samples(&format!("trand {args}"), bound(n))?);
+        } else {
+            g.agents[0].call(&format!("fill 0 {n} {generation}"), bound(n))?;
+            out.extend(g.agents[1].samples(&format!("tread 0 {n} {generation}"), bound(n))?);
+        }
+        pb.inc(n as u64);
+    }
+    g.finish()?;
+    Ok(out)
+}
+
+/// Sequential scan, 4 KiB unit.
+pub fn scan_seq(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    scan(c, false, None, total, pb)
+}
+/// Random 4 KiB reads, 4 KiB unit.
+pub fn scan_rand(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    scan(c, true, None, total, pb)
+}
+/// Sequential scan, 64 KiB unit.
+pub fn scan_seq_64k(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    scan(c, false, Some("65536"), total, pb)
+}
+/// Random 4 KiB reads, 64 KiB unit.
+pub fn scan_rand_64k(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    scan(c, true, Some("65536"), total, pb)
+}
+
+/// One hot page rewritten by node 1, read by `k` nodes at once each round.
+fn hot_read(c: &Cluster, k: usize, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    let nodes: Vec<usize> = (1..=k + 1).collect();
+    let mut g = Group::open(c, &nodes, 1, &[])?;
+    let readers: Vec<usize> = (1..=k).collect();
+    let mut out = Vec::with_capacity(total + k);
+    let mut generation = 0u64;
+    while out.len() < total {
+        generation += 1;
+        g.agents[0].call(&format!("fill 0 1 {generation}"), bound(1))?;
+        let cmd = format!("tread 0 1 {generation}");
+        for s in all_samples(&mut g.agents, &readers, &cmd, 1)? {
+            out.extend(s);
+        }
+        pb.inc(k as u64);
+    }
+    out.truncate(total);
+    g.finish()?;
+    Ok(out)
+}
+
+/// Hot page, 1 reader.
+pub fn hot_read_1(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    hot_read(c, 1, total, pb)
+}
+/// Hot page, 2 readers.
+pub fn hot_read_2(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    hot_read(c, 2, total, pb)
+}
+/// Hot page, 4 readers.
+pub fn hot_read_4(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    hot_read(c, 4, total, pb)
+}
+
+/// `k` agents on nodes 2..=k+1 increment one counter at once.
+fn counter(c: &Cluster, k: usize, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    let nodes: Vec<usize> = (1..=k + 1).collect();
+    let mut g = Group::open(c, &nodes, 1, &[])?;
+    let counts: Vec<usize> = (0..k)
+        .map(|i| total / k + usize::from(i < total % k))
+        .collect();
+    let cmds: Vec<String> = counts.iter().map(|n| format!("tinc 0 {n}")).collect();
+    for (i, cmd) in cmds.iter().enumerate() {
+        g.agents[i + 1].send(cmd)?;
+    }
+    let mut per = Vec::with_capacity(k);
+    for (i, cmd) in cmds.iter().enumerate() {
+        per.push(g.agents[i + 1].answer_samples(cmd, bound(counts[i]))?);
+    }
+    let got = g.agents[0].call("getc 0", bound(1))?;
+    if got.first().map(String::as_str) != Some(&total.to_string()) {
+        return Err(Error::WrongData {
+            detail: format!("counter: {total} increments left the counter at {got:?}"),
+        });
+    }
+    let mut out = Vec::with_capacity(total);
+    for j in 0.. {
+        let before = out.len();
+        out.extend(per.iter().filter_map(|s| s.get(j)));
+        if out.len() == before {
+            break;
+        }
+    }
+    pb.inc(total as u64);
+    g.finish()?;
+    Ok(out)
+}
+
+/// Counter, 1 node.
+pub fn counter_1(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    counter(c, 1, total, pb)
+}
+/// Counter, 2 nodes.
+pub fn counter_2(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    counter(c, 2, total, pb)
+}
+/// Counter, 4 nodes.
+pub fn counter_4(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    counter(c, 4, total, pb)
+}
