@@ -35,6 +35,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct NodeConn {
     stream: UnixStream,
     path: PathBuf,
+    node: u32,
 }
 
 impl NodeConn {
@@ -47,14 +48,23 @@ impl NodeConn {
         let mut c = NodeConn {
             stream,
             path: path.to_owned(),
+            node: 0,
         };
         match c.call(&Request::Hello { version: VERSION })? {
-            Response::Hello { version, .. } if version == VERSION => Ok(c),
+            Response::Hello { version, node } if version == VERSION => {
+                c.node = node;
+                Ok(c)
+            }
             other => bail!(
                 "node {} answered Hello with {other:?} (protocol version {VERSION} expected)",
                 path.display()
             ),
         }
+    }
+
+    /// The node's id (from its `Hello`).
+    pub fn node(&self) -> u32 {
+        self.node
     }
 
     /// Send `req`, read its answer.

@@ -10,6 +10,7 @@ mod demo;
 mod ipcmk;
 mod ipcrm;
 mod ipcs;
+mod metrics;
 mod run;
 mod status;
 
@@ -60,6 +61,9 @@ enum Cmd {
         /// A node silent this long is marked down.
         #[arg(long, env = "DIPC_DOWN_AFTER_MS")]
         down_after_ms: Option<u64>,
+        /// Serve Prometheus metrics on this loopback address (e.g. 127.0.0.1:9100).
+        #[arg(long, env = "DIPC_METRICS")]
+        metrics: Option<String>,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -83,6 +87,9 @@ enum Cmd {
         /// Bound on every remote wait, in milliseconds.
         #[arg(long, env = "DIPC_CALL_TIMEOUT_MS")]
         call_timeout_ms: Option<u64>,
+        /// Serve Prometheus metrics on this loopback address (e.g. 127.0.0.1:9101).
+        #[arg(long, env = "DIPC_METRICS")]
+        metrics: Option<String>,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -204,9 +211,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             heartbeat_ms,
             down_after_ms,
+            metrics,
             cluster: c,
         } => {
             let c = cluster(&c, &file)?;
+            let metrics = metrics.as_deref().map(metrics::loopback).transpose()?;
             let cfg = dipc_referee::server::ServerConfig {
                 listen: listen
                     .or_else(|| file.referee.clone())
@@ -219,8 +228,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 heartbeat_ms: heartbeat_ms.or(file.heartbeat_ms).unwrap_or(500),
                 down_after_ms: down_after_ms.or(file.down_after_ms).unwrap_or(3000),
             };
+            let source = metrics::Source {
+                referee: cfg.listen.clone(),
+                cluster: cfg.cluster.clone(),
+                secret: cfg.secret.clone(),
+                node_socket: None,
+            };
             runtime()?.block_on(async move {
                 let server = dipc_referee::server::bind(cfg).await?;
+                if let Some(addr) = metrics {
+                    metrics::bind(addr, source).await?;
+                }
                 server.run(shutdown_signal()).await?;
                 anyhow::Ok(())
             })
@@ -232,9 +250,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             name,
             page_size,
             call_timeout_ms,
+            metrics,
             cluster: c,
         } => {
             let c = cluster(&c, &file)?;
+            let metrics = metrics.as_deref().map(metrics::loopback).transpose()?;
             let listen = listen
                 .or_else(|| file.listen.clone())
                 .unwrap_or_else(|| config::DEFAULT_NODE_LISTEN.into());
@@ -255,7 +275,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
                 default_unit: page_size.or(file.page_size).unwrap_or(4096),
             };
-            runtime()?.block_on(dipc_node::run(cfg, shutdown_signal()))?;
+            let source = metrics::Source {
+                referee: cfg.referee.clone(),
+                cluster: cfg.cluster.clone(),
+                secret: cfg.secret.clone(),
+                node_socket: Some(cfg.socket.clone()),
+            };
+            runtime()?.block_on(async move {
+                if let Some(addr) = metrics {
+                    metrics::bind(addr, source).await?;
+                }
+                dipc_node::run(cfg, shutdown_signal()).await?;
+                anyhow::Ok(())
+            })?;
             Ok(())
         }
         Cmd::Status {

@@ -177,3 +177,71 @@ fn tools_need_a_reachable_node_and_valid_arguments() {
         .expect("dipc ipcrm");
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `GET path` from a loopback HTTP endpoint: (status line, body).
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .expect("timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+#[test]
+fn metrics_endpoints_of_referee_and_node() {
+    let (rport, nport) = (
+        dipc_testkit::free_port().expect("port"),
+        dipc_testkit::free_port().expect("port"),
+    );
+    let (raddr, naddr) = (format!("127.0.0.1:{rport}"), format!("127.0.0.1:{nport}"));
+    let c = Cluster::builder()
+        .bin(env!("CARGO_BIN_EXE_dipc"))
+        .nodes(1)
+        .referee_arg("--metrics")
+        .referee_arg(&raddr)
+        .node_arg("--metrics")
+        .node_arg(&naddr)
+        .start()
+        .unwrap_or_else(|e| panic!("cluster did not start: {e:#}"));
+    let msq = id_of(
+        &ok(&c, 0, &["ipcmk", "-Q", "--key", "0x7200"]),
+        "Message queue id:",
+    );
+    let mut client = c.local_client(0).expect("local client");
+    for text in [&b"abc"[..], b"defgh"] {
+        let sent = client
+            .call(&Request::MsgSnd {
+                id: msq,
+                mtype: 1,
+                text: text.to_vec(),
+                flags: 0,
+            })
+            .expect("msgsnd");
+        assert_eq!(sent, Response::Ok);
+    }
+
+    let (status, body) = http_get(&raddr, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains("dipc_members{state=\"up\"} 1"), "{body}");
+    assert!(body.contains("dipc_objects{kind=\"msg\"} 1"), "{body}");
+    assert!(body.contains("dipc_objects{kind=\"shm\"} 0"), "{body}");
+
+    let (status, body) = http_get(&naddr, "/metrics");
+    assert!(status.contains("200"), "{status}\n{}", c.logs());
+    let labels = format!("{{key=\"0x7200\",id=\"{msq}\"}}");
+    assert!(
+        body.contains(&format!("dipc_queue_messages{labels} 2"))
+            && body.contains(&format!("dipc_queue_bytes{labels} 8")),
+        "{body}"
+    );
+    assert!(body.contains("dipc_scrape_errors_total 0"), "{body}");
+    let (status, _) = http_get(&naddr, "/other");
+    assert!(status.contains("404"), "{status}");
+}
