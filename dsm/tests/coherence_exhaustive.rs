@@ -11,15 +11,12 @@ use dipc_dsm::coherence::sim::{self, Config, SegSpec};
 fn config(nodes: u32, home: u32, units: u32, threads: u32, accesses: u32) -> Config {
     Config {
         nodes,
-        segments: vec![SegSpec {
-            seg: 1,
-            home,
-            units,
-        }],
+        segments: vec![SegSpec::new(1, home, units)],
         threads,
         accesses,
         write_percent: 0,
         refault_percent: 0,
+        sequential_percent: 0,
     }
 }
 
@@ -37,7 +34,7 @@ fn check(cfg: Config, min_states: u64) {
     }
 }
 
-// The default set explores about 40 000 transitions (a few seconds in
+// The default set explores a few hundred thousand transitions at most (seconds in
 // debug). The `#[ignore]`d ones are larger (hundreds of thousands); run them
 // with `cargo test --release -p dipc-dsm --test coherence_exhaustive -- --ignored`.
 
@@ -85,4 +82,33 @@ fn three_nodes_one_unit_three_accesses() {
 #[ignore = "large: run in release"]
 fn three_nodes_two_units_two_accesses() {
     check(config(3, 0, 2, 1, 2), 100_000);
+}
+
+fn with(mut cfg: Config, quantum_us: u64, prefetch: u32) -> Config {
+    for s in cfg.segments.iter_mut() {
+        s.quantum_us = quantum_us;
+        s.prefetch = prefetch;
+    }
+    cfg
+}
+
+#[test]
+fn segment_mode_three_nodes_with_quantum() {
+    // Segment mode is one unit; every timer may fire at any moment.
+    check(with(config(3, 1, 1, 1, 1), 100, 0), 500);
+}
+
+#[test]
+fn two_nodes_quantum_two_threads() {
+    check(with(config(2, 0, 1, 2, 2), 100, 0), 500);
+}
+
+#[test]
+fn two_nodes_prefetch_three_units() {
+    check(with(config(2, 1, 3, 1, 2), 0, 2), 1000);
+}
+
+#[test]
+fn two_nodes_prefetch_and_quantum() {
+    check(with(config(2, 1, 3, 1, 2), 100, 2), 1000);
 }

@@ -11,6 +11,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
+use dipc_dsm::coherence::SegOpts;
 use dipc_dsm::{Action, CohMsg, Engine, NodeId};
 
 const SEG: i32 = 1;
@@ -19,9 +20,22 @@ const HOME: NodeId = 0;
 /// An input to an engine.
 #[derive(Clone)]
 enum In {
-    Fault { write: bool, waiter: u64 },
-    Msg { from: NodeId, msg: CohMsg },
+    Fault {
+        write: bool,
+        waiter: u64,
+    },
+    Msg {
+        from: NodeId,
+        msg: CohMsg,
+    },
     UnknownSegFault,
+    /// A read fault on another unit than u0 (prefetch rows).
+    ReadAt {
+        unit: u32,
+        waiter: u64,
+    },
+    /// The timer `id` fires on u0.
+    Timer(u64),
 }
 
 fn read(waiter: u64) -> In {
@@ -94,6 +108,8 @@ fn feed(e: &mut Engine, input: &In) -> Vec<Action> {
         In::Fault { write, waiter } => e.fault(SEG, 0, *write, *waiter),
         In::Msg { from, msg } => e.receive(*from, msg.clone()),
         In::UnknownSegFault => e.fault(99, 0, false, 9),
+        In::ReadAt { unit, waiter } => e.fault(SEG, *unit, false, *waiter),
+        In::Timer(id) => e.timer(SEG, 0, *id),
     }
 }
 
@@ -106,6 +122,8 @@ fn describe_input(node: NodeId, input: &In) -> String {
         In::Msg { from, msg } if *from == node => format!("{msg} from itself"),
         In::Msg { from, msg } => format!("{msg} from {from}"),
         In::UnknownSegFault => "local read fault w9 on unknown segment 99".to_string(),
+        In::ReadAt { unit, waiter } => format!("local read fault w{waiter} on u{unit}"),
+        In::Timer(id) => format!("timer t{id} fires"),
     }
 }
 
@@ -114,6 +132,8 @@ struct Row {
     node: NodeId,
     setup: Vec<In>,
     event: In,
+    units: u32,
+    opts: SegOpts,
 }
 
 fn row(id: &'static str, node: NodeId, setup: Vec<In>, event: In) -> Row {
@@ -122,12 +142,42 @@ fn row(id: &'static str, node: NodeId, setup: Vec<In>, event: In) -> Row {
         node,
         setup,
         event,
+        units: 1,
+        opts: SegOpts::default(),
+    }
+}
+
+/// A row on a segment with a 100 us quantum.
+fn quantum_row(id: &'static str, node: NodeId, setup: Vec<In>, event: In) -> Row {
+    let mut r = row(id, node, setup, event);
+    r.opts.quantum_us = 100;
+    r
+}
+
+/// A row on a segment of 8 units with a prefetch window of at most 4.
+fn prefetch_row(id: &'static str, node: NodeId, setup: Vec<In>, event: In) -> Row {
+    let mut r = row(id, node, setup, event);
+    r.units = 8;
+    r.opts.prefetch = 4;
+    r
+}
+
+fn read_at(unit: u32, waiter: u64) -> In {
+    In::ReadAt { unit, waiter }
+}
+
+fn data_at(unit: u32) -> CohMsg {
+    CohMsg::Data {
+        seg: SEG,
+        unit,
+        excl: false,
+        acks: 0,
     }
 }
 
 fn render(out: &mut String, r: &Row) {
     let mut e = Engine::new(r.node);
-    e.add_segment(SEG, HOME, 1);
+    e.add_segment_with(SEG, HOME, r.units, r.opts);
     for input in &r.setup {
         feed(&mut e, input);
     }
@@ -326,6 +376,56 @@ fn table() -> String {
         row("E9", 0, owner1(), msg(1, write_req())),
         row("E10", 0, active_r2(), msg(2, read_req())),
     ];
+    // Node 1 holds u0 Shared (or Modified) within its quantum (timer t1).
+    let held_shared = || vec![read(1), msg(0, data(false, 0))];
+    let held_modified = || vec![write(1), msg(0, data(true, 0))];
+    // The home got u0 back Shared from owner 1 for a local read, and holds it.
+    let home_held = || vec![msg(1, write_req()), read(1), msg(1, data(false, 0))];
+    let quantum = [
+        quantum_row("Q1", 1, vec![read(1)], msg(0, data(false, 0))),
+        quantum_row("Q2", 1, held_shared(), msg(0, inv(2))),
+        quantum_row(
+            "Q3",
+            1,
+            vec![read(1), msg(0, data(false, 0)), msg(0, inv(2))],
+            In::Timer(1),
+        ),
+        quantum_row("Q4", 1, held_shared(), msg(0, fetch(2))),
+        quantum_row("Q5", 1, held_modified(), msg(0, fetch(2))),
+        quantum_row(
+            "Q6",
+            1,
+            vec![write(1), msg(0, data(true, 0)), msg(0, fetch_inv(2, 0))],
+            In::Timer(1),
+        ),
+        quantum_row("Q7", 1, held_shared(), In::Timer(7)),
+        quantum_row("Q8", 1, held_shared(), write(2)),
+        quantum_row("Q9", 0, home_held(), msg(2, write_req())),
+        quantum_row(
+            "Q10",
+            0,
+            vec![
+                msg(1, write_req()),
+                read(1),
+                msg(1, data(false, 0)),
+                msg(2, write_req()),
+            ],
+            In::Timer(1),
+        ),
+        quantum_row("Q11", 0, home_held(), msg(2, read_req())),
+    ];
+    let prefetch = [
+        prefetch_row("P1", 1, vec![], read(1)),
+        prefetch_row("P2", 1, vec![read(1)], read_at(1, 2)),
+        prefetch_row("P3", 1, vec![read(1), read_at(1, 2)], read_at(2, 3)),
+        prefetch_row(
+            "P4",
+            1,
+            vec![read(1), read_at(1, 2), msg(0, data_at(2))],
+            read_at(2, 3),
+        ),
+        prefetch_row("P5", 1, vec![read(1), read_at(1, 2)], read_at(5, 3)),
+    ];
     let mut out = String::new();
     out.push_str(
         "# dipc coherence engine: state x event -> actions\n\
@@ -333,7 +433,8 @@ fn table() -> String {
          # Generated by dsm/tests/coherence_golden.rs from the real engine; do not\n\
          # edit. Regenerate with: UPDATE_GOLDEN=1 cargo test -p dipc-dsm --test coherence_golden\n\
          #\n\
-         # Segment 1 has one unit (u0); node 0 is its home. Each row shows the\n\
+         # Segment 1 has one unit (u0) unless a section says otherwise; node 0\n\
+         # is its home. Each row shows the\n\
          # node's state before (local state, request in flight, and on the home\n\
          # the directory entry: owner or sharers, active transaction, queue),\n\
          # the event, the actions returned in order, and the state after.\n\
@@ -345,6 +446,16 @@ fn table() -> String {
     section(&mut out, "Owner (node 1 holds the unit Modified)", &owner);
     section(&mut out, "Sharer (node 1 holds the unit Shared)", &sharer);
     section(&mut out, "Protocol violations and bad input", &errors);
+    section(
+        &mut out,
+        "Hold-time quantum (100 us): answers that take a right away wait for the timer",
+        &quantum,
+    );
+    section(
+        &mut out,
+        "Sequential prefetch (8 units, window up to 4; state shown for u0)",
+        &prefetch,
+    );
     out
 }
 

@@ -57,15 +57,12 @@ fn random_schedules_keep_coherence() {
 fn contended_single_unit() {
     let cfg = Config {
         nodes: 5,
-        segments: vec![SegSpec {
-            seg: 7,
-            home: 2,
-            units: 1,
-        }],
+        segments: vec![SegSpec::new(7, 2, 1)],
         threads: 3,
         accesses: 30,
         write_percent: 50,
         refault_percent: 10,
+        sequential_percent: 0,
     };
     for seed in 0..200 {
         let mut rng = Rng::new(seed);
@@ -81,15 +78,12 @@ fn contended_single_unit() {
 fn read_mostly_many_sharers() {
     let cfg = Config {
         nodes: 5,
-        segments: vec![SegSpec {
-            seg: 3,
-            home: 0,
-            units: 2,
-        }],
+        segments: vec![SegSpec::new(3, 0, 2)],
         threads: 2,
         accesses: 25,
         write_percent: 15,
         refault_percent: 0,
+        sequential_percent: 0,
     };
     for seed in 0..200 {
         let mut rng = Rng::new(seed);
@@ -97,4 +91,86 @@ fn read_mostly_many_sharers() {
             panic!("{f}");
         }
     }
+}
+
+/// Run `seeds` random schedules of `cfg`; the number of answers deferred
+/// by a quantum and given when its timer fired.
+fn run_many(cfg: &Config, seeds: u64) -> u64 {
+    let mut deferred = 0;
+    for seed in 0..seeds {
+        let mut rng = Rng::new(seed);
+        match sim::run_random(cfg, seed, &mut rng, MAX_STEPS) {
+            Ok(stats) => deferred += stats.deferred,
+            Err(f) => panic!("{f}"),
+        }
+    }
+    deferred
+}
+
+/// Segment mode (the whole segment is one unit) under contention, with
+/// and without a quantum.
+#[test]
+fn segment_mode_contended() {
+    let mut seg = SegSpec::new(4, 1, 1);
+    let mut cfg = Config {
+        nodes: 4,
+        segments: vec![seg],
+        threads: 2,
+        accesses: 20,
+        write_percent: 60,
+        refault_percent: 10,
+        sequential_percent: 0,
+    };
+    assert_eq!(run_many(&cfg, 60), 0);
+    seg.quantum_us = 200;
+    cfg.segments = vec![seg];
+    assert!(
+        run_many(&cfg, 60) > 60,
+        "the quantum never deferred an answer"
+    );
+}
+
+/// A quantum longer than many message delays: invalidations and
+/// ownership requests queue at the holders and at the home, and are served
+/// in order when the timers fire (virtual time).
+#[test]
+fn quantum_with_queued_requests() {
+    let mut a = SegSpec::new(5, 0, 2);
+    a.quantum_us = 500;
+    let mut b = SegSpec::new(6, 2, 1);
+    b.quantum_us = 50;
+    let cfg = Config {
+        nodes: 4,
+        segments: vec![a, b],
+        threads: 3,
+        accesses: 25,
+        write_percent: 50,
+        refault_percent: 10,
+        sequential_percent: 0,
+    };
+    assert!(
+        run_many(&cfg, 80) > 80,
+        "the quantum never deferred an answer"
+    );
+}
+
+/// Sequential readers and writers over a segment of many units with a
+/// prefetch window: prefetched units are invalidated like any other copy.
+#[test]
+fn prefetch_windows_under_sequential_traffic() {
+    let mut seg = SegSpec::new(8, 1, 10);
+    seg.prefetch = 4;
+    let mut cfg = Config {
+        nodes: 3,
+        segments: vec![seg],
+        threads: 2,
+        accesses: 30,
+        write_percent: 25,
+        refault_percent: 5,
+        sequential_percent: 85,
+    };
+    run_many(&cfg, 80);
+    seg.quantum_us = 100;
+    cfg.segments = vec![seg];
+    run_many(&cfg, 60);
 }

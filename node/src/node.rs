@@ -526,9 +526,9 @@ impl Node {
                 Ok(s) => s,
                 Err(e) => return (LResp::Err(e), None),
             };
-            let units = seg.units;
+            let (units, opts) = (seg.units, seg.opts);
             st.shm.segments.insert(id, seg);
-            let actions = st.engine.add_segment(id, rec.home, units);
+            let actions = st.engine.add_segment_with(id, rec.home, units, opts);
             self.perform(&mut st, actions, &bytes::Bytes::new());
         }
         let Some(seg) = st.shm.segments.get(&id) else {
@@ -639,10 +639,10 @@ impl Node {
                     };
                     match Segment::new(rec.clone(), Some(meta)) {
                         Ok(seg) => {
-                            let units = seg.units;
+                            let (units, opts) = (seg.units, seg.opts);
                             st.shm.segments.insert(id, seg);
                             let me = rec.home;
-                            let actions = st.engine.add_segment(id, me, units);
+                            let actions = st.engine.add_segment_with(id, me, units, opts);
                             self.perform(&mut st, actions, &bytes::Bytes::new());
                         }
                         Err(e) => return LResp::Err(e),

@@ -11,6 +11,12 @@
 //! while the node holds it Shared), `UFFDIO_WRITEPROTECT` grants or revokes
 //! writing, punching a hole drops the unit from every local mapping at once.
 //!
+//! Transfer modes (the engine's module doc explains them): segment mode
+//! makes the whole segment one unit ([`Segment::new`]); the hold-time
+//! quantum and the prefetch window are node settings read from the
+//! daemon's environment ([`transfer_opts`]), and the quantum's timers run
+//! here on tokio and are fed back to the engine ([`Node::quantum_over`]).
+//!
 //! The home of a segment (the node that created it) also keeps its
 //! `shmid_ds`: permissions, times, pids and the attach count per node; other
 //! nodes ask it (peer calls) on `shmat`, `shmdt` and `shmctl`.
@@ -19,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use dipc_dsm::coherence::{Action, CohMsg};
+use dipc_dsm::coherence::{Action, CohMsg, SegOpts};
 use dipc_shmem::{Memfd, Uffd, UffdEvent};
 use dipc_wire::local::ShmStat;
 use dipc_wire::referee::Caller;
@@ -44,6 +50,84 @@ fn fault_spin() -> std::time::Duration {
     })
 }
 
+/// A `u64` from the node's environment, `default` when unset or invalid.
+fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| {
+            warn!("{name}={v:?} is not a number; using {default}");
+            default
+        }),
+        Err(_) => default,
+    }
+}
+
+/// Parse a key as `shmget` takes it: decimal (possibly negative) or `0x` hex.
+fn parse_key(s: &str) -> Option<i32> {
+    let s = s.trim();
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16).ok().map(|k| k as i32),
+        None => s.parse().ok(),
+    }
+}
+
+/// The per-key quantum overrides of `DIPC_QUANTUM_KEYS`
+/// (`<key>=<us>[,<key>=<us>...]`, keys decimal or `0x` hex).
+fn parse_quantum_keys(spec: &str) -> HashMap<i32, u64> {
+    let mut out = HashMap::new();
+    for item in spec.split(',').filter(|i| !i.trim().is_empty()) {
+        let parsed = item
+            .split_once('=')
+            .and_then(|(k, v)| Some((parse_key(k)?, v.trim().parse().ok()?)));
+        match parsed {
+            Some((k, us)) => {
+                out.insert(k, us);
+            }
+            None => warn!("DIPC_QUANTUM_KEYS: cannot parse {item:?} (want key=microseconds)"),
+        }
+    }
+    out
+}
+
+/// The node's transfer settings, read once from its environment:
+/// `DIPC_QUANTUM_US` (the hold-time quantum of every segment, default 0:
+/// none), `DIPC_QUANTUM_KEYS` (per-key overrides, `key=us,...`) and
+/// `DIPC_PREFETCH` (the largest sequential prefetch window in units,
+/// default 8; 0 turns prefetch off).
+struct TransferSettings {
+    quantum_us: u64,
+    per_key: HashMap<i32, u64>,
+    prefetch: u32,
+}
+
+fn settings() -> &'static TransferSettings {
+    static SETTINGS: std::sync::OnceLock<TransferSettings> = std::sync::OnceLock::new();
+    SETTINGS.get_or_init(|| TransferSettings {
+        quantum_us: env_u64("DIPC_QUANTUM_US", 0),
+        per_key: std::env::var("DIPC_QUANTUM_KEYS")
+            .map(|v| parse_quantum_keys(&v))
+            .unwrap_or_default(),
+        prefetch: u32::try_from(env_u64("DIPC_PREFETCH", 8)).unwrap_or(u32::MAX),
+    })
+}
+
+/// The engine options of a segment on this node: its quantum (the per-key
+/// override, else the node's default) and, in page mode, the prefetch
+/// window (a segment-mode segment is one unit: nothing to prefetch).
+pub fn transfer_opts(rec: &ObjectRecord) -> SegOpts {
+    let s = settings();
+    let segment_mode = matches!(
+        rec.params,
+        Params::Shm {
+            mode: ShmMode::Segment,
+            ..
+        }
+    );
+    SegOpts {
+        quantum_us: s.per_key.get(&rec.key).copied().unwrap_or(s.quantum_us),
+        prefetch: if segment_mode { 0 } else { s.prefetch },
+    }
+}
+
 /// Largest segment movable in segment mode: one unit travels in one frame.
 pub const MAX_SEGMENT_MODE_SIZE: u64 = 16 * 1024 * 1024;
 
@@ -62,6 +146,8 @@ pub struct Segment {
     writable: Vec<bool>,
     /// Kept by the home only.
     pub home: Option<HomeMeta>,
+    /// The engine options (quantum, prefetch) this node uses for it.
+    pub opts: SegOpts,
 }
 
 /// The home's `shmid_ds`.
@@ -157,7 +243,9 @@ impl Segment {
                 errno::ENOMEM
             })?;
         let units = u32::try_from(units).map_err(|_| errno::EINVAL)?;
+        let opts = transfer_opts(&rec);
         Ok(Segment {
+            opts,
             rec,
             memfd,
             unit,
@@ -249,11 +337,46 @@ impl Node {
                     warn!(seg, unit, "an access cannot be served: {error}");
                     fail(&mut st.shm, waiter);
                 }
+                Action::SetTimer {
+                    seg,
+                    unit,
+                    id,
+                    after_us,
+                } => self.set_quantum_timer(seg, unit, id, after_us),
                 Action::Ignored { from, error } => {
                     warn!(peer = from, "ignored a coherence message: {error}");
                 }
             }
         }
+    }
+
+    /// Run the engine's quantum timer on tokio and feed it back.
+    fn set_quantum_timer(self: &Arc<Self>, seg: ObjectId, unit: u32, id: u64, after_us: u64) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            // Only reachable outside the daemon's runtime; the engine would
+            // keep deferring answers forever, so end the quantum now.
+            warn!(
+                seg,
+                unit, "no runtime for a quantum timer; ending it at once"
+            );
+            let mut st = self.lock();
+            let actions = st.engine.timer(seg, unit, id);
+            self.perform(&mut st, actions, &Bytes::new());
+            return;
+        };
+        let node = Arc::clone(self);
+        rt.spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_micros(after_us)).await;
+            node.quantum_over(seg, unit, id);
+        });
+    }
+
+    /// The quantum of (seg, unit) ended: the engine gives its deferred
+    /// answers.
+    pub(crate) fn quantum_over(self: &Arc<Self>, seg: ObjectId, unit: u32, id: u64) {
+        let mut st = self.lock();
+        let actions = st.engine.timer(seg, unit, id);
+        self.perform(&mut st, actions, &Bytes::new());
     }
 
     /// A coherence message from a peer.
@@ -538,4 +661,20 @@ pub fn home_detach(seg: &mut Segment, node: NodeId, pid: i32, now: i64) -> bool 
     h.dtime = now;
     h.lpid = pid;
     h.removed && h.total() == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantum_keys_parse_decimal_and_hex_and_skip_garbage() {
+        let m = parse_quantum_keys("0x10=2000, 42=0,junk,-5=7,0x1=x");
+        assert_eq!(m.get(&16), Some(&2000));
+        assert_eq!(m.get(&42), Some(&0));
+        assert_eq!(m.get(&-5), Some(&7));
+        assert_eq!(m.get(&1), None);
+        assert_eq!(m.len(), 3);
+        assert_eq!(parse_key("0xffffffff"), Some(-1));
+    }
 }

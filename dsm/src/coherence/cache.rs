@@ -5,6 +5,15 @@
 //! access that arrives meanwhile joins it as a waiter, so a burst of faults on
 //! one unit costs one transaction. A write access that arrives while a read
 //! request is in flight waits for it and is then served by an upgrade.
+//!
+//! Two transfer policies live here because they are decisions of the node
+//! holding or asking for a unit, never of the home's directory: the
+//! hold-time quantum ([`Hold`]: answers that would take a right away are
+//! deferred, in order, until a timer input) and sequential prefetch
+//! ([`Seq`]: read requests without waiters for the units following a
+//! sequential run of read faults).
+
+use std::collections::VecDeque;
 
 use super::{Action, CohMsg, Cx, NodeId, SegId, Segment, Unit, UnitState, Waiter};
 use crate::Error;
@@ -57,6 +66,31 @@ impl Pending {
     }
 }
 
+/// A unit this node holds within its quantum.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Hold {
+    /// The timer that ends it (an older timer of the unit is stale).
+    id: u64,
+    /// Answers to the home deferred until the quantum ends (from, msg), in
+    /// arrival order.
+    pub(crate) deferred: VecDeque<(NodeId, CohMsg)>,
+}
+
+impl Hold {
+    pub(crate) fn describe(&self) -> String {
+        format!("held t{}, {} deferred", self.id, self.deferred.len())
+    }
+}
+
+/// The sequential access detector of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub(crate) struct Seq {
+    /// The unit of the last read fault.
+    last: Option<Unit>,
+    /// The current prefetch window (0: no run yet).
+    window: u32,
+}
+
 fn request_msg(seg: SegId, unit: Unit, write: bool) -> CohMsg {
     if write {
         CohMsg::WriteReq { seg, unit }
@@ -82,6 +116,9 @@ pub(crate) fn fault(
             unit,
             writable: state == UnitState::Modified,
         });
+        if !write {
+            prefetch(s, seg, unit, false, cx);
+        }
         return;
     }
     match s.pending.get_mut(&unit) {
@@ -93,6 +130,78 @@ pub(crate) fn fault(
             cx.send(s.home, request_msg(seg, unit, write), false);
         }
     }
+    if !write {
+        prefetch(s, seg, unit, true, cx);
+    }
+}
+
+/// Sequential prefetch after a read fault on `unit` (`missed`: it had to
+/// wait, for a new request or one in flight). A fault on the unit after the
+/// last one continues a run: a miss doubles the window (up to the segment's bound), and every unit of the
+/// window after `unit` that this node neither holds nor requests is asked
+/// for with a read request that no access waits on. Any other unit ends the
+/// run; a second fault on the same unit changes nothing.
+fn prefetch(s: &mut Segment, seg: SegId, unit: Unit, missed: bool, cx: &mut Cx) {
+    let max = s.opts.prefetch;
+    if max == 0 || s.seq.last == Some(unit) {
+        return;
+    }
+    let sequential = s.seq.last.and_then(|l| l.checked_add(1)) == Some(unit);
+    s.seq.last = Some(unit);
+    if !sequential {
+        s.seq.window = 0;
+        return;
+    }
+    if missed {
+        s.seq.window = s.seq.window.saturating_mul(2).clamp(1, max);
+    }
+    let end = unit
+        .saturating_add(s.seq.window)
+        .min(s.units.saturating_sub(1));
+    for u in unit.saturating_add(1)..=end {
+        if s.local[u as usize] == UnitState::Invalid && !s.pending.contains_key(&u) {
+            s.pending.insert(u, Pending::new(false, Vec::new()));
+            cx.send(s.home, request_msg(seg, u, false), false);
+        }
+    }
+}
+
+/// The quantum of `unit` ended (timer `id`): give the deferred answers in
+/// order, and let the home start the transactions it held back.
+pub(crate) fn quantum_over(s: &mut Segment, seg: SegId, unit: Unit, id: u64, cx: &mut Cx) {
+    if s.holds.get(&unit).is_none_or(|h| h.id != id) {
+        return;
+    }
+    let Some(hold) = s.holds.remove(&unit) else {
+        return;
+    };
+    for (from, msg) in hold.deferred {
+        serve(s, from, msg, cx);
+    }
+    if s.dir.is_some() {
+        cx.pump(seg, unit);
+    }
+}
+
+/// Start the quantum of a unit this node just received for a local access.
+fn start_hold(s: &mut Segment, seg: SegId, unit: Unit, cx: &mut Cx) {
+    if s.opts.quantum_us == 0 {
+        return;
+    }
+    s.next_timer += 1;
+    let id = s.next_timer;
+    let deferred = s
+        .holds
+        .remove(&unit)
+        .map(|h| h.deferred)
+        .unwrap_or_default();
+    s.holds.insert(unit, Hold { id, deferred });
+    cx.act(Action::SetTimer {
+        seg,
+        unit,
+        id,
+        after_us: s.opts.quantum_us,
+    });
 }
 
 /// Send this node's bytes to `to`: Modified if `excl` (this node then drops
@@ -176,6 +285,16 @@ pub(crate) fn serve(s: &mut Segment, from: NodeId, msg: CohMsg, cx: &mut Cx) {
     if from != s.home {
         cx.ignore(from, unexpected("only the home may send this"));
         return;
+    }
+    if let Some(h) = s.holds.get_mut(&unit) {
+        // Within the quantum, an answer that takes a right away waits (a
+        // sharer asked for its bytes loses nothing and answers at once,
+        // unless an earlier answer waits: the order is kept).
+        let takes = !matches!(msg, CohMsg::Fetch { .. }) || state == UnitState::Modified;
+        if takes || !h.deferred.is_empty() {
+            h.deferred.push_back((from, msg));
+            return;
+        }
     }
     match msg {
         CohMsg::Fetch { req, .. } => supply(&mut s.local, seg, unit, from, req, false, 0, cx),
@@ -268,6 +387,9 @@ fn try_complete(s: &mut Segment, seg: SegId, unit: Unit, cx: &mut Cx) {
         UnitState::Shared
     };
     s.local[unit as usize] = state;
+    if !p.waiters.is_empty() {
+        start_hold(s, seg, unit, cx);
+    }
     let mut upgrade = Vec::new();
     for (waiter, write) in p.waiters {
         if reply.excl || !write {

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::{CohMsg, Cx, DirView, NodeId, SegId, Segment, Unit, cache};
+use super::{CohMsg, Cx, DirView, NodeId, SegId, Segment, Unit, UnitState, cache};
 use crate::Error;
 
 /// A home's directory for one segment.
@@ -205,13 +205,19 @@ pub(crate) fn pump(s: &mut Segment, seg: SegId, unit: Unit, cx: &mut Cx) {
     if busy.active.is_some() {
         return;
     }
-    let Some(req) = busy.queue.pop_front() else {
+    let Some(&req) = busy.queue.front() else {
         dir.busy.remove(&unit);
         return;
     };
     let Some(entry) = dir.entries.get_mut(unit as usize) else {
         return;
     };
+    if s.holds.contains_key(&unit) && takes_from_home(entry, home, s.local[unit as usize], req) {
+        // The home holds the unit within its quantum: the transaction
+        // starts when the quantum ends (`cache::quantum_over` pumps again).
+        return;
+    }
+    busy.queue.pop_front();
     let plan = match decide(entry, home, seg, unit, req) {
         Ok(plan) => plan,
         Err(refusal) => {
@@ -249,6 +255,16 @@ pub(crate) fn pump(s: &mut Segment, seg: SegId, unit: Unit, cx: &mut Cx) {
             Step::InvalidateHome => cache::invalidate_local(&mut s.local, seg, unit, cx),
         }
     }
+}
+
+/// Would transaction `req` take a right away from the home's own copy
+/// (`state`): drop it, or downgrade it from Modified?
+fn takes_from_home(entry: &Entry, home: NodeId, state: UnitState, req: Request) -> bool {
+    if req.from == home {
+        return false;
+    }
+    let holds = entry.owner == Some(home) || entry.sharers.contains(&home);
+    holds && (req.write || state == UnitState::Modified)
 }
 
 /// Why a request cannot start a transaction.

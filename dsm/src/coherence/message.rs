@@ -135,6 +135,15 @@ pub enum Action {
         unit: Unit,
         error: Error,
     },
+    /// Call [`super::Engine::timer`]`(seg, unit, id)` in `after_us`
+    /// microseconds: the quantum of a unit this node just received. A timer
+    /// is never cancelled; a stale one is ignored by the engine.
+    SetTimer {
+        seg: SegId,
+        unit: Unit,
+        id: u64,
+        after_us: u64,
+    },
     /// A message from `from` was dropped because it names an unknown segment
     /// or breaks the protocol. The daemon logs it; a peer that keeps doing so
     /// is broken and its link may be dropped.
@@ -169,6 +178,12 @@ impl fmt::Display for Action {
                 unit,
                 error,
             } => write!(f, "fail w{waiter} s{seg}.u{unit}: {error}"),
+            Action::SetTimer {
+                seg,
+                unit,
+                id,
+                after_us,
+            } => write!(f, "timer t{id} s{seg}.u{unit} in {after_us}us"),
             Action::Ignored { from, error } => write!(f, "ignored from {from}: {error}"),
         }
     }

@@ -98,14 +98,52 @@
 //! before the right is granted (pending `InvAck`s); the bytes stay unmapped
 //! until the `Resolve`. The transport must keep each link FIFO.
 //!
+//! # Transfer modes
+//!
+//! Per segment ([`SegOpts`], given to [`Engine::add_segment_with`]); both
+//! options are local policies of each node, so nodes may differ.
+//!
+//! * **Page mode / segment mode.** The engine never sees sizes: page mode
+//!   is a segment of many units (4 KiB or larger each), segment mode is a
+//!   segment added with `units = 1`. Then the first fault on a node fetches
+//!   the whole segment, and a write anywhere takes ownership of all of it.
+//!   Nothing else differs, so every argument below holds for both.
+//! * **Hold-time quantum** (`quantum_us`, 0 disables it; DIPC's time
+//!   quantum against thrashing). When a request of this node completes with
+//!   local accesses waiting on it, the node *holds* the unit: it emits
+//!   [`Action::SetTimer`] and, until the daemon feeds the timer back with
+//!   [`Engine::timer`], defers every `Inv`, `FetchInv`, and every `Fetch`
+//!   that would downgrade its Modified copy (a `Fetch` of a Shared copy
+//!   takes nothing away and is answered at once, unless an earlier answer
+//!   waits). Deferred answers are queued, never dropped, and given in
+//!   arrival order when the timer fires. The home holds its own copy the
+//!   same way: the directory does not start a transaction that would drop
+//!   or downgrade the home's held copy until the quantum ends (the queue
+//!   behind it waits, in order). Deferring is safe because nothing but the
+//!   requester waits on a supplier or sharer, and the home already
+//!   serialises the unit: the quantum only delays a transaction, it never
+//!   reorders two, so invariants (1) and (2) and the argument above are
+//!   unchanged. It is live because every timer fires. Timers are inputs:
+//!   the engine reads no clock; a re-received unit restarts its quantum
+//!   with a new timer id and the old timer is ignored.
+//! * **Sequential prefetch** (`prefetch`, the largest window in units, 0
+//!   disables it). Read faults on consecutive units form a run; each fault
+//!   of the run that must wait doubles the window (1, 2, 4, ... up to the
+//!   bound), and after every fault of the run the node sends read requests
+//!   for the units of the window after the faulting one that it neither
+//!   holds nor requests. Those requests have no waiters: the reply is
+//!   installed `Shared` like any other copy (and invalidated like any
+//!   other), so the next local access is resolved at once. A fault on any
+//!   other unit ends the run (window 0); write faults neither extend nor
+//!   end it. The window's requests leave together on the link to the home
+//!   (pipelined: one round trip for the window), but each unit remains its
+//!   own transaction in the directory, so the protocol is unchanged.
+//!   Prefetched copies do not start a quantum (no access asked for them).
+//!
 //! # Room for extensions
 //!
-//! * Hold-time quantum: a supplier or sharer may defer its answer to
-//!   `Fetch`/`FetchInv`/`Inv` until its quantum ends (a timer input); nothing
-//!   else waits on it, so deferring is safe.
-//! * Segment mode: add the segment with `units = 1`.
-//! * Prefetch: a request may later name a window of units; the directory
-//!   entries are independent, so it becomes several transactions.
+//! * One message for a prefetch window (a ranged `ReadReq` and a
+//!   multi-unit `Data` when one supplier holds the whole window).
 //! * `node_down(node)`: the directory drops the node from copy sets, marks
 //!   units it owned as lost ([`crate::Error::NoCopy`]), and the active
 //!   transactions that wait on it are completed or failed.
@@ -168,6 +206,19 @@ pub struct DirView {
     pub queued: Vec<(NodeId, bool)>,
 }
 
+/// How a segment moves between nodes (see "Transfer modes" in the module
+/// doc). Every node may use its own options for a segment: both are local
+/// policies that never change what a peer may expect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct SegOpts {
+    /// Hold-time quantum in microseconds: a node that received a unit for
+    /// a local access keeps it at least this long before it answers a
+    /// request that would take its right away. 0 disables it.
+    pub quantum_us: u64,
+    /// Largest sequential prefetch window, in units. 0 disables prefetch.
+    pub prefetch: u32,
+}
+
 /// One node's coherence engine for all the segments it knows.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Engine {
@@ -186,6 +237,14 @@ pub(crate) struct Segment {
     pub(crate) pending: BTreeMap<Unit, cache::Pending>,
     /// The directory, on the home only.
     pub(crate) dir: Option<directory::Directory>,
+    pub(crate) opts: SegOpts,
+    /// Units this node holds within their quantum, with the answers it
+    /// deferred meanwhile.
+    pub(crate) holds: BTreeMap<Unit, cache::Hold>,
+    /// The id of the last timer set on this segment.
+    pub(crate) next_timer: u64,
+    /// The sequential access detector of prefetch.
+    pub(crate) seq: cache::Seq,
 }
 
 /// Work the engine gives itself while handling one input: messages from this
@@ -259,6 +318,18 @@ impl Engine {
     /// holds every unit `Modified`), elsewhere at first attach (every unit
     /// `Invalid`). Adding a known segment again changes nothing.
     pub fn add_segment(&mut self, seg: SegId, home: NodeId, units: u32) -> Vec<Action> {
+        self.add_segment_with(seg, home, units, SegOpts::default())
+    }
+
+    /// [`Engine::add_segment`] with transfer options (quantum, prefetch).
+    /// Segment mode is `units == 1`.
+    pub fn add_segment_with(
+        &mut self,
+        seg: SegId,
+        home: NodeId,
+        units: u32,
+        opts: SegOpts,
+    ) -> Vec<Action> {
         let me = self.me;
         self.segs.entry(seg).or_insert_with(|| {
             let is_home = home == me;
@@ -273,6 +344,10 @@ impl Engine {
                 local: vec![initial; units as usize],
                 pending: BTreeMap::new(),
                 dir: is_home.then(|| directory::Directory::new(home, units)),
+                opts,
+                holds: BTreeMap::new(),
+                next_timer: 0,
+                seq: cache::Seq::default(),
             }
         });
         Vec::new()
@@ -336,6 +411,26 @@ impl Engine {
         cx.actions
     }
 
+    /// The timer `id` the engine asked for with [`Action::SetTimer`] fired:
+    /// the quantum of (seg, unit) is over. The answers deferred meanwhile
+    /// are given now, in arrival order, and the home starts the
+    /// transactions it held back. A stale or unknown timer changes nothing.
+    pub fn timer(&mut self, seg: SegId, unit: Unit, id: u64) -> Vec<Action> {
+        let mut cx = Cx::new(self.me);
+        if let Some(s) = self.segs.get_mut(&seg) {
+            cache::quantum_over(s, seg, unit, id, &mut cx);
+        }
+        self.drain(&mut cx);
+        cx.actions
+    }
+
+    /// True while this node holds (seg, unit) within its quantum.
+    pub fn is_held(&self, seg: SegId, unit: Unit) -> bool {
+        self.segs
+            .get(&seg)
+            .is_some_and(|s| s.holds.contains_key(&unit))
+    }
+
     /// This node's state of a unit, `None` for an unknown segment or unit.
     pub fn state(&self, seg: SegId, unit: Unit) -> Option<UnitState> {
         self.segs.get(&seg)?.local.get(unit as usize).copied()
@@ -363,9 +458,11 @@ impl Engine {
     /// True when no request is in flight and no directory transaction is
     /// active or queued on this node.
     pub fn is_idle(&self) -> bool {
-        self.segs
-            .values()
-            .all(|s| s.pending.is_empty() && s.dir.as_ref().is_none_or(|d| d.is_idle()))
+        self.segs.values().all(|s| {
+            s.pending.is_empty()
+                && s.holds.values().all(|h| h.deferred.is_empty())
+                && s.dir.as_ref().is_none_or(|d| d.is_idle())
+        })
     }
 
     /// A one-line description of everything this node knows about a unit
@@ -380,6 +477,9 @@ impl Engine {
         let mut out = format!("{state:?}");
         if let Some(p) = s.pending.get(&unit) {
             out.push_str(&format!(", {}", p.describe()));
+        }
+        if let Some(h) = s.holds.get(&unit) {
+            out.push_str(&format!(", {}", h.describe()));
         }
         if let Some(d) = s.dir.as_ref().and_then(|d| d.view(unit)) {
             out.push_str(&format!("; dir {}", directory::describe(&d)));

@@ -26,6 +26,14 @@
 //! blocked accesses is a deadlock; one that exceeds its step bound a
 //! livelock.
 //!
+//! Transfer modes: a segment of one unit is segment mode; a [`SegSpec`] may
+//! set a hold-time quantum and a prefetch window. Timers the engines set
+//! ([`Action::SetTimer`]) are world events: the explorer lets each fire at
+//! any moment (every timing at once), random runs keep a virtual clock that
+//! advances with every step and fire a timer only once its time has come.
+//! Every step checks that a node never drops or downgrades a unit while it
+//! holds it within its quantum.
+//!
 //! [`run_random`] drives a world with a seeded choice among the deliverable
 //! link heads and the threads able to issue an access; a failure carries the
 //! seed, the schedule and a readable trace, and [`replay`] re-runs a
@@ -37,7 +45,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
-use super::{Action, CohMsg, Engine, NodeId, SegId, Unit, UnitState, Waiter};
+use super::{Action, CohMsg, Engine, NodeId, SegId, SegOpts, Unit, UnitState, Waiter};
 
 /// A small deterministic generator (SplitMix64): schedules must replay
 /// identically whatever `rand` version the workspace uses.
@@ -73,7 +81,32 @@ impl Rng {
 pub struct SegSpec {
     pub seg: SegId,
     pub home: NodeId,
+    /// 1 is segment mode (the whole segment is one unit).
     pub units: u32,
+    /// Hold-time quantum (virtual microseconds), 0 for none.
+    pub quantum_us: u64,
+    /// Largest prefetch window, 0 for none.
+    pub prefetch: u32,
+}
+
+impl SegSpec {
+    /// A page-mode segment without quantum or prefetch.
+    pub fn new(seg: SegId, home: NodeId, units: u32) -> Self {
+        SegSpec {
+            seg,
+            home,
+            units,
+            quantum_us: 0,
+            prefetch: 0,
+        }
+    }
+
+    fn opts(&self) -> SegOpts {
+        SegOpts {
+            quantum_us: self.quantum_us,
+            prefetch: self.prefetch,
+        }
+    }
 }
 
 /// A simulated cluster and its workload.
@@ -91,6 +124,9 @@ pub struct Config {
     /// Random runs: share of accesses that call `fault` even though the
     /// mapping allows them (the daemon may call it anyway).
     pub refault_percent: u32,
+    /// Random runs: share of accesses that go to the unit after the node's
+    /// previous access (sequential runs, for prefetch).
+    pub sequential_percent: u32,
 }
 
 impl Config {
@@ -98,26 +134,37 @@ impl Config {
     /// all, 1-3 threads and 2-11 accesses per node.
     pub fn random(rng: &mut Rng) -> Self {
         let nodes = 2 + rng.below(4) as u32;
-        let mut segments = vec![SegSpec {
-            seg: 1,
-            home: rng.below(u64::from(nodes)) as u32,
-            units: 1 + rng.below(3) as u32,
-        }];
+        let mut segments = vec![SegSpec::new(
+            1,
+            rng.below(u64::from(nodes)) as u32,
+            1 + rng.below(3) as u32,
+        )];
         if rng.percent(50) {
-            segments.push(SegSpec {
-                seg: 2,
-                home: rng.below(u64::from(nodes)) as u32,
-                units: 1,
-            });
+            segments.push(SegSpec::new(2, rng.below(u64::from(nodes)) as u32, 1));
         }
-        Config {
+        let mut cfg = Config {
             nodes,
             segments,
             threads: 1 + rng.below(3) as u32,
             accesses: 2 + rng.below(10) as u32,
             write_percent: 20 + rng.below(61) as u32,
             refault_percent: rng.below(30) as u32,
+            sequential_percent: 0,
+        };
+        // Transfer modes on a third of the seeds each.
+        for s in cfg.segments.iter_mut() {
+            if rng.percent(33) {
+                s.quantum_us = 1 + rng.below(300);
+            }
+            if rng.percent(33) {
+                s.units += rng.below(5) as u32;
+                s.prefetch = 1 + rng.below(4) as u32;
+            }
         }
+        if rng.percent(50) {
+            cfg.sequential_percent = rng.below(90) as u32;
+        }
+        cfg
     }
 }
 
@@ -134,6 +181,12 @@ pub enum Step {
         unit: Unit,
         write: bool,
         refault: bool,
+    },
+    /// The timer a node set on a unit fires.
+    Fire {
+        node: NodeId,
+        seg: SegId,
+        unit: Unit,
     },
 }
 
@@ -152,6 +205,7 @@ impl fmt::Display for Step {
                 let re = if refault { " (refault)" } else { "" };
                 write!(f, "node {node} {kind} s{seg}.u{unit}{re}")
             }
+            Step::Fire { node, seg, unit } => write!(f, "node {node} timer s{seg}.u{unit}"),
         }
     }
 }
@@ -197,6 +251,16 @@ pub struct World {
     /// in which different nodes fault does not create distinct states).
     next_waiter: Vec<u32>,
     blocked: BTreeMap<Waiter, Blocked>,
+    /// The timers set and not fired: (node, seg, unit) -> (id, due time).
+    timers: BTreeMap<(NodeId, SegId, Unit), (u64, u64)>,
+    /// Virtual time (microseconds) of random runs; the explorer leaves it
+    /// at 0 and lets timers fire at any moment.
+    now: u64,
+    /// Per node: the unit of its last access (sequential runs).
+    cursor: Vec<Unit>,
+    /// Timers whose firing gave deferred answers or started held-back
+    /// transactions (not part of the state: statistics only).
+    deferred_served: u64,
 }
 
 type Log<'a> = Option<&'a mut Vec<String>>;
@@ -216,7 +280,7 @@ impl World {
         let mut latest = BTreeMap::new();
         for s in &cfg.segments {
             for e in engines.iter_mut() {
-                e.add_segment(s.seg, s.home, s.units);
+                e.add_segment_with(s.seg, s.home, s.units, s.opts());
             }
             for u in 0..s.units {
                 values.insert((s.home, s.seg, u), 0);
@@ -235,6 +299,10 @@ impl World {
             budget: vec![cfg.accesses; cfg.nodes as usize],
             next_waiter: vec![0; cfg.nodes as usize],
             blocked: BTreeMap::new(),
+            timers: BTreeMap::new(),
+            now: 0,
+            cursor: vec![0; cfg.nodes as usize],
+            deferred_served: 0,
         }
     }
 
@@ -254,6 +322,11 @@ impl World {
             .keys()
             .map(|&(from, to)| Step::Deliver { from, to })
             .collect();
+        steps.extend(
+            self.timers
+                .keys()
+                .map(|&(node, seg, unit)| Step::Fire { node, seg, unit }),
+        );
         for node in 0..self.cfg.nodes {
             if !self.can_issue(node as usize) {
                 continue;
@@ -275,14 +348,29 @@ impl World {
         steps
     }
 
-    /// A random step: uniform among deliverable links and nodes able to
-    /// issue an access; `None` when nothing can happen.
-    pub fn random_step(&self, rng: &mut Rng) -> Option<Step> {
+    /// A random step: uniform among deliverable links, due timers and
+    /// nodes able to issue an access; `None` when nothing can happen. The
+    /// virtual clock advances by a random amount first, and jumps to the
+    /// next timer when nothing else can happen.
+    pub fn random_step(&mut self, rng: &mut Rng) -> Option<Step> {
+        self.now += 1 + rng.below(40);
         let links = self.links.len();
         let nodes: Vec<NodeId> = (0..self.cfg.nodes)
             .filter(|&n| self.can_issue(n as usize))
             .collect();
-        let total = links + nodes.len();
+        if links == 0
+            && nodes.is_empty()
+            && let Some(&(_, at)) = self.timers.values().min_by_key(|(_, at)| *at)
+        {
+            self.now = self.now.max(at);
+        }
+        let due: Vec<Step> = self
+            .timers
+            .iter()
+            .filter(|(_, (_, at))| *at <= self.now)
+            .map(|(&(node, seg, unit), _)| Step::Fire { node, seg, unit })
+            .collect();
+        let total = links + due.len() + nodes.len();
         if total == 0 {
             return None;
         }
@@ -290,12 +378,21 @@ impl World {
         if let Some(&(from, to)) = self.links.keys().nth(pick) {
             return Some(Step::Deliver { from, to });
         }
-        let node = nodes[pick - links];
+        if let Some(&fire) = due.get(pick - links) {
+            return Some(fire);
+        }
+        let node = nodes[pick - links - due.len()];
         let s = self.cfg.segments[rng.below(self.cfg.segments.len() as u64) as usize];
+        let next = self.cursor[node as usize] + 1;
+        let unit = if rng.percent(self.cfg.sequential_percent) && next < s.units {
+            next
+        } else {
+            rng.below(u64::from(s.units)) as u32
+        };
         Some(Step::Access {
             node,
             seg: s.seg,
-            unit: rng.below(u64::from(s.units)) as u32,
+            unit,
             write: rng.percent(self.cfg.write_percent),
             refault: rng.percent(self.cfg.refault_percent),
         })
@@ -326,6 +423,17 @@ impl World {
                 let actions = self.engines[to as usize].receive(from, packet.msg);
                 self.perform(to, actions, packet.data, &mut out)
             }
+            Step::Fire { node, seg, unit } => {
+                let (id, _) = self
+                    .timers
+                    .remove(&(node, seg, unit))
+                    .ok_or_else(|| format!("no timer on node {node} s{seg}.u{unit}"))?;
+                let actions = self.engines[node as usize].timer(seg, unit, id);
+                if actions.iter().any(|a| matches!(a, Action::Send { .. })) {
+                    self.deferred_served += 1;
+                }
+                self.perform(node, actions, None, &mut out)
+            }
             Step::Access {
                 node,
                 seg,
@@ -342,6 +450,7 @@ impl World {
                     .position(Option::is_none)
                     .ok_or_else(|| format!("node {node} has no idle thread"))?;
                 self.budget[n] -= 1;
+                self.cursor[n] = unit;
                 let right = self.rights.get(&(node, seg, unit)).copied();
                 let allowed = if write {
                     right == Some(Right::Write)
@@ -456,10 +565,12 @@ impl World {
                     self.values.insert((node, seg, unit), v);
                 }
                 Action::Invalidate { seg, unit } => {
+                    self.check_not_held(node, seg, unit, "drops")?;
                     self.values.remove(&(node, seg, unit));
                     self.rights.remove(&(node, seg, unit));
                 }
                 Action::Downgrade { seg, unit } => {
+                    self.check_not_held(node, seg, unit, "downgrades")?;
                     if let Some(r) = self.rights.get_mut(&(node, seg, unit)) {
                         *r = Right::Read;
                     }
@@ -488,10 +599,44 @@ impl World {
                     self.threads[node as usize][b.thread] = None;
                     self.access(node, seg, unit, b.write, out)?;
                 }
+                Action::SetTimer {
+                    seg,
+                    unit,
+                    id,
+                    after_us,
+                } => {
+                    let q = self.cfg.segments.iter().find(|s| s.seg == seg);
+                    if q.is_none_or(|s| s.quantum_us != after_us || after_us == 0) {
+                        return Err(format!(
+                            "node {node} sets a timer of {after_us}us on s{seg}.u{unit} against its quantum"
+                        ));
+                    }
+                    self.timers
+                        .insert((node, seg, unit), (id, self.now + after_us));
+                }
                 Action::Fail { .. } | Action::Ignored { .. } => {
                     return Err(format!("node {node}: {action}"));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// A node must not give up a right on a unit it holds within its
+    /// quantum (the engine ends the hold before it answers).
+    fn check_not_held(
+        &self,
+        node: NodeId,
+        seg: SegId,
+        unit: Unit,
+        what: &str,
+    ) -> Result<(), String> {
+        if self.timers.contains_key(&(node, seg, unit))
+            && self.engines[node as usize].is_held(seg, unit)
+        {
+            return Err(format!(
+                "node {node} {what} s{seg}.u{unit} within its quantum"
+            ));
         }
         Ok(())
     }
@@ -653,6 +798,11 @@ impl World {
         self.budget.hash(&mut h);
         self.next_waiter.hash(&mut h);
         self.blocked.hash(&mut h);
+        self.timers.len().hash(&mut h);
+        for (k, (id, _)) in &self.timers {
+            (k, id).hash(&mut h);
+        }
+        self.cursor.hash(&mut h);
         h.finish()
     }
 }
@@ -697,6 +847,8 @@ pub struct Stats {
     pub states: u64,
     /// Terminal states reached (exploration).
     pub terminals: u64,
+    /// Random run: timers that, firing, sent answers deferred by a quantum.
+    pub deferred: u64,
 }
 
 /// Run one random schedule of the configuration drawn from `seed`.
@@ -740,6 +892,7 @@ pub fn run_random(
     world.check_finished().map_err(|e| fail(&steps, e))?;
     Ok(Stats {
         steps: steps.len() as u64,
+        deferred: world.deferred_served,
         ..Stats::default()
     })
 }
@@ -865,15 +1018,12 @@ mod tests {
     fn cfg() -> Config {
         Config {
             nodes: 2,
-            segments: vec![SegSpec {
-                seg: 1,
-                home: 0,
-                units: 1,
-            }],
+            segments: vec![SegSpec::new(1, 0, 1)],
             threads: 1,
             accesses: 1,
             write_percent: 50,
             refault_percent: 0,
+            sequential_percent: 0,
         }
     }
 
@@ -914,6 +1064,35 @@ mod tests {
             error: crate::Error::UnknownSegment { seg: 9 },
         };
         assert!(bad(&mut w, 1, ignored, None).contains("ignored"));
+    }
+
+    #[test]
+    fn losing_a_unit_within_its_quantum_is_caught() {
+        let mut c = cfg();
+        c.segments[0].quantum_us = 100;
+        let mut w = World::new(&c);
+        // Node 1 reads: the home supplies, node 1 starts its quantum.
+        let read = Step::Access {
+            node: 1,
+            seg: 1,
+            unit: 0,
+            write: false,
+            refault: false,
+        };
+        assert_eq!(w.apply(read, None), Ok(()));
+        assert_eq!(w.apply(Step::Deliver { from: 1, to: 0 }, None), Ok(()));
+        assert_eq!(w.apply(Step::Deliver { from: 0, to: 1 }, None), Ok(()));
+        assert!(w.engines[1].is_held(1, 0));
+        assert!(w.timers.contains_key(&(1, 1, 0)));
+        let drop = Action::Invalidate { seg: 1, unit: 0 };
+        assert!(bad(&mut w, 1, drop, None).contains("within its quantum"));
+        let wrong_timer = Action::SetTimer {
+            seg: 1,
+            unit: 0,
+            id: 9,
+            after_us: 5,
+        };
+        assert!(bad(&mut w, 1, wrong_timer, None).contains("against its quantum"));
     }
 
     #[test]

@@ -1,0 +1,297 @@
+//! Transfer modes end to end: segment mode, the hold-time quantum and
+//! sequential prefetch, with C programs on two nodes (dipc-testkit).
+//!
+//! The programs of `tests/c/` used by `shm.rs` (pattern, message-passing
+//! litmus, atomic counter) run again here, once with every segment in
+//! segment mode (`DIPC_SHM_MODE=segment` at `shmget`: the whole segment is
+//! one coherence unit) and once on a cluster whose nodes hold every unit
+//! they receive for a quantum of a few milliseconds (`DIPC_QUANTUM_US` in
+//! the nodes' environment). The pattern runs with the nodes' default
+//! prefetch (a window of up to 8 units), so its sequential reader installs
+//! most pages through prefetch. `modes_wait.c` measures a read that faults
+//! while another node holds the page within its quantum: it must wait for
+//! the quantum (queued at the holder, not dropped) and not much longer.
+//!
+//! Every wait is bounded here (a line, an exit) and in the programs
+//! (`alarm`, bounded spins), so a broken daemon fails a test with the
+//! processes' output and the daemons' logs instead of hanging it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use dipc_testkit::{Cluster, Link, Program, compile_c};
+
+const COMMON: &str = include_str!("c/common.h");
+const PATTERN: &str = include_str!("c/pattern.c");
+const COUNTER: &str = include_str!("c/counter.c");
+const MP: &str = include_str!("c/mp.c");
+const WAIT: &str = include_str!("c/modes_wait.c");
+
+/// Bound on one answer line, and on a program's run.
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+const MIB: u64 = 1 << 20;
+
+/// A two-node cluster whose nodes get `env`.
+fn cluster(env: &[(&str, &str)]) -> Cluster {
+    let mut b = Cluster::builder().bin(env!("CARGO_BIN_EXE_dipc")).nodes(2);
+    for (k, v) in env {
+        b = b.node_env(*k, *v);
+    }
+    b.start()
+        .unwrap_or_else(|e| panic!("cluster with {env:?} did not start: {e:#}"))
+}
+
+/// Compile `tests/c/<name>.c` with `IPC_DIPC`, linked `-lsysv`.
+fn program(name: &str, src: &str) -> Program {
+    let src =
+        format!("#define USE_DIPC 1\n#line 1 \"common.h\"\n{COMMON}\n#line 1 \"{name}.c\"\n{src}");
+    compile_c(&src, name, Link::Sysv).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// A running C program: stdin piped from the test, stdout read line by line.
+struct Proc {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    /// Start `prog args` on node `node` with the extra environment `env`.
+    fn start(
+        c: &Cluster,
+        node: usize,
+        prog: &Program,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Proc {
+        let mut cmd: Command = c.run_on(node, prog);
+        cmd.args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let name = format!(
+            "{} {} on node {node}",
+            prog.path().display(),
+            args.join(" ")
+        );
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().expect("stdout was piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err = child.stderr.take().expect("stderr was piped");
+        let buf = stderr.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = err.read(&mut chunk) {
+                let mut b = buf.lock().unwrap_or_else(|p| p.into_inner());
+                b.push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
+        Proc {
+            name,
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            seen: Vec::new(),
+            stderr,
+        }
+    }
+
+    fn describe(&mut self) -> String {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+        let err = self
+            .stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        format!(
+            "{}\n--- stdout ---\n{}\n--- stderr ---\n{err}",
+            self.name,
+            self.seen.join("\n")
+        )
+    }
+
+    fn line(&mut self) -> String {
+        match self.lines.recv_timeout(TIMEOUT) {
+            Ok(l) => {
+                self.seen.push(l.clone());
+                l
+            }
+            Err(_) => panic!("no line within {TIMEOUT:?}: {}", self.describe()),
+        }
+    }
+
+    fn send(&mut self, text: &str) {
+        let ok = self.stdin.as_mut().is_some_and(|s| {
+            s.write_all(format!("{text}\n").as_bytes())
+                .and(s.flush())
+                .is_ok()
+        });
+        if !ok {
+            panic!("cannot send {text:?}: {}", self.describe());
+        }
+    }
+
+    /// Close stdin, wait (bounded) for a successful exit; the lines not
+    /// consumed yet.
+    fn success(&mut self) -> Vec<String> {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + TIMEOUT;
+        let status = loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                break s;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("did not finish within {TIMEOUT:?}: {}", self.describe());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut rest = Vec::new();
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(l.clone());
+            rest.push(l);
+        }
+        assert!(status.success(), "{status}: {}", self.describe());
+        rest
+    }
+
+    /// [`Proc::success`], and the last line must be `want`.
+    fn ends_with(&mut self, want: &str) {
+        let rest = self.success();
+        if rest.last().map(String::as_str) != Some(want) {
+            panic!("expected a last line {want:?}: {}", self.describe());
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn args(a: &[&dyn std::fmt::Display]) -> Vec<String> {
+    a.iter().map(|x| x.to_string()).collect()
+}
+
+/// The pattern, litmus and counter programs across the two nodes of `c`,
+/// every process with `env`.
+fn pattern_litmus_counter(c: &Cluster, env: &[(&str, &str)], keys: i32, size: u64) {
+    let pattern = program("pattern", PATTERN);
+    let seed = 0x5eed_u64 ^ size;
+    let mut w = Proc::start(c, 0, &pattern, &args(&[&"write", &keys, &size, &seed]), env);
+    let id = w.line();
+    w.ends_with("written");
+    let mut r = Proc::start(c, 1, &pattern, &args(&[&"read", &keys, &size, &seed]), env);
+    assert_eq!(r.line(), id, "the reader found another segment");
+    r.ends_with(&format!("verified {size}"));
+
+    let mp = program("mp", MP);
+    for (layout, key) in [("split", keys + 1), ("same", keys + 2)] {
+        let a = |role: &'static str| args(&[&role, &key, &100, &layout]);
+        let mut w = Proc::start(c, 0, &mp, &a("writer"), env);
+        w.line();
+        let mut r = Proc::start(c, 1, &mp, &a("reader"), env);
+        r.line();
+        r.ends_with("rounds 100 stale 0");
+        w.ends_with("rounds 100 stale 0");
+    }
+
+    counter(c, env, keys + 3, 2000);
+}
+
+/// Two processes on two nodes each add `iters` to one counter (yielding
+/// after every increment); both must see the exact total.
+fn counter(c: &Cluster, env: &[(&str, &str)], key: i32, iters: u64) {
+    let prog = program("counter", COUNTER);
+    let mut procs: Vec<Proc> = (0..2)
+        .map(|node| Proc::start(c, node, &prog, &args(&[&key, &2, &iters, &1]), env))
+        .collect();
+    let ids: Vec<String> = procs.iter_mut().map(Proc::line).collect();
+    assert_eq!(ids[0], ids[1], "the processes found different segments");
+    for p in &mut procs {
+        p.ends_with(&format!("counter {}", 2 * iters));
+    }
+}
+
+#[test]
+fn segment_mode_runs_pattern_litmus_and_counter() {
+    let c = cluster(&[]);
+    // At most 16 MiB moves as one unit.
+    pattern_litmus_counter(&c, &[("DIPC_SHM_MODE", "segment")], 0x5d20_0100, 4 * MIB);
+}
+
+#[test]
+fn a_quantum_of_a_few_ms_keeps_pattern_litmus_and_counter_exact() {
+    let c = cluster(&[("DIPC_QUANTUM_US", "3000")]);
+    pattern_litmus_counter(&c, &[], 0x5d20_0200, 8 * MIB);
+    // Segment mode and the quantum together.
+    counter(&c, &[("DIPC_SHM_MODE", "segment")], 0x5d20_0210, 2000);
+}
+
+#[test]
+fn a_read_during_a_writers_quantum_waits_for_it_and_not_much_longer() {
+    const QUANTUM_MS: u64 = 400;
+    let quantum = (QUANTUM_MS * 1000).to_string();
+    let c = cluster(&[("DIPC_QUANTUM_US", &quantum), ("DIPC_PREFETCH", "0")]);
+    let prog = program("modes_wait", WAIT);
+    let key = 0x5d20_0300;
+    // The reader's node creates the segment (its home); the writer's node
+    // receives the page when it writes, and holds it for the quantum.
+    let mut r = Proc::start(&c, 0, &prog, &args(&[&"read", &key]), &[]);
+    let id = r.line();
+    let mut w = Proc::start(&c, 1, &prog, &args(&[&"write", &key]), &[]);
+    assert_eq!(w.line(), id);
+    for round in 0..3 {
+        w.send("go");
+        assert_eq!(w.line(), "wrote");
+        r.send("go");
+        let line = r.line();
+        let parsed = line
+            .strip_prefix("read ")
+            .and_then(|l| l.split_once(' '))
+            .and_then(|(v, ms)| Some((v.parse::<u64>().ok()?, ms.parse::<u64>().ok()?)));
+        let Some((value, ms)) = parsed else {
+            panic!("expected `read <value> <ms>`: {}", r.describe());
+        };
+        assert_eq!(value, 42, "round {round}: {}", r.describe());
+        // Generous bounds: the read waited for (most of) the quantum, the
+        // writer's node answered when it ended, and the normal fault time
+        // on top is far below a second even on a loaded machine.
+        assert!(
+            ms <= QUANTUM_MS + 2000,
+            "round {round}: the read took {ms} ms with a {QUANTUM_MS} ms quantum"
+        );
+        assert!(
+            ms >= QUANTUM_MS / 8,
+            "round {round}: the read took {ms} ms: the writer's quantum ({QUANTUM_MS} ms) was not honoured"
+        );
+        // Let the reader's own quantum run out before the next round.
+        std::thread::sleep(Duration::from_millis(QUANTUM_MS + 100));
+    }
+    r.success();
+    w.success();
+}
