@@ -13,7 +13,8 @@
 //! rank per socket, several ranks may share one).
 //!
 //! Rank r runs with `DIPC_SOCKET` = node r's socket, `DIPC_RANK=r` and
-//! `DIPC_NODES=N`; its stdout and stderr lines are forwarded with a `[r] `
+//! `DIPC_NODES=N` (and, on the private cluster, `DIPC_REFEREE`,
+//! `DIPC_CLUSTER` and `DIPC_SECRET_FILE`, so `dipc ipcs` works inside); its stdout and stderr lines are forwarded with a `[r] `
 //! prefix. `dipc run` waits for every rank and exits with the first
 //! non-zero status in the order the ranks ended (128+signal for a rank
 //! killed by a signal), else 0. The daemons are stopped with `SIGTERM`
@@ -73,16 +74,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             bail!("--nodes must be between 1 and 64, not {}", args.nodes);
         }
         let mut cluster = TestCluster::start(args.nodes, args.keep)?;
-        let code = run_ranks(prog, prog_args, &cluster.sockets);
+        let env = cluster.env();
+        let code = run_ranks(prog, prog_args, &cluster.sockets, &env);
         cluster.stop();
         code
     } else {
-        run_ranks(prog, prog_args, &args.sockets)
+        run_ranks(prog, prog_args, &args.sockets, &[])
     }
 }
 
 /// Start one rank per socket, forward output, wait for all.
-fn run_ranks(prog: &str, args: &[String], sockets: &[PathBuf]) -> anyhow::Result<i32> {
+fn run_ranks(
+    prog: &str,
+    args: &[String],
+    sockets: &[PathBuf],
+    env: &[(&str, String)],
+) -> anyhow::Result<i32> {
     let n = sockets.len();
     let (tx, rx) = mpsc::channel::<(usize, ExitStatus)>();
     let mut children = Vec::with_capacity(n);
@@ -93,6 +100,7 @@ fn run_ranks(prog: &str, args: &[String], sockets: &[PathBuf]) -> anyhow::Result
             .env("DIPC_SOCKET", socket)
             .env("DIPC_RANK", rank.to_string())
             .env("DIPC_NODES", n.to_string())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -185,6 +193,7 @@ fn stop_ranks(children: &mut [Child]) {
 /// A referee and N nodes, children of this process, in a private directory.
 struct TestCluster {
     dir: PathBuf,
+    referee: String,
     keep: bool,
     daemons: Vec<(String, Child)>,
     sockets: Vec<PathBuf>,
@@ -203,6 +212,7 @@ impl TestCluster {
         std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let mut c = TestCluster {
             dir,
+            referee: String::new(),
             keep,
             daemons: Vec::new(),
             sockets: Vec::new(),
@@ -227,6 +237,7 @@ impl TestCluster {
         let secret = self.dir.join("secret");
         crate::config::keygen(&secret)?;
         let referee = format!("127.0.0.1:{}", free_port()?);
+        self.referee = referee.clone();
         let mut cmd = self.daemon_command(&exe, "referee")?;
         cmd.args(["referee", "--listen", &referee, "--data-dir"])
             .arg(self.dir.join("referee"))
@@ -269,6 +280,19 @@ impl TestCluster {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// What the ranks need to run `dipc status`/`dipc ipcs` on this
+    /// cluster: its referee, name and secret file.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("DIPC_REFEREE", self.referee.clone()),
+            ("DIPC_CLUSTER", CLUSTER.to_string()),
+            (
+                "DIPC_SECRET_FILE",
+                self.dir.join("secret").to_string_lossy().into_owned(),
+            ),
+        ]
     }
 
     /// The dipc binary with no inherited `DIPC_*` settings, logging to

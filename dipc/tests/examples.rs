@@ -377,11 +377,11 @@ fn dipc_run_exit_code_is_the_first_failure_and_sockets_reuse_a_cluster() {
         "--",
         "sh",
         "-c",
-        "echo out $DIPC_RANK of $DIPC_NODES; echo err >&2; exit $((DIPC_RANK * 7))",
+        "echo out $DIPC_RANK of $DIPC_NODES in $DIPC_CLUSTER; test -f \"$DIPC_SECRET_FILE\" || exit 9; echo err >&2; exit $((DIPC_RANK * 7))",
     ]);
     assert_eq!(code, 7, "stdout:\n{out}\nstderr:\n{err}");
     assert!(
-        out.contains("[0] out 0 of 2") && out.contains("[1] out 1 of 2"),
+        out.contains("[0] out 0 of 2 in dipc-run") && out.contains("[1] out 1 of 2 in dipc-run"),
         "{out}"
     );
     assert!(err.contains("[1] err") && err.contains("[0] err"), "{err}");
