@@ -3,6 +3,12 @@
 //! Subcommands start the referee and node daemons, ask the referee for the
 //! cluster's status, and run the demo. Settings come from flags, then
 //! environment variables, then an optional TOML file (see `config.rs`).
+//! For applications: `run` starts a program once per node (`run.rs`),
+//! `ipcs`/`ipcrm`/`ipcmk` are the cluster-wide util-linux tools
+//! (`ipcs.rs`, `ipcrm.rs`, `ipcmk.rs`), `--metrics` on the daemons serves
+//! Prometheus text (`metrics.rs`), and the hidden `man DIR` writes the man
+//! pages `make install` installs. Tested end to end by `tests/*.rs` with
+//! the real binary (dipc-testkit).
 
 mod bench;
 mod config;
