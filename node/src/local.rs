@@ -6,6 +6,36 @@
 //! Frames are `dipc_wire::Frame`s; file descriptors (memfd, userfaultfd)
 //! travel as `SCM_RIGHTS` with the first byte of a frame. Requests on one
 //! connection are answered strictly in order.
+//!
+//! # Who may connect: mode 0666, checks per request
+//!
+//! The socket file is mode 0666, in a directory the daemon creates 0755
+//! (so only its owner can replace the socket), and every request is checked
+//! against the caller's `SO_PEERCRED` credentials exactly as the kernel
+//! checks System V IPC (`ipcperms`: mode bits against uid/gid, owner or
+//! creator for `IPC_SET`/`IPC_RMID`, uid 0 for anything). We chose this
+//! over a 0660 socket restricted to a group because System V IPC itself is
+//! open to every local user: a program that runs unchanged with kernel IPC
+//! must run unchanged with dipc, whoever runs it, and a socket a user cannot
+//! open would silently send that user's `IPC_DIPC` calls to the local kernel
+//! (libsysv's short circuit) instead of failing like the kernel would. What
+//! the socket gives a local user is therefore exactly what the kernel gives:
+//! objects whose mode allows it. Nothing in a request names its caller.
+//!
+//! Binding never deletes anything but a stale socket: a live daemon on the
+//! path is an error, and so is a path that holds something other than a
+//! socket (a mistyped `--socket` must not remove a file).
+//!
+//! # Bad input
+//!
+//! A connection whose input is malformed (bad frame length, undecodable
+//! request, a frame cut short by the end of the connection, a first
+//! message that is not a `Hello` of our version) is closed with a `warn!`
+//! naming the pid and the reason; other connections never notice. So is a
+//! connection that says nothing for [`HELLO_TIMEOUT`] after connecting, or
+//! stops in the middle of a frame for as long: a client that holds the
+//! daemon's resources must at least be talking. An idle connection
+//! between requests is normal (a process with nothing to ask) and stays.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -27,6 +57,11 @@ use crate::node::Node;
 /// Largest local frame: requests are small; message bodies are at most 64 KiB.
 const MAX_LOCAL_FRAME: usize = 1 << 20;
 
+/// Bound on the wait for a new connection's `Hello`, and on the wait for
+/// the rest of a frame once its first byte arrived. libsysv sends whole
+/// frames at once, so only a stuck or hostile client reaches it.
+pub const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Credentials of the process on the other end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Creds {
@@ -37,16 +72,30 @@ pub struct Creds {
 
 /// Bind the socket at `path` (replacing a stale one), mode 0666 so any local
 /// user's processes can reach the daemon; object permissions are enforced
-/// per request with the caller's credentials.
+/// per request with the caller's credentials (see the module doc).
 pub fn bind(path: &Path) -> Result<UnixListener, Error> {
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
     let err = |source| Error::LocalSocket {
         path: path.to_path_buf(),
         source,
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(err)?;
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the path exists and is not a socket; not replacing it",
+            )));
+        }
         // A live daemon answers; a stale socket file refuses.
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(err(std::io::Error::new(
@@ -93,8 +142,18 @@ pub async fn serve(listener: UnixListener, node: Arc<Node>) {
 }
 
 async fn serve_conn(conn: &mut LocalConn, node: &Arc<Node>, creds: Creds) {
-    // The first frame must be a Hello with our protocol version.
-    match conn.recv().await {
+    // The first frame must be a Hello with our protocol version, soon.
+    let first = match tokio::time::timeout(HELLO_TIMEOUT, conn.recv()).await {
+        Ok(r) => r,
+        Err(_) => {
+            warn!(
+                pid = creds.pid,
+                "local client sent no Hello within {HELLO_TIMEOUT:?}: closing"
+            );
+            return;
+        }
+    };
+    match first {
         Ok(Some((frame, _))) => match frame.decode::<Request>() {
             Ok(Request::Hello { version }) if version == VERSION => {
                 let hello = Response::Hello {
@@ -127,7 +186,7 @@ async fn serve_conn(conn: &mut LocalConn, node: &Arc<Node>, creds: Creds) {
         },
         Ok(None) => return,
         Err(e) => {
-            debug!(pid = creds.pid, "local connection: {e}");
+            warn!(pid = creds.pid, "bad local connection: {e}: closing");
             return;
         }
     }
@@ -166,7 +225,11 @@ async fn serve_conn(conn: &mut LocalConn, node: &Arc<Node>, creds: Creds) {
                             warn!(pid = creds.pid, "local request {other:?} while another is served: closing");
                             open = false;
                         }
-                        Ok(None) | Err(_) => open = false,
+                        Ok(None) => open = false,
+                        Err(e) => {
+                            warn!(pid = creds.pid, "local connection closed while a request is served: {e}");
+                            open = false;
+                        }
                     }
                     crate::ipc::local_cancel(node, conn.id);
                 }
@@ -212,12 +275,26 @@ impl LocalConn {
             }
             let mut chunk = [0u8; 4096];
             let mut fds = Vec::new();
-            let n = self
-                .stream
-                .async_io(Interest::READABLE, || {
-                    fdpass::recv_with_fds(self.stream.as_fd(), &mut chunk, &mut fds)
-                })
-                .await?;
+            let read = self.stream.async_io(Interest::READABLE, || {
+                fdpass::recv_with_fds(self.stream.as_fd(), &mut chunk, &mut fds)
+            });
+            let n = if self.buf.is_empty() {
+                read.await?
+            } else {
+                // In the middle of a frame: the rest must follow.
+                tokio::time::timeout(HELLO_TIMEOUT, read)
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!(
+                                "stalled for {HELLO_TIMEOUT:?} in the middle of a frame \
+                                 ({} bytes of it read)",
+                                self.buf.len()
+                            ),
+                        )
+                    })??
+            };
             self.fds.extend(fds);
             if n == 0 {
                 return if self.buf.is_empty() {
@@ -251,5 +328,46 @@ impl LocalConn {
             off += n;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn bind_makes_a_0666_socket_and_replaces_only_a_stale_socket() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("run/dipc/node.sock");
+        let listener = bind(&path).expect("bind");
+        let meta = std::fs::symlink_metadata(&path).expect("stat");
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.mode() & 0o7777, 0o666);
+        let parent = std::fs::metadata(path.parent().expect("parent")).expect("stat dir");
+        assert_eq!(
+            parent.mode() & 0o022,
+            0,
+            "socket directory writable by others"
+        );
+
+        // A live daemon keeps its socket.
+        let err = bind(&path).expect_err("a live socket must not be replaced");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        drop(listener);
+
+        // A stale socket is replaced.
+        let listener = bind(&path).expect("rebind over a stale socket");
+        drop(listener);
+
+        // Anything else at the path is left alone.
+        let file = dir.path().join("not-a-socket");
+        std::fs::write(&file, b"precious").expect("write");
+        bind(&file).expect_err("a regular file must not be replaced");
+        assert_eq!(std::fs::read(&file).expect("read"), b"precious");
     }
 }

@@ -248,8 +248,16 @@ async fn serve(
             info!(%addr, reason = %e, "refused peer");
             return;
         }
-        Err(e) => {
+        // Closed before saying anything: a port probe (or a readiness
+        // check), not worth a warning.
+        Err(e @ dipc_transport_tcp::Error::Closed { .. }) => {
             debug!(%addr, error = %e, "handshake failed");
+            return;
+        }
+        Err(e) => {
+            // Garbage, a truncated frame, or silence until the bound: the
+            // connection is dropped, and the log says why.
+            warn!(%addr, error = %e, "handshake failed; connection dropped");
             return;
         }
     };
