@@ -553,4 +553,70 @@ mod tests {
         assert_eq!(json["results"][2]["summary"]["p50_ns"], 50_000);
         assert_eq!(json["machine"]["cores"], 2);
     }
+
+    #[test]
+    fn rates_references_msg_targets_and_skipped_rows() {
+        let mut tput = measured("msg-tput-8", 1_000);
+        if let Outcome::Measured { summary } = &mut tput.1 {
+            summary.mean_ns = 2_000.0;
+        }
+        let r = Report::new(
+            Profile::Quick,
+            0,
+            machine(),
+            vec![
+                measured("tcp-rtt-8", 20_000),
+                measured("kmsg-rtt-8", 5_000),
+                (
+                    find("redis-rtt-8").expect("redis"),
+                    Outcome::Skipped {
+                        reason: "redis-server is not installed".into(),
+                    },
+                ),
+                measured("msg-rtt-8", 30_000),
+                tput,
+            ],
+        );
+        // A skipped floor is not a failure and shows no number.
+        assert!(r.failed().is_empty());
+        assert!(!r.all_measured());
+        let msg = r.result("msg-rtt-8").expect("msg");
+        assert_eq!(msg.vs_also.len(), 1, "redis was skipped");
+        assert_eq!(
+            (msg.vs_also[0].name, msg.vs_also[0].basis),
+            ("kmsg-rtt-8", "p50")
+        );
+        assert!((msg.vs_also[0].ratio - 6.0).abs() < 1e-9);
+        assert_eq!(r.targets.len(), 1);
+        let t = &r.targets[0];
+        assert_eq!(
+            (t.scenario, t.goal, t.met),
+            ("msg-rtt-8", MSG_RTT_GOAL, false)
+        );
+        assert!((t.ratio_p50 - 1.5).abs() < 1e-9);
+        // 1 op per 2 us mean: 500k ops/s.
+        let rate = r
+            .result("msg-tput-8")
+            .and_then(|x| x.rate.clone())
+            .expect("rate");
+        assert_eq!(rate.unit, "ops/s");
+        assert!((rate.value - 500_000.0).abs() < 1e-6);
+        let table = r.table();
+        assert!(
+            table.contains("SKIPPED: redis-server is not installed"),
+            "{table}"
+        );
+        assert!(table.contains("500.0k ops/s"), "{table}");
+        assert!(
+            table.contains("1.50x floor (tcp-rtt-8 20.0 us); 6.00x kmsg-rtt-8"),
+            "{table}"
+        );
+        assert!(
+            table.contains("target: msg-rtt-8 p50 = 1.50x (tcp-rtt-8) p50, goal <= 1.20x: NOT met"),
+            "{table}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).expect("json");
+        assert_eq!(json["results"][2]["status"], "skipped");
+        assert!(json["results"][2].get("summary").is_none());
+    }
 }

@@ -159,3 +159,87 @@ fn dipc_scenarios_run_end_to_end() {
     assert_eq!((target.scenario, target.goal), ("remote-read", 1.3));
     assert!(r.table().contains("target: remote-read p50 = "));
 }
+
+/// The rows beyond the page faults, end to end with tiny counts: kernel
+/// floors through local agent processes, queues, semaphores and barriers
+/// on dipc, three and five nodes, concurrent agents, a 64 KiB unit.
+/// Redis is measured when `redis-server` is installed, else skipped with
+/// that reason (never a number).
+#[test]
+fn ipc_and_multi_node_rows_run_end_to_end() {
+    let mut o = options(&[
+        "msg-rtt-8",
+        "msg-tput-8",
+        "semop",
+        "barrier-3",
+        "write-inval-4",
+        "remote-read-m3",
+        "counter-2",
+        "hot-read-2",
+        "scan-rand-64k",
+    ]);
+    o.agent = Some(AgentCommand {
+        program: PathBuf::from(env!("CARGO_BIN_EXE_dipc-bench-agent")),
+        args: Vec::new(),
+    });
+    let logs = dipc_bench::logs::LogBuffer::new(2000);
+    logs.install("info");
+    o.logs = Some(logs);
+    let r = dipc_bench::run(&o).expect("run");
+    let redis = r.result("redis-rtt-8").expect("redis floor comes along");
+    let redis_measured = match &redis.outcome {
+        Outcome::Skipped { reason } => {
+            assert!(reason.contains("redis-server"), "{reason}");
+            false
+        }
+        _ => true,
+    };
+    let mut measured = r.clone();
+    measured
+        .results
+        .retain(|x| x.name != "redis-rtt-8" || redis_measured);
+    assert_all_measured(&measured);
+    assert!(r.failed().is_empty());
+    for name in [
+        "kmsg-rtt-8",
+        "kmsg-tput-8",
+        "ksemop",
+        "kbarrier-2",
+        "tcp-rtt-8",
+        "tcp-bw-1m",
+    ] {
+        assert_eq!(r.result(name).map(|x| x.kind), Some(Kind::Floor), "{name}");
+    }
+    // Rates where a row has one, ratios to every reference measured.
+    let rate = |n: &str| r.result(n).and_then(|x| x.rate.clone()).map(|v| v.unit);
+    assert_eq!(rate("msg-tput-8"), Some("ops/s"));
+    assert_eq!(rate("counter-2"), Some("ops/s"));
+    assert_eq!(rate("scan-rand-64k"), Some("MB/s"));
+    assert_eq!(rate("tcp-bw-1m"), Some("MB/s"));
+    let msg = r.result("msg-rtt-8").expect("msg-rtt-8");
+    let refs: Vec<_> = msg.vs_also.iter().map(|a| a.name).collect();
+    let want: &[&str] = if redis_measured {
+        &["kmsg-rtt-8", "redis-rtt-8"]
+    } else {
+        &["kmsg-rtt-8"]
+    };
+    assert_eq!(refs, want);
+    let scan = r.result("scan-rand-64k").expect("scan");
+    assert_eq!(scan.vs_also.first().map(|a| a.basis), Some("rate"));
+    let targets: Vec<_> = r.targets.iter().map(|t| (t.scenario, t.goal)).collect();
+    assert_eq!(targets.first(), Some(&("msg-rtt-8", 1.2)));
+    assert_eq!(targets.len(), if redis_measured { 2 } else { 1 });
+    let table = r.table();
+    assert!(table.contains(" ops/s"), "{table}");
+    assert!(table.contains("x kmsg-rtt-8"), "{table}");
+
+    // The plots are written, with a row name in the latency one.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = dipc_bench::plot::write(&r, dir.path()).expect("plots");
+    assert_eq!(files.len(), 2);
+    let svg = std::fs::read_to_string(&files[0]).expect("latency.svg");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("msg-rtt-8"),
+        "{svg:.200}"
+    );
+}
