@@ -11,9 +11,10 @@
 //! else: a normal client works right after each case, and while the
 //! half-open connections are still open.
 //!
-//! Then a C program calls libsysv with bad pointers, sizes, ids, flags and
-//! commands on distributed and on kernel segments, and must see the same
-//! errno as the kernel gives, without crashing itself or the daemon.
+//! Then a C program calls libsysv with bad pointers (NULL, and non-NULL
+//! unmapped ones in a second run), sizes, ids, flags and commands on
+//! distributed and on kernel objects, and must see the same errno as the
+//! kernel gives, without crashing itself or the daemon.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -513,13 +514,12 @@ fn libsysv_bad_arguments_get_the_kernels_errno() {
     run_bad_args(false);
 }
 
-/// Non-NULL pointers to unmapped memory (`shmctl(IPC_STAT, (void *)8)`,
-/// `msgctl`, `semctl(GETALL)`): the kernel answers `EFAULT`, libsysv
-/// writes through the pointer and the program dies of `SIGSEGV`. Kept as
-/// the regression test of that known bug (libsysv's `ffi` helpers turn
-/// non-NULL pointers into references unchecked); run it with `--ignored`.
+/// Non-NULL pointers to memory the process cannot read or write
+/// (`shmctl(IPC_STAT, (void *)8)`, `msgctl`, `semctl(GETALL)`): the
+/// kernel answers `EFAULT`, and so must libsysv (it used to write through
+/// the pointer and die of `SIGSEGV`). Each call runs in a child process, so
+/// a crash is reported as a mismatch.
 #[test]
-#[ignore = "known bug: libsysv dereferences non-NULL bad pointers (SIGSEGV, kernel: EFAULT)"]
 fn libsysv_bad_non_null_pointers_get_efault() {
     run_bad_args(true);
 }

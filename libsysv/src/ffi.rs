@@ -37,22 +37,74 @@ pub(crate) fn boundary<T>(fail: T, f: impl FnOnce() -> Result<T, Error>) -> T {
     }
 }
 
-/// A shared reference from a C pointer; `EFAULT` for NULL.
+/// Can this process read (and, with `write`, write) the `len` bytes at
+/// `p`? The kernel's IPC calls answer `EFAULT` for memory that is not
+/// mapped so; a reference to it would crash the program instead. The
+/// kernel is asked: `process_vm_readv` on ourselves copies the bytes out
+/// (failing with `EFAULT` where they cannot be read), and for `write`
+/// `process_vm_writev` copies the same bytes back (failing where they
+/// cannot be written). Two or three system calls, only on the calls that
+/// pass a buffer.
+fn accessible(p: *const u8, len: usize, write: bool) -> bool {
+    let mut copy = vec![0u8; len];
+    let local = libc::iovec {
+        iov_base: copy.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    let remote = libc::iovec {
+        iov_base: p as *mut libc::c_void,
+        iov_len: len,
+    };
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    // SAFETY: `local` describes our own `copy` buffer of `len` bytes; the
+    // kernel reads `remote` on our behalf and reports a bad address as an
+    // error instead of faulting.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    if usize::try_from(n).ok() != Some(len) {
+        return false;
+    }
+    if !write {
+        return true;
+    }
+    // SAFETY: as above; the bytes written back are those just read, so the
+    // memory is unchanged when it is writable.
+    let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
+    usize::try_from(n).ok() == Some(len)
+}
+
+/// `EFAULT` unless the `len` bytes at `p` are readable (and, with
+/// `write`, writable): for the buffers that are slices, not one `T`.
+pub(crate) fn check_access(p: *const u8, len: usize, write: bool) -> Result<(), Error> {
+    if len > 0 && (p.is_null() || !accessible(p, len, write)) {
+        return Err(Error::Fault);
+    }
+    Ok(())
+}
+
+/// A shared reference from a C pointer; `EFAULT` for NULL or for memory
+/// this process cannot read (as the kernel's calls answer).
 ///
 /// # Safety
-/// A non-NULL `p` must point to a valid `T` for `'a`.
+/// A readable `p` must point to a valid `T` for `'a`.
 pub(crate) unsafe fn in_ref<'a, T>(p: *const T) -> Result<&'a T, Error> {
-    // SAFETY: non-NULL is valid by the caller's contract.
+    if p.is_null() || !accessible(p.cast(), std::mem::size_of::<T>(), false) {
+        return Err(Error::Fault);
+    }
+    // SAFETY: readable, and valid by the caller's contract.
     unsafe { p.as_ref() }.ok_or(Error::Fault)
 }
 
-/// An exclusive reference from a C pointer; `EFAULT` for NULL.
+/// An exclusive reference from a C pointer; `EFAULT` for NULL or for
+/// memory this process cannot write.
 ///
 /// # Safety
-/// A non-NULL `p` must point to a valid, writable `T`, not aliased, for
-/// `'a`.
+/// A writable `p` must point to a valid `T`, not aliased, for `'a`.
 pub(crate) unsafe fn out_ref<'a, T>(p: *mut T) -> Result<&'a mut T, Error> {
-    // SAFETY: non-NULL is valid and exclusive by the caller's contract.
+    if p.is_null() || !accessible(p.cast_const().cast(), std::mem::size_of::<T>(), true) {
+        return Err(Error::Fault);
+    }
+    // SAFETY: writable, and valid and exclusive by the caller's contract.
     unsafe { p.as_mut() }.ok_or(Error::Fault)
 }
 
@@ -213,6 +265,30 @@ mod tests {
         // SAFETY: as above.
         let e = unsafe { out_ref::<u32>(std::ptr::null_mut()) }.expect_err("null");
         assert_eq!(e.errno(), libc::EFAULT);
+    }
+
+    #[test]
+    fn unmapped_pointers_are_efault() {
+        // An address in the never-mapped first page.
+        let bad = std::ptr::without_provenance_mut::<u64>(8);
+        // SAFETY: the helpers check the memory before making a reference.
+        let e = unsafe { in_ref::<u64>(bad) }.expect_err("unmapped");
+        assert_eq!(e.errno(), libc::EFAULT);
+        // SAFETY: as above.
+        let e = unsafe { out_ref::<u64>(bad) }.expect_err("unmapped");
+        assert_eq!(e.errno(), libc::EFAULT);
+        // Read-only memory can be read, not written.
+        static RO: u64 = 7;
+        let ro = &RO as *const u64;
+        // SAFETY: as above; RO is a valid u64.
+        assert_eq!(unsafe { in_ref(ro) }.ok().copied(), Some(7));
+        // SAFETY: as above.
+        let e = unsafe { out_ref(ro.cast_mut()) }.expect_err("read-only");
+        assert_eq!(e.errno(), libc::EFAULT);
+        let mut x = 5u64;
+        // SAFETY: `x` is a valid, exclusive u64.
+        *unsafe { out_ref(&mut x as *mut u64) }.expect("writable") = 6;
+        assert_eq!(x, 6);
     }
 
     #[test]

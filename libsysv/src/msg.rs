@@ -320,6 +320,11 @@ pub unsafe extern "C" fn msgsnd(
         }
         // SAFETY: a non-NULL msgp points to a long (C contract).
         let mtype = *unsafe { in_ref(msgp as *const c_long) }?;
+        crate::ffi::check_access(
+            (msgp as *const u8).wrapping_add(std::mem::size_of::<c_long>()),
+            msgsz,
+            false,
+        )?;
         // SAFETY: msgsz (at most MSGMAX) bytes of text follow the type.
         let text = unsafe {
             std::slice::from_raw_parts(
@@ -389,6 +394,11 @@ pub unsafe extern "C" fn msgrcv(
                 }
                 // SAFETY: a non-NULL msgp has room for a long (C contract).
                 *unsafe { out_ref(msgp as *mut c_long) }? = mtype as c_long;
+                crate::ffi::check_access(
+                    (msgp as *const u8).wrapping_add(std::mem::size_of::<c_long>()),
+                    text.len(),
+                    true,
+                )?;
                 // SAFETY: and for msgsz >= text.len() bytes after it.
                 unsafe {
                     std::ptr::copy_nonoverlapping(

@@ -140,6 +140,11 @@ fn semop_routed(
     if sops.is_null() {
         return Err(Error::Fault);
     }
+    crate::ffi::check_access(
+        sops.cast_const().cast(),
+        nsops * std::mem::size_of::<libc::sembuf>(),
+        false,
+    )?;
     // SAFETY: sops points to nsops (1..=SEMOPM) sembufs (C contract).
     let array = unsafe { std::slice::from_raw_parts(sops, nsops) };
     let req = Request::SemOp {
@@ -315,6 +320,7 @@ pub unsafe extern "C" fn semctl(semid: c_int, semnum: c_int, cmd: c_int, arg: us
                 if p.is_null() {
                     return Err(Error::Fault);
                 }
+                crate::ffi::check_access(p.cast(), nsems * 2, false)?;
                 // SAFETY: arg.array holds nsems values (C contract).
                 let values = unsafe { std::slice::from_raw_parts(p, nsems) }.to_vec();
                 (SemCtlCmd::SetAll { values }, After::Zero)
@@ -341,6 +347,7 @@ pub unsafe extern "C" fn semctl(semid: c_int, semnum: c_int, cmd: c_int, arg: us
                 if p.is_null() {
                     return Err(Error::Fault);
                 }
+                crate::ffi::check_access(p.cast_const().cast(), v.len() * 2, true)?;
                 // SAFETY: arg.array has room for nsems values, which is
                 // what the home sent.
                 unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), p, v.len()) };

@@ -116,7 +116,7 @@ int main(void)
     setvbuf(stdout, NULL, _IOLBF, 0);
     alarm(60);
     /* Non-NULL pointers to unmapped memory (BAD_POINTERS=1): the kernel
-     * answers EFAULT; see badinput.rs for why this is a separate run. */
+     * answers EFAULT; a run of their own (each forks). */
     int bad_pointers = getenv("BAD_POINTERS") != NULL;
     struct shmid_ds ds;
     memset(&ds, 0, sizeof ds);
