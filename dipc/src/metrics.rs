@@ -11,10 +11,12 @@
 //!   it): the depth (messages, bytes) of every queue homed on this node and
 //!   the cluster-wide attach count of every segment homed here.
 //!
+//! * on a node, the daemon's own counters (`dipc_node::metrics`: faults
+//!   handled and resolved, invalidations, downgrades, coherence messages
+//!   and page bytes sent and received, errors), read in-process.
+//!
 //! `dipc_scrape_errors_total` counts the parts of scrapes that failed
-//! (referee or node unreachable). Counters inside the coherence engine
-//! (faults served, bytes moved, invalidations) are not exported yet: they
-//! need counters in the node crate.
+//! (referee or node unreachable).
 //!
 //! The endpoint only binds loopback addresses: it is unauthenticated, and
 //! its labels name keys and ids of the cluster. The HTTP side is the least
@@ -166,6 +168,10 @@ pub async fn scrape(source: &Source) -> String {
             "dipc_objects_unavailable {}",
             st.objects.iter().filter(|o| !o.available).count()
         );
+    }
+    if source.node_socket.is_some() {
+        // Same process as the node daemon: its own counters.
+        out.push_str(&dipc_node::metrics::render());
     }
     if let (Some(socket), Some(st)) = (&source.node_socket, status) {
         let socket = socket.clone();

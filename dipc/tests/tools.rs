@@ -242,6 +242,17 @@ fn metrics_endpoints_of_referee_and_node() {
         "{body}"
     );
     assert!(body.contains("dipc_scrape_errors_total 0"), "{body}");
+    for counter in [
+        "dipc_node_faults_total",
+        "dipc_node_invalidations_total",
+        "dipc_node_page_bytes_sent_total",
+        "dipc_node_errors_total",
+    ] {
+        assert!(
+            body.contains(&format!("# TYPE {counter} counter")),
+            "{counter} missing:\n{body}"
+        );
+    }
     let (status, _) = http_get(&naddr, "/other");
     assert!(status.contains("404"), "{status}");
 }

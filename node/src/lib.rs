@@ -22,6 +22,7 @@
 pub mod error;
 pub mod ipc;
 pub mod local;
+pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod referee_link;

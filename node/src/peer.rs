@@ -23,6 +23,7 @@ use dipc_wire::{NodeId, ObjectId};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
+use crate::metrics;
 use crate::node::Node;
 
 /// One-way messages between nodes.
@@ -177,10 +178,15 @@ impl Peers {
 
     /// Send a one-way message to `to`, in order with every earlier one.
     pub fn send(self: &Arc<Self>, node: &Arc<Node>, to: NodeId, msg: PeerMsg, payload: Bytes) {
+        if matches!(msg, PeerMsg::Coh(_)) {
+            metrics::COH_SENT.inc();
+            metrics::BYTES_SENT.add(payload.len() as u64);
+        }
         let mut links = self.links();
         match links.get_mut(&to) {
             Some(Link::Up(h)) if !h.is_closed() => {
                 if let Err(e) = h.notify(&msg, payload) {
+                    metrics::ERRORS.inc();
                     warn!(peer = to, "send failed: {e}");
                 }
                 return;
@@ -302,8 +308,15 @@ async fn serve_incoming(
                 ev: PeerMsg::Coh(msg),
                 payload,
             } => match from {
-                Some(f) => node.coherence_message(f, msg, payload),
-                None => warn!("coherence message before Hello: dropped"),
+                Some(f) => {
+                    metrics::COH_RECEIVED.inc();
+                    metrics::BYTES_RECEIVED.add(payload.len() as u64);
+                    node.coherence_message(f, msg, payload)
+                }
+                None => {
+                    metrics::ERRORS.inc();
+                    warn!("coherence message before Hello: dropped")
+                }
             },
             Incoming::Call { req, reply, .. } if req.is_ipc() => match from {
                 Some(f) => crate::ipc::peer_call(&node, f, link, req, reply),
