@@ -6,7 +6,8 @@
 //! segment mode (`DIPC_SHM_MODE=segment` at `shmget`: the whole segment is
 //! one coherence unit) and once on a cluster whose nodes hold every unit
 //! they receive for a quantum of a few milliseconds (`DIPC_QUANTUM_US` in
-//! the nodes' environment). The pattern runs with the nodes' default
+//! the nodes' environment; `DIPC_SEGMENT_KEYS` selects segment mode per key
+//! in the nodes' configuration). The pattern runs with the nodes' default
 //! prefetch (a window of up to 8 units), so its sequential reader installs
 //! most pages through prefetch. `modes_wait.c` measures a read that faults
 //! while another node holds the page within its quantum: it must wait for
@@ -239,9 +240,12 @@ fn counter(c: &Cluster, env: &[(&str, &str)], key: i32, iters: u64) {
 
 #[test]
 fn segment_mode_runs_pattern_litmus_and_counter() {
-    let c = cluster(&[]);
+    // The counter's key is in segment mode by the nodes' configuration
+    // (DIPC_SEGMENT_KEYS), the rest by the programs' DIPC_SHM_MODE.
+    let c = cluster(&[("DIPC_SEGMENT_KEYS", "0x5d200110")]);
     // At most 16 MiB moves as one unit.
     pattern_litmus_counter(&c, &[("DIPC_SHM_MODE", "segment")], 0x5d20_0100, 4 * MIB);
+    counter(&c, &[], 0x5d20_0110, 2000);
 }
 
 #[test]

@@ -601,6 +601,7 @@ impl Node {
         mode: Option<ShmMode>,
     ) -> LResp {
         let unit = unit.unwrap_or(self.cfg.default_unit);
+        let mode = mode.or_else(|| shm::mode_for_key(key));
         if !unit.is_power_of_two() || unit < 4096 {
             return LResp::Err(errno::EINVAL);
         }

@@ -14,7 +14,8 @@
 //! Transfer modes (the engine's module doc explains them): segment mode
 //! makes the whole segment one unit ([`Segment::new`]); the hold-time
 //! quantum and the prefetch window are node settings read from the
-//! daemon's environment ([`transfer_opts`]), and the quantum's timers run
+//! daemon's environment ([`transfer_opts`]; [`mode_for_key`] picks segment
+//! mode per key), and the quantum's timers run
 //! here on tokio and are fed back to the engine ([`Node::quantum_over`]).
 //!
 //! The home of a segment (the node that created it) also keeps its
@@ -92,11 +93,37 @@ fn parse_quantum_keys(spec: &str) -> HashMap<i32, u64> {
 /// `DIPC_QUANTUM_US` (the hold-time quantum of every segment, default 0:
 /// none), `DIPC_QUANTUM_KEYS` (per-key overrides, `key=us,...`) and
 /// `DIPC_PREFETCH` (the largest sequential prefetch window in units,
-/// default 8; 0 turns prefetch off).
+/// default 8; 0 turns prefetch off) and `DIPC_SEGMENT_KEYS` (keys, comma
+/// separated, whose segments created on this node without an explicit
+/// mode use segment mode).
 struct TransferSettings {
     quantum_us: u64,
     per_key: HashMap<i32, u64>,
     prefetch: u32,
+    segment_keys: Vec<i32>,
+}
+
+/// The keys of `DIPC_SEGMENT_KEYS`.
+fn parse_keys(spec: &str) -> Vec<i32> {
+    spec.split(',')
+        .filter(|k| !k.trim().is_empty())
+        .filter_map(|k| {
+            let key = parse_key(k);
+            if key.is_none() {
+                warn!("DIPC_SEGMENT_KEYS: cannot parse {k:?} as a key");
+            }
+            key
+        })
+        .collect()
+}
+
+/// The mode a segment created on this node with `key` gets when its
+/// `shmget` names none: segment mode for a key of `DIPC_SEGMENT_KEYS`.
+pub fn mode_for_key(key: i32) -> Option<ShmMode> {
+    settings()
+        .segment_keys
+        .contains(&key)
+        .then_some(ShmMode::Segment)
 }
 
 fn settings() -> &'static TransferSettings {
@@ -107,6 +134,9 @@ fn settings() -> &'static TransferSettings {
             .map(|v| parse_quantum_keys(&v))
             .unwrap_or_default(),
         prefetch: u32::try_from(env_u64("DIPC_PREFETCH", 8)).unwrap_or(u32::MAX),
+        segment_keys: std::env::var("DIPC_SEGMENT_KEYS")
+            .map(|v| parse_keys(&v))
+            .unwrap_or_default(),
     })
 }
 
@@ -676,5 +706,11 @@ mod tests {
         assert_eq!(m.get(&1), None);
         assert_eq!(m.len(), 3);
         assert_eq!(parse_key("0xffffffff"), Some(-1));
+    }
+
+    #[test]
+    fn segment_keys_parse_and_skip_garbage() {
+        assert_eq!(parse_keys("0x5d20, 7,,nope,-3"), vec![0x5d20, 7, -3]);
+        assert!(parse_keys("").is_empty());
     }
 }
