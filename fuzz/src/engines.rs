@@ -129,6 +129,10 @@ pub fn coherence(data: &[u8]) {
     let mut open: BTreeSet<u64> = BTreeSet::new();
     let mut honest = true;
     for _ in 0..MAX_STEPS {
+        // An exhausted input still decodes (as zeros): stop there.
+        if u.is_empty() {
+            break;
+        }
         let Ok(step) = CohStep::arbitrary(&mut u) else {
             break;
         };
@@ -372,6 +376,10 @@ pub fn msg_queue(data: &[u8]) {
     let mut q = MsgQueue::with_qbytes(IpcPerm::new(7, &caller(1), 0o640), 256, 1);
     let mut ledger = Ledger::new();
     for now in 2..2 + MAX_STEPS as i64 {
+        // An exhausted input still decodes (as zeros): stop there.
+        if u.is_empty() {
+            break;
+        }
         let Ok(step) = MsgStep::arbitrary(&mut u) else {
             break;
         };
@@ -492,6 +500,10 @@ pub fn sem_set(data: &[u8]) {
     let mut s = SemSet::new(IpcPerm::new(9, &caller(1), 0o660), NSEMS, 1);
     let mut ledger = Ledger::new();
     for now in 2..2 + MAX_STEPS as i64 {
+        // An exhausted input still decodes (as zeros): stop there.
+        if u.is_empty() {
+            break;
+        }
         let Ok(step) = SemStep::arbitrary(&mut u) else {
             break;
         };

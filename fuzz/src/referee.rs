@@ -206,6 +206,10 @@ pub fn registry(data: &[u8]) {
     let mut disk = initial;
     let mut now = 0u64;
     for _ in 0..MAX_STEPS {
+        // An exhausted input still decodes (as zeros): stop there.
+        if u.is_empty() {
+            break;
+        }
         let Ok(step) = StepIn::arbitrary(&mut u) else {
             break;
         };
