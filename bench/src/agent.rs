@@ -24,7 +24,8 @@
 //! trand <first> <range> <count> <gen> <seed> -> ok <ns>... timed reads of `count` pages
 //!                              drawn without repetition from `range` pages (seeded)
 //! frand <first> <range> <count> <gen> <seed> -> ok  writes the pages trand reads
-//! tinc <page> <count>          -> ok <ns>...   timed atomic increments of the page's counter
+//! tinc <page> <count> <start>  -> ok <ns>...   timed atomic increments of the page's counter,
+//!                                              from `start` (unix ns: agents begin together)
 //! getc <page>                  -> ok <value>   the page's counter
 //! detach                       -> ok           shmdt
 //! rmid                         -> ok           shmctl(IPC_RMID)
@@ -417,6 +418,11 @@ fn execute(line: &str, seg: &mut Option<Attached>) -> Result<String, String> {
                 let v = a.load(off).ok_or("counter outside the segment")?;
                 return Ok(v.to_string());
             }
+            let start: u64 = num(w.next(), "start time")?;
+            // Spin (not sleep) to the common start, so the agents overlap.
+            while unix_ns() < u128::from(start) {
+                std::hint::spin_loop();
+            }
             let mut out = Vec::with_capacity(count as usize);
             for _ in 0..count {
                 let t = Instant::now();
@@ -438,6 +444,13 @@ fn execute(line: &str, seg: &mut Option<Attached>) -> Result<String, String> {
         _ => crate::ipcops::execute(cmd, &mut w)
             .unwrap_or_else(|| Err(format!("unknown command {line:?}"))),
     }
+}
+
+/// Nanoseconds since the epoch (0 for a clock before it).
+pub fn unix_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }
 
 /// `0..count` in a random order drawn from `seed` (xorshift and

@@ -1,40 +1,49 @@
-//! dipc's benchmarks: page-fault latency, each figure next to its floor.
+//! dipc's benchmarks: page faults, queues and semaphores, each figure next
+//! to its floor.
 //!
 //! This is the `bench/` box of the workspace, the engine of `dipc bench`
 //! and `dipc demo`. It measures a table of scenarios ([`scenario`]):
 //!
-//! * floors ([`floors`]), measured alone in this process: a first touch of
-//!   anonymous memory, a userfaultfd-served fault in one process, a 4 KiB
-//!   round trip over dipc's TCP transport;
-//! * dipc itself ([`shm`]): an embedded referee and two nodes
-//!   ([`cluster`], the real daemons on loopback, each on its own thread and
-//!   runtime) and one agent process per node ([`agent`]: the calling
-//!   binary re-executed, calling libsysv's `shmget`/`shmat` through the
-//!   `sysv` rlib, [`sys`]) fault on one segment: remote reads, writes that
-//!   invalidate a copy, ownership ping-pong.
+//! * floors, measured without dipc: a first touch of anonymous memory, a
+//!   userfaultfd-served fault in one process, round trips and a 1 MiB
+//!   fetch over dipc's TCP transport ([`floors`]); the kernel's own SysV
+//!   queues and semaphores between local agent processes ([`ipc`]); and
+//!   Redis, the peer a user would pick for queues ([`redis`], skipped
+//!   when `redis-server` is missing);
+//! * dipc itself: an embedded referee and up to five nodes ([`cluster`],
+//!   the real daemons on loopback, each on its own thread and runtime) and
+//!   agent processes ([`agent`]: the calling binary re-executed, calling
+//!   libsysv through the `sysv` rlib, [`sys`], [`ipcops`]): remote reads,
+//!   invalidations, ownership ping-pong ([`shm`]); reads from a third
+//!   node, invalidating 2 and 4 copies, 256 MiB scans with 4 KiB and
+//!   64 KiB units, a hot page read by 1..4 nodes, an atomic counter on
+//!   1..4 nodes ([`shm2`]); message round trips and streams, semop,
+//!   contended locks and barriers ([`ipc`]).
 //!
 //! Latencies are summarised with `hdrhistogram` after dropping a warm-up
-//! ([`stats`]: p50, p90, p99, max), and every dipc figure is reported with
-//! its ratio to the sum of its floors measured in the same run
+//! ([`stats`]: p50, p90, p99, max), rates (MB/s, ops/s) derive from the
+//! mean, and every dipc figure is reported with its ratio to the sum of
+//! its floors measured in the same run, plus ratios to further references
 //! ([`report`]), so the ratio survives a noisy machine where the value
-//! does not. [`run::run`] runs the selection; the report prints as a
-//! table and serialises to JSON with the machine's description
-//! ([`machine`]). Progress bars (indicatif) go to stderr.
+//! does not. [`run::run`] runs the selection in interleaved slices; the
+//! report prints as a table, serialises to JSON with the machine's
+//! description ([`machine`]) and draws SVG plots ([`plot`]). Progress
+//! bars (indicatif) go to stderr, only when it is a terminal.
 //!
 //! Dependencies: the daemons (`dipc-referee`, `dipc-node`), the transport
 //! (`dipc-transport-tcp`), the shared-memory edge (`dipc-shmem`), and
 //! libsysv (`sysv`) for the agents. Nothing depends on this crate but the
 //! `dipc` binary.
 //!
-//! Tests: unit tests cover the statistics, the report's ratios, table and
-//! JSON, the scenario table's consistency and the agent protocol's
-//! parsing; `tests/smoke.rs` runs the three floors for real with tiny
-//! sample counts and checks the structure of the report (never a timing:
-//! numbers are measured here, not asserted). The dipc scenarios need
-//! agent processes, so they are exercised through the `dipc` binary
-//! (`dipc demo`).
+//! Tests: unit tests cover the statistics, the report's ratios, rates,
+//! targets, table and JSON, the scenario table's consistency, the agent
+//! protocol's parsing, RESP parsing, and the kernel queue and semaphore
+//! commands for real; `tests/smoke.rs` runs floors and dipc rows end to end
+//! with tiny sample counts (this package's `dipc-bench-agent` as the
+//! agent) and checks the structure of the report and plots (never a
+//! timing: numbers are measured here, not asserted).
 //!
-//! The only `unsafe` is the C ABI calls of an agent, in [`sys`].
+//! The only `unsafe` is the C ABI and raw syscalls of an agent, in [`sys`].
 #![deny(unsafe_code)]
 
 pub mod agent;

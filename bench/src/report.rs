@@ -334,14 +334,19 @@ impl Report {
                             .iter()
                             .map(|p| format!("{} {}", p.name, human(p.p50_ns as f64)))
                             .collect();
-                        let _ = write!(t, "   {:.2}x floor ({})", v.ratio_p50, parts.join(" + "));
+                        let _ = write!(
+                            t,
+                            "   {}x floor ({})",
+                            ratio_text(v.ratio_p50),
+                            parts.join(" + ")
+                        );
                     } else if crate::scenario::find(r.name).is_some_and(|s| !s.floor.is_empty()) {
                         let _ = write!(t, "   (floor not measured)");
                     }
                     for a in &r.vs_also {
                         let _ = match a.basis {
-                            "rate" => write!(t, "; {:.2}x {}'s rate", a.ratio, a.name),
-                            _ => write!(t, "; {:.2}x {}", a.ratio, a.name),
+                            "rate" => write!(t, "; {}x {}'s rate", ratio_text(a.ratio), a.name),
+                            _ => write!(t, "; {}x {}", ratio_text(a.ratio), a.name),
                         };
                     }
                     t.push('\n');
@@ -378,6 +383,15 @@ impl Report {
             }
         }
         t
+    }
+}
+
+/// A ratio with two decimals, three significant digits below 0.1.
+fn ratio_text(r: f64) -> String {
+    if r < 0.1 {
+        format!("{r:.3}")
+    } else {
+        format!("{r:.2}")
     }
 }
 
