@@ -10,7 +10,7 @@
 
 use std::process::Output;
 
-use dipc_testkit::Cluster;
+use dipc_testkit::{Cluster, Link, compile_c};
 use dipc_wire::is_dipc_id;
 use dipc_wire::local::{Request, Response};
 
@@ -242,6 +242,41 @@ fn metrics_endpoints_of_referee_and_node() {
         "{body}"
     );
     assert!(body.contains("dipc_scrape_errors_total 0"), "{body}");
+    // A process touching a distributed segment makes the fault counters move.
+    let touch = compile_c(
+        r#"
+        #include <dipc.h>
+        #include <stdio.h>
+        int main(void) {
+            int id = shmget(IPC_PRIVATE, 4 * 4096, IPC_CREAT | IPC_DIPC | 0600);
+            if (id < 0) { perror("shmget"); return 1; }
+            volatile char *p = shmat(id, 0, 0);
+            if (p == (void *)-1) { perror("shmat"); return 1; }
+            for (int i = 0; i < 4; i++) p[i * 4096] = (char)i;
+            shmdt((const void *)p);
+            shmctl(id, IPC_RMID, 0);
+            return 0;
+        }"#,
+        "metrics_touch",
+        Link::Sysv,
+    )
+    .expect("compile");
+    let out = c.run_on(0, &touch).output().expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, body) = http_get(&naddr, "/metrics");
+    let faults: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("dipc_node_faults_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no fault counter:\n{body}"));
+    assert!(
+        faults >= 4,
+        "4 first touches, {faults} faults counted:\n{body}"
+    );
     for counter in [
         "dipc_node_faults_total",
         "dipc_node_invalidations_total",

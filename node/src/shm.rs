@@ -34,6 +34,7 @@ use dipc_wire::{NodeId, ObjectId, ObjectRecord, Params, Perm, ShmMode, errno};
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, warn};
 
+use crate::metrics;
 use crate::node::{Node, State};
 use crate::peer::PeerMsg;
 
@@ -342,6 +343,7 @@ impl Node {
                     }
                 }
                 Action::Invalidate { seg, unit } => {
+                    metrics::INVALIDATIONS.inc();
                     if let Some(s) = st.shm.segments.get_mut(&seg) {
                         let (off, len) = s.unit_range(unit);
                         if let Err(e) = s.memfd.punch_hole(off, len) {
@@ -351,19 +353,26 @@ impl Node {
                         s.writable[unit as usize] = false;
                     }
                 }
-                Action::Downgrade { seg, unit } => write_protect_unit(&mut st.shm, seg, unit),
+                Action::Downgrade { seg, unit } => {
+                    metrics::DOWNGRADES.inc();
+                    write_protect_unit(&mut st.shm, seg, unit)
+                }
                 Action::Resolve {
                     waiter,
                     seg,
                     unit,
                     writable,
-                } => resolve(&mut st.shm, waiter, seg, unit, writable),
+                } => {
+                    metrics::FAULTS_RESOLVED.inc();
+                    resolve(&mut st.shm, waiter, seg, unit, writable)
+                }
                 Action::Fail {
                     waiter,
                     seg,
                     unit,
                     error,
                 } => {
+                    metrics::ERRORS.inc();
                     warn!(seg, unit, "an access cannot be served: {error}");
                     fail(&mut st.shm, waiter);
                 }
@@ -374,6 +383,7 @@ impl Node {
                     after_us,
                 } => self.set_quantum_timer(seg, unit, id, after_us),
                 Action::Ignored { from, error } => {
+                    metrics::ERRORS.inc();
                     warn!(peer = from, "ignored a coherence message: {error}");
                 }
             }
@@ -497,6 +507,7 @@ impl Node {
         write: bool,
         wp: bool,
     ) {
+        metrics::FAULTS.inc();
         let Some(p) = st.shm.procs.get(&conn) else {
             return;
         };
