@@ -21,6 +21,7 @@
 //! check <first> <count> <gen>  -> ok           read each page, compare
 //! tread <first> <count> <gen>  -> ok <ns>...   timed read of each page, compared
 //! twrite <first> <count> <gen> -> ok <ns>...   timed write of each page
+//! tscan <first> <count> <gen>  -> ok <ns>      the whole sequential read timed as one
 //! trand <first> <range> <count> <gen> <seed> -> ok <ns>... timed reads of `count` pages
 //!                              drawn without repetition from `range` pages (seeded)
 //! frand <first> <range> <count> <gen> <seed> -> ok  writes the pages trand reads
@@ -354,7 +355,7 @@ fn execute(line: &str, seg: &mut Option<Attached>) -> Result<String, String> {
             *seg = Some(a);
             Ok(id.to_string())
         }
-        "fill" | "check" | "tread" | "twrite" => {
+        "fill" | "check" | "tread" | "twrite" | "tscan" => {
             let first: u64 = num(w.next(), "first page")?;
             let count: u64 = num(w.next(), "count")?;
             let generation: u64 = num(w.next(), "generation")?;
@@ -477,6 +478,12 @@ fn access(
     generation: u64,
 ) -> Result<String, String> {
     let ps = dipc_shmem::page_size();
+    if cmd == "tscan" {
+        // One sample: the whole sequential read, checked page by page.
+        let t = Instant::now();
+        access(a, "check", first, count, generation)?;
+        return Ok(t.elapsed().as_nanos().to_string());
+    }
     let timed = cmd.starts_with('t');
     let write = cmd == "fill" || cmd == "twrite";
     let mut out = String::with_capacity(if timed { count as usize * 8 } else { 0 });

@@ -135,6 +135,16 @@ impl Plan {
 /// warm-up, since each starts afresh (new mapping, connection, agents).
 pub fn run(opts: &Options) -> Result<Report, Error> {
     let selected = scenario::select(&opts.scenarios)?;
+    // The quantum rows need the nodes (threads of this process) to know
+    // their keys' quantum, which they read once from the environment.
+    if selected.iter().any(|s| s.name.starts_with("quantum-"))
+        && std::env::var_os("DIPC_QUANTUM_KEYS").is_none()
+    {
+        crate::sys::set_env_if_single_threaded(
+            "DIPC_QUANTUM_KEYS",
+            &crate::shm2::quantum_keys_env(),
+        );
+    }
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -196,6 +196,7 @@ const RAND: [usize; 3] = [1_024, 4_096, 16_384];
 const MSG: [usize; 3] = [1_000, 2_000, 10_000];
 const SEM: [usize; 3] = [1_000, 2_000, 10_000];
 const KFLOOR: [usize; 3] = [5_000, 10_000, 50_000];
+const QUANTUM: [usize; 3] = [20_000, 100_000, 1_000_000];
 
 /// Every scenario, floors first (they are measured first, and a dipc row
 /// needs its floors' numbers).
@@ -429,6 +430,18 @@ pub const SCENARIOS: &[Scenario] = &[
     )
     .rate(Rate::Bytes(4096))
     .also(&["tcp-bw-1m"]),
+    dp("scan-seq-seg", "scan 16M seq, segment",
+        "sequential read of a whole remote 16 MiB segment in segment mode (DIPC_SHM_MODE=segment: one unit), per scan",
+        &[], 2, [5, 20, 100], crate::shm2::scan_seq_segment).rate(Rate::Bytes(16 << 20)).also(&["tcp-bw-1m"]),
+    dp("quantum-0", "counter 2 nodes, q 0",
+        "an atomic increment by agents on 2 nodes at once, units held for no quantum (DIPC_QUANTUM_KEYS)",
+        FAULT_FLOOR, 3, QUANTUM, crate::shm2::quantum_0).rate(Rate::Ops(2)),
+    dp("quantum-100us", "counter 2 nodes, q 100us", "as quantum-0, units held 100 us",
+        FAULT_FLOOR, 3, QUANTUM, crate::shm2::quantum_100us).rate(Rate::Ops(2)),
+    dp("quantum-1ms", "counter 2 nodes, q 1ms", "as quantum-0, units held 1 ms",
+        FAULT_FLOOR, 3, QUANTUM, crate::shm2::quantum_1ms).rate(Rate::Ops(2)),
+    dp("quantum-10ms", "counter 2 nodes, q 10ms", "as quantum-0, units held 10 ms",
+        FAULT_FLOOR, 3, QUANTUM, crate::shm2::quantum_10ms).rate(Rate::Ops(2)),
     dp(
         "msg-rtt-8",
         "msg rtt 8 B",

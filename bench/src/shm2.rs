@@ -59,9 +59,19 @@ impl Group {
         pages: u64,
         env: &[(&str, &str)],
     ) -> Result<Group, Error> {
+        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
+        Group::open_key(cluster, nodes, pages, env, key)
+    }
+
+    fn open_key(
+        cluster: &Cluster,
+        nodes: &[usize],
+        pages: u64,
+        env: &[(&str, &str)],
+        key: u32,
+    ) -> Result<Group, Error> {
         cluster.check_alive()?;
         let size = pages.max(1) * dipc_shmem::page_size();
-        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
         let mut agents = Vec::with_capacity(nodes.len());
         for (i, &n) in nodes.iter().enumerate() {
             let mut a = if i == 0 {
@@ -173,15 +183,28 @@ fn scan(
     pb: &ProgressBar,
 ) -> Result<Vec<u64>, Error> {
     let env: Vec<(&str, &str)> = unit.map(|u| ("DIPC_PAGE_SIZE", u)).into_iter().collect();
-    let mut g = Group::open(c, &[1, 2], SCAN_PAGES, &env)?;
+    scan_in(c, random, &env, SCAN_PAGES, total, pb)
+}
+
+/// [`scan`] of a segment of `seg_pages` created with `env`.
+fn scan_in(
+    c: &Cluster,
+    random: bool,
+    env: &[(&str, &str)],
+    seg_pages: u64,
+    total: usize,
+    pb: &ProgressBar,
+) -> Result<Vec<u64>, Error> {
+    let mut g = Group::open(c, &[1, 2], seg_pages, env)?;
     let mut out = Vec::with_capacity(total);
     let mut generation = 0u64;
+    let scan_pages = seg_pages;
     while out.len() < total {
-        let n = (total - out.len()).min(SCAN_PAGES as usize);
+        let n = (total - out.len()).min(scan_pages as usize);
         generation += 1;
         if random {
             let seed = 0x5EED ^ generation;
-            let args = format!("0 {SCAN_PAGES} {n} {generation} {seed}");
+            let args = format!("0 {scan_pages} {n} {generation} {seed}");
             g.agents[0].call(&format!("frand {args}"), bound(n))?;
             out.extend(g.agents[1].samples(&format!("trand {args}"), bound(n))?);
         } else {
@@ -209,6 +232,76 @@ pub fn scan_seq_64k(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u
 /// Random 4 KiB reads, 64 KiB unit.
 pub fn scan_rand_64k(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
     scan(c, true, Some("65536"), total, pb)
+}
+
+/// Pages of the segment-mode scan: 16 MiB, the most a segment-mode
+/// segment may hold.
+pub const SEGMENT_MODE_PAGES: u64 = 4096;
+
+/// Whole sequential scans of a 16 MiB segment in segment mode (one
+/// unit): node 1 rewrites it (taking the unit back), node 2 reads every
+/// page; one sample per scan, so the one 16 MiB fetch of each is counted.
+pub fn scan_seq_segment(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    let n = SEGMENT_MODE_PAGES;
+    let mut g = Group::open(c, &[1, 2], n, &[("DIPC_SHM_MODE", "segment")])?;
+    let mut out = Vec::with_capacity(total);
+    for generation in 1..=total as u64 {
+        g.agents[0].call(&format!("fill 0 {n} {generation}"), bound(n as usize))?;
+        out.extend(g.agents[1].samples(&format!("tscan 0 {n} {generation}"), bound(n as usize))?);
+        pb.inc(1);
+    }
+    g.finish()?;
+    Ok(out)
+}
+
+/// The segments of the quantum rows: fixed keys and their hold-time
+/// quantum in microseconds, which the nodes learn from
+/// `DIPC_QUANTUM_KEYS` ([`quantum_keys_env`]).
+pub const QUANTUM_KEYS: [(u32, u64); 4] = [
+    (0x0D1B_F000, 0),
+    (0x0D1B_F001, 100),
+    (0x0D1B_F002, 1_000),
+    (0x0D1B_F003, 10_000),
+];
+
+/// The `DIPC_QUANTUM_KEYS` value naming [`QUANTUM_KEYS`].
+pub fn quantum_keys_env() -> String {
+    QUANTUM_KEYS
+        .iter()
+        .map(|(k, us)| format!("{k:#x}={us}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Two agents (nodes 2 and 3) increment one counter at once in the
+/// segment of `QUANTUM_KEYS[i]`, whose units are held for that quantum.
+fn quantum(c: &Cluster, i: usize, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    let want = quantum_keys_env();
+    if std::env::var("DIPC_QUANTUM_KEYS").ok().as_deref() != Some(want.as_str()) {
+        return Err(Error::Unavailable {
+            what: format!(
+                "the embedded nodes read DIPC_QUANTUM_KEYS once; run with DIPC_QUANTUM_KEYS={want}"
+            ),
+        });
+    }
+    counter_key(c, 2, Some(QUANTUM_KEYS[i].0), total, pb)
+}
+
+/// Counter ping-pong, quantum 0.
+pub fn quantum_0(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    quantum(c, 0, total, pb)
+}
+/// Counter ping-pong, quantum 100 us.
+pub fn quantum_100us(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    quantum(c, 1, total, pb)
+}
+/// Counter ping-pong, quantum 1 ms.
+pub fn quantum_1ms(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    quantum(c, 2, total, pb)
+}
+/// Counter ping-pong, quantum 10 ms.
+pub fn quantum_10ms(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    quantum(c, 3, total, pb)
 }
 
 /// One hot page rewritten by node 1, read by `k` nodes at once each round.
@@ -247,8 +340,20 @@ pub fn hot_read_4(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64
 
 /// `k` agents on nodes 2..=k+1 increment one counter at once.
 fn counter(c: &Cluster, k: usize, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    counter_key(c, k, None, total, pb)
+}
+
+/// [`counter`] in the segment of `key` (a fresh key when `None`).
+fn counter_key(
+    c: &Cluster,
+    k: usize,
+    key: Option<u32>,
+    total: usize,
+    pb: &ProgressBar,
+) -> Result<Vec<u64>, Error> {
     let nodes: Vec<usize> = (1..=k + 1).collect();
-    let mut g = Group::open(c, &nodes, 1, &[])?;
+    let key = key.unwrap_or_else(|| NEXT_KEY.fetch_add(1, Ordering::Relaxed));
+    let mut g = Group::open_key(c, &nodes, 1, &[], key)?;
     let counts: Vec<usize> = (0..k)
         .map(|i| total / k + usize::from(i < total % k))
         .collect();

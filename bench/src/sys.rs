@@ -300,3 +300,27 @@ pub fn semrm(via: Via, id: i32) -> io::Result<()> {
     };
     check(rc).map(|_| ())
 }
+
+/// Threads of this process, from `/proc/self/status` (`None` when it
+/// cannot be read).
+pub fn threads() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Set `key=value` in this process's environment when it runs one thread
+/// only (the embedded nodes read some settings from the environment);
+/// false, leaving it unchanged, otherwise.
+pub fn set_env_if_single_threaded(key: &str, value: &str) -> bool {
+    if threads() != Some(1) {
+        return false;
+    }
+    // SAFETY: this process has a single thread (checked just above, and
+    // only this thread could start another), so no other thread reads or
+    // writes the environment concurrently.
+    unsafe { std::env::set_var(key, value) };
+    true
+}
