@@ -191,12 +191,12 @@ impl Scenario {
 }
 
 const FAULT_FLOOR: &[&str] = &["uffd-local", "tcp-rtt-4k"];
-const SCAN: [usize; 3] = [2_048, 8_192, 65_536];
-const RAND: [usize; 3] = [1_024, 4_096, 16_384];
-const MSG: [usize; 3] = [1_000, 2_000, 10_000];
-const SEM: [usize; 3] = [1_000, 2_000, 10_000];
-const KFLOOR: [usize; 3] = [5_000, 10_000, 50_000];
-const QUANTUM: [usize; 3] = [20_000, 100_000, 1_000_000];
+const SCAN: [usize; 3] = [2_048, 4_096, 65_536];
+const RAND: [usize; 3] = [1_024, 2_048, 16_384];
+const MSG: [usize; 3] = [1_000, 1_000, 10_000];
+const SEM: [usize; 3] = [1_000, 1_000, 10_000];
+const KFLOOR: [usize; 3] = [5_000, 5_000, 50_000];
+const QUANTUM: [usize; 3] = [20_000, 20_000, 1_000_000];
 
 /// Every scenario, floors first (they are measured first, and a dipc row
 /// needs its floors' numbers).
@@ -230,7 +230,7 @@ pub const SCENARIOS: &[Scenario] = &[
         "tcp round trip 8 B",
         "call with 8 bytes each way over dipc's TCP transport",
         &[],
-        [2_000, 10_000, 50_000],
+        [2_000, 5_000, 50_000],
         floors::tcp_rtt_8,
     ),
     fl(
@@ -238,7 +238,7 @@ pub const SCENARIOS: &[Scenario] = &[
         "tcp round trip 1k",
         "call with 1 KiB each way over dipc's TCP transport",
         &[],
-        [2_000, 10_000, 50_000],
+        [2_000, 5_000, 50_000],
         floors::tcp_rtt_1k,
     ),
     fl(
@@ -246,7 +246,7 @@ pub const SCENARIOS: &[Scenario] = &[
         "tcp round trip 8k",
         "call with 8 KiB each way over dipc's TCP transport",
         &[],
-        [2_000, 10_000, 50_000],
+        [2_000, 5_000, 50_000],
         floors::tcp_rtt_8k,
     ),
     fl(
@@ -347,7 +347,7 @@ pub const SCENARIOS: &[Scenario] = &[
         "read fault on node 2 of a page held Modified by node 3 (home node 1)",
         FAULT_FLOOR,
         3,
-        [2_000, 5_000, 20_000],
+        [2_000, 2_000, 20_000],
         crate::shm2::remote_read_m3,
     ),
     dp(
@@ -365,7 +365,7 @@ pub const SCENARIOS: &[Scenario] = &[
         "write to a page 2 other nodes hold shared",
         FAULT_FLOOR,
         3,
-        [1_000, 3_000, 10_000],
+        [1_000, 1_000, 10_000],
         crate::shm2::write_inval_2,
     ),
     dp(
@@ -537,7 +537,7 @@ pub const SCENARIOS: &[Scenario] = &[
         "read fault of one hot page (rewritten by node 1 each round) by 1 node",
         FAULT_FLOOR,
         2,
-        [500, 1_000, 5_000],
+        [500, 500, 5_000],
         crate::shm2::hot_read_1,
     ),
     dp(
@@ -546,7 +546,7 @@ pub const SCENARIOS: &[Scenario] = &[
         "as hot-read-1, 2 nodes reading at once",
         FAULT_FLOOR,
         3,
-        [500, 1_000, 5_000],
+        [500, 500, 5_000],
         crate::shm2::hot_read_2,
     ),
     dp(
@@ -555,7 +555,7 @@ pub const SCENARIOS: &[Scenario] = &[
         "as hot-read-1, 4 nodes reading at once",
         FAULT_FLOOR,
         5,
-        [500, 1_000, 5_000],
+        [500, 500, 5_000],
         crate::shm2::hot_read_4,
     ),
     dp(
@@ -564,7 +564,7 @@ pub const SCENARIOS: &[Scenario] = &[
         "an atomic increment of a counter in a segment homed on node 1, by an agent on node 2",
         FAULT_FLOOR,
         2,
-        [2_000, 10_000, 50_000],
+        [2_000, 5_000, 50_000],
         crate::shm2::counter_1,
     )
     .rate(Rate::Ops(1)),
