@@ -679,3 +679,57 @@ fn forked_child_writes_and_the_parent_keeps_working() {
         p.success();
     }
 }
+
+/// A process faulting on pages whose only copy was on a node that died
+/// gets `SIGBUS` within the node's bound (three call timeouts), never
+/// zeros and never a hang.
+#[test]
+fn a_fault_on_a_dead_nodes_pages_ends_in_sigbus_not_a_hang() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut c = match Cluster::builder()
+        .bin(env!("CARGO_BIN_EXE_dipc"))
+        .nodes(2)
+        .node_arg("--call-timeout-ms")
+        .node_arg("1000")
+        .start()
+    {
+        Ok(c) => c,
+        Err(e) => panic!("cluster did not start: {e:#}"),
+    };
+    let prog = program("shmtool", SHMTOOL, Build::Dipc);
+    let key = 0x5d10_0b05;
+    let mut home = tool(&c, 0, &prog);
+    let line = home.cmd(&format!("get {key} 65536 excl"));
+    let id = home.parse_id(&line);
+    home.expect(&format!("at {id}"), "attached 65536");
+    home.expect("fill 7", "filled");
+
+    let mut reader = tool(&c, 1, &prog);
+    reader.expect(&format!("get {key} 0"), &format!("id {id}"));
+    reader.expect(&format!("at {id}"), "attached 65536");
+
+    // The home dies holding the only copy of every page.
+    c.kill_node(0).expect("kill node 0");
+    let started = Instant::now();
+    let sent = reader
+        .stdin
+        .as_mut()
+        .map(|s| s.write_all(b"check 7\n").and(s.flush()));
+    assert!(matches!(sent, Some(Ok(()))));
+    let status = reader
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("the reader hangs: {}\n{}", reader.describe(), c.logs()));
+    assert_eq!(
+        status.signal(),
+        Some(nix::libc::SIGBUS),
+        "reader ended with {status:?} after {:?}: {}\n{}",
+        started.elapsed(),
+        reader.describe(),
+        c.logs()
+    );
+    let out: Vec<String> = reader.lines.try_iter().collect();
+    assert!(
+        !out.iter().any(|l| l == "good"),
+        "the reader saw data it cannot have: {out:?}"
+    );
+}

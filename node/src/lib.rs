@@ -79,12 +79,26 @@ pub async fn run(
     let node = Arc::new(Node::new(cfg));
     let local_task = tokio::spawn(local::serve(local, node.clone()));
     let peers_task = tokio::spawn(peer::listen(peers, node.clone()));
+    // Every wait has a bound: a fault still blocked after three call
+    // timeouts (its peer died or is cut off) ends the process's connection.
+    let watchdog = {
+        let node = node.clone();
+        let bound = node.config().call_timeout * 3;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                node.expire_faults(bound);
+            }
+        })
+    };
     let result = tokio::select! {
         r = referee_link::run(node.clone()) => r,
         _ = shutdown => Ok(()),
     };
     local_task.abort();
     peers_task.abort();
+    watchdog.abort();
     let _ = std::fs::remove_file(&socket);
     info!("node stopped");
     result

@@ -129,7 +129,14 @@ pub async fn serve(listener: UnixListener, node: Arc<Node>) {
                         }
                     };
                     let mut conn = LocalConn::new(stream);
-                    serve_conn(&mut conn, &node, creds).await;
+                    let kill = node.conn_opened(conn.id);
+                    tokio::select! {
+                        _ = serve_conn(&mut conn, &node, creds) => {}
+                        _ = kill.notified() => {
+                            warn!(pid = creds.pid, "closing the local connection of a process whose page fault cannot be served");
+                        }
+                    }
+                    node.conn_closed(conn.id);
                     node.process_gone(conn.id, creds);
                 });
             }

@@ -33,6 +33,8 @@ pub struct Node {
     peers: Arc<Peers>,
     /// Message queues and semaphore sets (homes and local callers).
     ipc: crate::ipc::Ipc,
+    /// One "close now" switch per local connection.
+    conns: Mutex<HashMap<u64, Arc<tokio::sync::Notify>>>,
 }
 
 /// The node's mutable state, behind one lock.
@@ -61,6 +63,7 @@ impl Node {
                 members: HashMap::new(),
             }),
             peers: Arc::new(Peers::default()),
+            conns: Mutex::new(HashMap::new()),
             ipc: crate::ipc::Ipc::default(),
         }
     }
@@ -106,6 +109,51 @@ impl Node {
         match self.id.load(Ordering::Acquire) {
             0 => None,
             id => Some(id),
+        }
+    }
+
+    /// Register local connection `conn`; the switch closes it.
+    pub(crate) fn conn_opened(&self, conn: u64) -> Arc<tokio::sync::Notify> {
+        let kill = Arc::new(tokio::sync::Notify::new());
+        self.conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(conn, kill.clone());
+        kill
+    }
+
+    pub(crate) fn conn_closed(&self, conn: u64) {
+        self.conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&conn);
+    }
+
+    /// Close local connection `conn` (its process gets `SIGBUS` on its
+    /// distributed segments, see libsysv).
+    pub(crate) fn disconnect(&self, conn: u64) {
+        if let Some(k) = self
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&conn)
+        {
+            k.notify_one();
+        }
+    }
+
+    /// Close the connections of processes blocked in a fault for longer
+    /// than `bound`: a peer that should answer is gone. Called periodically.
+    pub(crate) fn expire_faults(&self, bound: Duration) {
+        let stuck = self.state().shm.stuck_conns(bound);
+        for conn in stuck {
+            warn!(
+                conn,
+                "a page fault was not served within {bound:?} (a peer is gone?): \
+                 closing the process's connection so it gets SIGBUS"
+            );
+            crate::metrics::ERRORS.inc();
+            self.disconnect(conn);
         }
     }
 

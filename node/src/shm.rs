@@ -232,6 +232,8 @@ impl Drop for Proc {
 /// A blocked access of a local process.
 struct Waiter {
     conn: u64,
+    /// When the access blocked (for the bound on every wait).
+    since: std::time::Instant,
     uffd: Arc<Uffd>,
     addr: u64,
     len: u64,
@@ -249,6 +251,20 @@ pub struct ShmState {
 }
 
 impl ShmState {
+    /// Local connections with an access blocked for longer than `bound`
+    /// (a peer that should answer is gone or partitioned away).
+    pub fn stuck_conns(&self, bound: std::time::Duration) -> Vec<u64> {
+        let mut conns: Vec<u64> = self
+            .waiters
+            .values()
+            .filter(|w| w.since.elapsed() > bound)
+            .map(|w| w.conn)
+            .collect();
+        conns.sort_unstable();
+        conns.dedup();
+        conns
+    }
+
     /// Forget local connection `conn` (its process is gone): its
     /// attachments, its blocked accesses, and with them its userfaultfd.
     pub fn remove_proc(&mut self, conn: u64) -> Option<Proc> {
@@ -374,7 +390,9 @@ impl Node {
                 } => {
                     metrics::ERRORS.inc();
                     warn!(seg, unit, "an access cannot be served: {error}");
-                    fail(&mut st.shm, waiter);
+                    if let Some(conn) = fail(&mut st.shm, waiter) {
+                        self.disconnect(conn);
+                    }
                 }
                 Action::SetTimer {
                     seg,
@@ -534,6 +552,7 @@ impl Node {
             w,
             Waiter {
                 conn,
+                since: std::time::Instant::now(),
                 uffd: uffd.clone(),
                 addr: start,
                 len,
@@ -610,14 +629,13 @@ fn write_protect_unit(shm: &mut ShmState, seg: ObjectId, unit: u32) {
     }
 }
 
-/// A blocked access that cannot be served: wake it without mapping
-/// anything would refault forever, so the process is sent SIGBUS by
-/// mapping nothing and waking it is not enough; until the process-side
-/// SIGBUS path exists the waiter is woken and will fault again.
-fn fail(shm: &mut ShmState, waiter: u64) {
-    if let Some(w) = shm.waiters.remove(&waiter) {
-        let _ = w.uffd.wake(w.addr, w.len);
-    }
+/// A blocked access that cannot be served. Waking it would only make it
+/// fault again, so the caller closes the process's local connection
+/// instead: libsysv then maps an empty memfd over its attachments and the
+/// access gets `SIGBUS`, never zeros and never a hang. Returns the
+/// connection to close.
+fn fail(shm: &mut ShmState, waiter: u64) -> Option<u64> {
+    shm.waiters.remove(&waiter).map(|w| w.conn)
 }
 
 /// Let a blocked access proceed.
