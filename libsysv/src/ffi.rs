@@ -171,12 +171,7 @@ const SHM_STAT_ANY: c_int = 15;
 
 fn fill_shmid_ds(s: &dipc_wire::local::ShmStat) -> libc::shmid_ds {
     let mut ds = zeroed_shmid_ds();
-    ds.shm_perm.__key = s.key;
-    ds.shm_perm.uid = s.perm.uid;
-    ds.shm_perm.gid = s.perm.gid;
-    ds.shm_perm.cuid = s.perm.cuid;
-    ds.shm_perm.cgid = s.perm.cgid;
-    ds.shm_perm.mode = s.perm.mode as libc::c_ushort;
+    fill_ipc_perm(&mut ds.shm_perm, s.key, &s.perm);
     ds.shm_segsz = s.segsz as libc::size_t;
     ds.shm_atime = s.atime as libc::time_t;
     ds.shm_dtime = s.dtime as libc::time_t;
@@ -228,6 +223,16 @@ pub unsafe extern "C" fn shmctl(shmid: c_int, cmd: c_int, buf: *mut libc::shmid_
             Routed::Kernel(()) => to_kernel(),
         }
     })
+}
+
+/// `struct ipc_perm` of a distributed object, for every `*_ds` libsysv fills.
+pub(crate) fn fill_ipc_perm(p: &mut libc::ipc_perm, key: i32, perm: &dipc_wire::Perm) {
+    p.__key = key;
+    p.uid = perm.uid;
+    p.gid = perm.gid;
+    p.cuid = perm.cuid;
+    p.cgid = perm.cgid;
+    p.mode = perm.mode as libc::c_ushort;
 }
 
 #[cfg(test)]

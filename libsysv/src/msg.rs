@@ -437,12 +437,7 @@ fn zeroed_msqid_ds() -> libc::msqid_ds {
 
 fn fill_msqid_ds(s: &MsgStat) -> libc::msqid_ds {
     let mut ds = zeroed_msqid_ds();
-    ds.msg_perm.__key = s.key;
-    ds.msg_perm.uid = s.perm.uid;
-    ds.msg_perm.gid = s.perm.gid;
-    ds.msg_perm.cuid = s.perm.cuid;
-    ds.msg_perm.cgid = s.perm.cgid;
-    ds.msg_perm.mode = s.perm.mode as libc::c_ushort;
+    crate::ffi::fill_ipc_perm(&mut ds.msg_perm, s.key, &s.perm);
     ds.msg_stime = s.stime as libc::time_t;
     ds.msg_rtime = s.rtime as libc::time_t;
     ds.msg_ctime = s.ctime as libc::time_t;

@@ -204,12 +204,7 @@ fn zeroed_semid_ds() -> libc::semid_ds {
 
 fn fill_semid_ds(s: &SemStat) -> libc::semid_ds {
     let mut ds = zeroed_semid_ds();
-    ds.sem_perm.__key = s.key;
-    ds.sem_perm.uid = s.perm.uid;
-    ds.sem_perm.gid = s.perm.gid;
-    ds.sem_perm.cuid = s.perm.cuid;
-    ds.sem_perm.cgid = s.perm.cgid;
-    ds.sem_perm.mode = s.perm.mode as libc::c_ushort;
+    crate::ffi::fill_ipc_perm(&mut ds.sem_perm, s.key, &s.perm);
     ds.sem_otime = s.otime as libc::time_t;
     ds.sem_ctime = s.ctime as libc::time_t;
     ds.sem_nsems = s.nsems as _;

@@ -203,18 +203,8 @@ fn id_number(id: ObjectId) -> u32 {
 /// else owner or creator gid the group bits, else the other bits; uid 0
 /// (`CAP_IPC_OWNER`) may do anything.
 pub fn ipcperms(perm: &Perm, caller: &Caller, flags: i32) -> bool {
-    if caller.uid == 0 {
-        return true;
-    }
     let flag = (flags & 0o777) as u32;
-    let requested = (flag >> 6) | (flag >> 3) | flag;
-    let mut granted = perm.mode;
-    if caller.uid == perm.cuid || caller.uid == perm.uid {
-        granted >>= 6;
-    } else if caller.gid == perm.cgid || caller.gid == perm.gid {
-        granted >>= 3;
-    }
-    requested & !granted & 0o7 == 0
+    perm.allows(caller.uid, caller.gid, (flag >> 6) | (flag >> 3) | flag)
 }
 
 /// Is a re-announced record well formed?
