@@ -149,13 +149,18 @@ pub async fn serve(listener: UnixListener, node: Arc<Node>) {
 }
 
 async fn serve_conn(conn: &mut LocalConn, node: &Arc<Node>, creds: Creds) {
-    // The first frame must be a Hello with our protocol version, soon.
-    let first = match tokio::time::timeout(HELLO_TIMEOUT, conn.recv()).await {
+    // The first frame must be a Hello with our protocol version, soon. A
+    // first frame that has started is bounded by `recv`'s own stall timeout
+    // (HELLO_TIMEOUT after its first byte); this outer bound is for a client
+    // that sends nothing, and is a little longer so that the two never race
+    // and a stalled frame is always reported as one.
+    let bound = HELLO_TIMEOUT + HELLO_TIMEOUT / 5;
+    let first = match tokio::time::timeout(bound, conn.recv()).await {
         Ok(r) => r,
         Err(_) => {
             warn!(
                 pid = creds.pid,
-                "local client sent no Hello within {HELLO_TIMEOUT:?}: closing"
+                "local client sent no Hello within {bound:?}: closing"
             );
             return;
         }
