@@ -175,6 +175,56 @@ impl RdmaSender {
     }
 }
 
+impl RdmaSender {
+    /// Queue every frame of `frames` (draining it), in order, waking the
+    /// engine once for the batch (or when the queue is full). Bounded like
+    /// [`RdmaSender::send`].
+    pub async fn send_many(&self, frames: &mut Vec<Frame>) -> Result<(), Error> {
+        for frame in frames.drain(..) {
+            let len = frame.wire_len();
+            if len > MAX_FRAME {
+                return Err(FrameError::TooLarge {
+                    len,
+                    max: MAX_FRAME,
+                }
+                .into());
+            }
+            let frame = match self.out.try_send(frame) {
+                Ok(()) => continue,
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.shared.send_error()),
+                Err(mpsc::error::TrySendError::Full(f)) => f,
+            };
+            // The engine has a full queue: make sure it is awake, then wait.
+            self.shared.wake();
+            match tokio::time::timeout(self.timeout, self.out.send(frame)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(self.shared.send_error()),
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        what: format!(
+                            "queueing a frame for {} ({SEND_QUEUE} frames waiting)",
+                            self.shared.label
+                        ),
+                        after: self.timeout,
+                    });
+                }
+            }
+        }
+        if let Some(End::Failed(e)) = self.shared.end() {
+            return Err(e);
+        }
+        self.shared.wake();
+        Ok(())
+    }
+
+    /// Close the connection once the frames queued so far are sent (like
+    /// [`RdmaConn::close`]).
+    pub fn close(&self) {
+        self.shared.closing.store(true, Ordering::SeqCst);
+        let _ = (&self.shared.wake).write(&[1]);
+    }
+}
+
 /// An RDMA connection to one peer: frames in, frames out.
 #[derive(Debug)]
 pub struct RdmaConn {
@@ -225,8 +275,7 @@ impl RdmaConn {
     /// Close: frames already queued are still sent, then the peer is told
     /// goodbye and gets `None` from its `recv` once it has them.
     pub fn close(&self) {
-        self.sender.shared.closing.store(true, Ordering::SeqCst);
-        let _ = (&self.sender.shared.wake).write(&[1]);
+        self.sender.close();
     }
 }
 

@@ -17,6 +17,9 @@
 //!   for small messages, RDMA WRITE with immediate for page-sized
 //!   payloads, busy-poll then sleep on the completion channel, bounded
 //!   waits, failures mapped to [`Error`]);
+//! * [`mod@rpc`]: `RdmaConn` as a `dipc_transport_tcp::Transport`, so
+//!   `dipc_transport_tcp::rpc()` runs over it; errors map onto
+//!   transport-tcp's (`Closed`, `Timeout`, `Io`);
 //! * `verbs`: the only unsafe code, a thin owning wrapper over libibverbs
 //!   (via `rdma-sys`). Only memory it allocates itself is ever registered
 //!   (staging and receive rings), never the memfd pages of a segment.
@@ -41,9 +44,11 @@ pub mod config;
 pub mod conn;
 mod error;
 pub mod proto;
+pub mod rpc;
 mod verbs;
 
 pub use config::{DeviceChoice, RdmaConfig, Selected, choose_device, probe};
 pub use conn::{RECV_QUEUE, RdmaConn, RdmaSender, SEND_QUEUE, accept, connect, establish};
 pub use error::Error;
+pub use rpc::{RdmaSink, RdmaSource};
 pub use verbs::{DeviceInfo, PortInfo, devices};

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dipc_transport_rdma::{Error, RdmaConfig, RdmaConn, accept, connect, probe};
-use dipc_transport_tcp::Auth;
+use dipc_transport_tcp::{Auth, Incoming, rpc};
 use dipc_wire::Frame;
 use tokio::net::TcpListener;
 
@@ -169,6 +169,29 @@ fn peer() {
                     conn.recv().await.expect("recv").expect("a frame");
                 }
                 std::process::exit(3);
+            }
+            // rpc() over RDMA: answer every call with its payload; with
+            // "rpc-die", exit without closing after 20 calls.
+            "rpc-echo" | "rpc-die" => {
+                let (h, mut rx) = rpc::<u64, u64, u64>(conn, Duration::from_secs(20));
+                let mut served = 0;
+                while let Some(m) = rx.recv().await {
+                    if let Incoming::Call {
+                        req,
+                        payload,
+                        reply,
+                    } = m
+                    {
+                        reply.send(&req, payload);
+                        served += 1;
+                        if role == "rpc-die" && served == 20 {
+                            std::process::exit(3);
+                        }
+                    }
+                }
+                drop(h);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return;
             }
             other => panic!("unknown role {other}"),
         }
@@ -339,6 +362,103 @@ async fn a_peer_that_stops_reading_fails_sends_after_the_timeout() {
         sent < 2_000,
         "{sent} frames accepted by a peer that does not read"
     );
+}
+
+/// Many page-sized calls at once through `rpc()` over RDMA: every answer
+/// carries its own page back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_many_concurrent_page_transfers() {
+    if !have_device("rpc_many_concurrent_page_transfers") {
+        return;
+    }
+    let (conn, mut peer) = start("rpc-echo").await;
+    let (h, _rx) = rpc::<u64, u64, u64>(conn, Duration::from_secs(20));
+    assert_eq!(h.peer().name, "peer-rpc-echo");
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..16u64)
+        .map(|task| {
+            let h = h.clone();
+            tokio::spawn(async move {
+                for i in 0..32u64 {
+                    let id = task * 1000 + i;
+                    let page = pattern(4096, id as u8);
+                    let (back, data) = h
+                        .call_payload(&id, page.clone(), Duration::from_secs(20))
+                        .await
+                        .expect("call");
+                    assert_eq!(back, id);
+                    assert!(data == page, "page of call {id} changed");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("caller task");
+    }
+    eprintln!("512 concurrent 4 KiB calls in {:?}", t.elapsed());
+    drop(h);
+    drop(_rx);
+    assert!(peer.wait(Duration::from_secs(20)).success());
+}
+
+/// A peer killed while calls are in flight: every pending call fails with
+/// a connection error (not its timeout), and a new connection to a new
+/// peer works (what the node does on the next send).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_peer_killed_fails_pending_calls_then_reconnects() {
+    if !have_device("rpc_peer_killed_fails_pending_calls_then_reconnects") {
+        return;
+    }
+    let (conn, mut peer) = start("rpc-die").await;
+    let (h, _rx) = rpc::<u64, u64, u64>(conn, Duration::from_secs(30));
+    let t = Instant::now();
+    let calls: Vec<_> = (0..40u64)
+        .map(|i| {
+            let h = h.clone();
+            tokio::spawn(async move {
+                h.call_payload(&i, pattern(64 * 1024, i as u8), Duration::from_secs(30))
+                    .await
+            })
+        })
+        .collect();
+    let (mut ok, mut failed) = (0, 0);
+    for c in calls {
+        match c.await.expect("caller task") {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert!(
+                    matches!(
+                        e,
+                        dipc_transport_tcp::Error::Closed { .. }
+                            | dipc_transport_tcp::Error::Io { .. }
+                    ),
+                    "{e:?}"
+                );
+                failed += 1;
+            }
+        }
+    }
+    eprintln!(
+        "{ok} calls answered, {failed} failed, all within {:?}",
+        t.elapsed()
+    );
+    assert!(ok <= 20 && failed >= 20, "{ok} answered, {failed} failed");
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "failures took too long"
+    );
+    assert!(h.is_closed());
+    assert_eq!(peer.wait(Duration::from_secs(10)).code(), Some(3));
+    // Reconnect: a fresh connection and rpc work as before.
+    let (conn, mut peer) = start("rpc-echo").await;
+    let (h, rx) = rpc::<u64, u64, u64>(conn, Duration::from_secs(20));
+    let (v, data) = h
+        .call_payload(&7, pattern(4096, 7), Duration::from_secs(20))
+        .await
+        .expect("call after reconnect");
+    assert_eq!((v, data.len()), (7, 4096));
+    drop((h, rx));
+    assert!(peer.wait(Duration::from_secs(20)).success());
 }
 
 /// Where there is no device, both ends of a setup fail with a clear

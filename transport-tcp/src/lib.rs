@@ -11,6 +11,9 @@
 //! * [`rpc()`] ([`mod@rpc`]): calls with bounded waits and one-way
 //!   notifications in both directions over one `Conn`, FIFO per
 //!   connection, with backpressure on incoming messages;
+//! * [`Transport`] ([`transport`]): what `rpc()` needs from a connection
+//!   (a frame sink and a frame source); [`Conn`] implements it, and so does
+//!   `dipc-transport-rdma`'s `RdmaConn`;
 //! * [`Backoff`] ([`backoff`]): exponential backoff with jitter for
 //!   reconnecting ([`Conn::connect_with_backoff`] uses it).
 //!
@@ -34,9 +37,11 @@ pub mod backoff;
 pub mod conn;
 mod error;
 pub mod rpc;
+pub mod transport;
 
 pub use auth::{Auth, PROTOCOL_VERSION};
 pub use backoff::Backoff;
 pub use conn::{Conn, PeerInfo, Role};
 pub use error::Error;
 pub use rpc::{Head, Incoming, Replier, RpcHandle, rpc};
+pub use transport::{FrameSink, FrameSource, TcpSink, TcpSource, Transport};

@@ -39,18 +39,17 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use dipc_wire::{Frame, FrameError, MAX_FRAME};
+use bytes::Bytes;
+use dipc_wire::{Frame, FrameError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::Error;
-use crate::conn::{Conn, MAX_BATCH, PeerInfo, check_len, read_frame, write_frames};
+use crate::conn::{MAX_BATCH, PeerInfo, check_len};
+use crate::transport::{FrameSink, FrameSource, Transport};
 
 /// The envelope in front of every message: a frame's header is
 /// `postcard(Head)` followed by `postcard(body)`; the payload stays raw.
@@ -327,12 +326,13 @@ impl<Req, Resp, Ev> RpcHandle<Req, Resp, Ev> {
     }
 }
 
-/// Start RPC on `conn`: spawns the reader and writer tasks on the current
-/// tokio runtime (panics outside one, like `tokio::spawn`). The peer's calls
-/// and notifications arrive on the returned receiver; it yields `None` once
-/// the connection is closed.
+/// Start RPC on `conn` (a TCP [`Conn`](crate::Conn), or any other
+/// [`Transport`]): spawns the reader and writer tasks on the current tokio
+/// runtime (panics outside one, like `tokio::spawn`). The peer's calls and
+/// notifications arrive on the returned receiver; it yields `None` once the
+/// connection is closed.
 pub fn rpc<Req, Resp, Ev>(
-    conn: Conn,
+    conn: impl Transport,
     default_timeout: Duration,
 ) -> (RpcHandle<Req, Resp, Ev>, mpsc::Receiver<Incoming<Req, Ev>>)
 where
@@ -340,8 +340,7 @@ where
     Resp: DeserializeOwned + Send + 'static,
     Ev: DeserializeOwned + Send + 'static,
 {
-    let Conn { stream, rbuf, peer } = conn;
-    let (rd, wr) = stream.into_split();
+    let (wr, rd, peer) = conn.split();
     let link = Arc::new(Link {
         label: peer.to_string(),
         peer,
@@ -356,7 +355,6 @@ where
     tokio::spawn(writer(wr, queue_rx, link.clone()));
     let reader = Reader {
         rd,
-        buf: rbuf,
         link: link.clone(),
         pending: pending.clone(),
         incoming: Some(in_tx),
@@ -376,7 +374,7 @@ where
 /// Write queued frames in batches until the queue is closed (nobody can
 /// send any more) or the connection is closed.
 async fn writer(
-    mut wr: OwnedWriteHalf,
+    mut wr: impl FrameSink,
     mut queue: mpsc::UnboundedReceiver<Frame>,
     link: Arc<Link>,
 ) {
@@ -389,16 +387,16 @@ async fn writer(
         };
         if n == 0 {
             debug!(peer = %link.label, "connection no longer used; closing");
-            let _ = wr.shutdown().await;
+            wr.shutdown().await;
             break;
         }
         let bytes: usize = batch.iter().map(Frame::wire_len).sum();
         let res = tokio::select! {
             biased;
             _ = link.token.cancelled() => break,
-            r = write_frames(&mut wr, &batch) => r,
+            r = wr.send_batch(&mut batch) => r,
         };
-        link.dequeued(batch.len(), bytes);
+        link.dequeued(n, bytes);
         batch.clear();
         if let Err(e) = res {
             warn!(peer = %link.label, error = %e, "send failed; closing connection");
@@ -409,9 +407,8 @@ async fn writer(
 }
 
 /// The reading half and what it needs to dispatch frames.
-struct Reader<Req, Resp, Ev> {
-    rd: OwnedReadHalf,
-    buf: BytesMut,
+struct Reader<S, Req, Resp, Ev> {
+    rd: S,
     link: Arc<Link>,
     pending: Arc<Pending<Resp>>,
     /// `None` once the application dropped the receiver.
@@ -421,7 +418,7 @@ struct Reader<Req, Resp, Ev> {
     queue: Option<mpsc::UnboundedSender<Frame>>,
 }
 
-impl<Req, Resp, Ev> Drop for Reader<Req, Resp, Ev> {
+impl<S, Req, Resp, Ev> Drop for Reader<S, Req, Resp, Ev> {
     fn drop(&mut self) {
         // However the reader ends (peer closed, bad frame, close(), runtime
         // shutdown), the connection is over: stop the writer and fail every
@@ -439,8 +436,9 @@ enum Stop {
     Bad(String),
 }
 
-impl<Req, Resp, Ev> Reader<Req, Resp, Ev>
+impl<S, Req, Resp, Ev> Reader<S, Req, Resp, Ev>
 where
+    S: FrameSource,
     Req: DeserializeOwned,
     Resp: DeserializeOwned,
     Ev: DeserializeOwned,
@@ -462,7 +460,7 @@ where
                     self.queue = None;
                     continue;
                 }
-                r = read_frame(&mut self.rd, &mut self.buf, MAX_FRAME) => r,
+                r = self.rd.recv() => r,
             };
             let stop = match read {
                 Ok(Some(frame)) => match self.dispatch(frame).await {
@@ -473,7 +471,7 @@ where
                     debug!(peer = %self.link.label, "peer closed the connection");
                     Stop::Quiet
                 }
-                Err(e) => Stop::Bad(e.into_error(&self.link.label).to_string()),
+                Err(e) => Stop::Bad(e.to_string()),
             };
             if let Stop::Bad(reason) = stop {
                 warn!(peer = %self.link.label, %reason, "dropping connection");
