@@ -85,8 +85,26 @@ static inline int dipc_is_distributed_id(int id)
 /* Coherence unit of segments created by this process: bytes, a power of
  * two >= 4096 (otherwise a distributed shmget fails with EINVAL). */
 #define DIPC_ENV_PAGE_SIZE "DIPC_PAGE_SIZE"
-/* "page" (default) or "segment": how segments created here move. */
+/* "page" (default) or "segment": how segments created here move.
+ * Segment mode moves the whole segment as one unit (at most 16 MiB;
+ * bigger ones fail with EINVAL). */
 #define DIPC_ENV_SHM_MODE "DIPC_SHM_MODE"
+/* Hold-time quantum of segments created here, in microseconds, 0 to
+ * DIPC_MAX_QUANTUM_US (0: none): a node that received a unit for an access
+ * keeps it at least this long before it gives it up; requests meanwhile
+ * wait in order. Against two writers moving one page back and forth. */
+#define DIPC_ENV_QUANTUM_US "DIPC_QUANTUM_US"
+#define DIPC_MAX_QUANTUM_US 1000000
+/* Sequential prefetch of segments created here (page mode): the largest
+ * window of following units fetched ahead of consecutive read faults,
+ * 0 to DIPC_MAX_PREFETCH (0: off). */
+#define DIPC_ENV_PREFETCH "DIPC_PREFETCH"
+#define DIPC_MAX_PREFETCH 1024
+/* Unset, the four settings above come from the node's configuration (per
+ * key, else its default: 4096-byte units, page mode, no quantum, a window
+ * of 8). A bad value makes a distributed shmget fail with EINVAL. They
+ * apply when the shmget creates the segment and are then fixed for its
+ * life on every node; `dipc ipcs -m` shows them. */
 /* Bound on every wait for the daemon, in milliseconds (default 30000);
  * a call that times out fails with ETIMEDOUT. */
 #define DIPC_ENV_TIMEOUT_MS "DIPC_TIMEOUT_MS"

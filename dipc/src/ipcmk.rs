@@ -217,6 +217,8 @@ pub fn run(args: IpcmkArgs, file: &crate::config::FileConfig) -> anyhow::Result<
                 flags,
                 unit: None,
                 mode: None,
+                quantum_us: None,
+                prefetch: None,
             })
             .map_err(|e| fail("shared memory segment", e))?;
         println!("Shared memory id: {id}");

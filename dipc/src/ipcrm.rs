@@ -68,6 +68,8 @@ fn id_of(node: &mut NodeConn, kind: Kind, key: Key) -> Result<ObjectId, CallErro
             flags: 0,
             unit: None,
             mode: None,
+            quantum_us: None,
+            prefetch: None,
         },
         Kind::Msg => Request::MsgGet { key, flags: 0 },
         Kind::Sem => Request::SemGet {

@@ -9,7 +9,9 @@
 //! forwards to the home) when one is reachable, and shown as `-` otherwise
 //! or when this user may not read the object. Sections and columns follow
 //! util-linux `ipcs` (key in hex, id, owner, perms, bytes/nattch/status,
-//! used-bytes/messages, nsems) plus the home node; `--json` prints one
+//! used-bytes/messages, nsems) plus, for a segment, how it moves (mode,
+//! unit, hold-time quantum, prefetch window, fixed at creation), and the
+//! home node; `--json` prints one
 //! array of objects for scripts.
 
 use std::path::PathBuf;
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use clap::Args;
 use dipc_wire::local::{MsgCtlCmd, Request, Response};
 use dipc_wire::referee::{ClusterStatus, ObjectStatus};
-use dipc_wire::{Kind, Params};
+use dipc_wire::{Kind, Params, ShmMode};
 use serde::Serialize;
 
 use crate::ipcmk::NodeConn;
@@ -60,10 +62,54 @@ pub struct Row {
     /// Messages in a queue (when known).
     pub messages: Option<u64>,
     pub nsems: Option<u32>,
+    /// A segment's transfer settings, fixed at creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<Transfer>,
     /// `dest`: removed, still attached; `unavailable`: home node down.
     pub status: String,
     pub home: u32,
     pub home_name: String,
+}
+
+/// How a segment moves: what `shmget` (or the creating node's
+/// configuration) chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Transfer {
+    /// `page` or `segment`.
+    pub mode: &'static str,
+    /// Coherence unit in bytes (the whole segment in segment mode).
+    pub unit: u64,
+    /// Hold-time quantum in microseconds (0: none).
+    pub quantum_us: u32,
+    /// Largest sequential prefetch window in units (0: off).
+    pub prefetch: u32,
+}
+
+impl Transfer {
+    /// The transfer settings in a segment's parameters.
+    pub fn of(params: &Params) -> Option<Transfer> {
+        let Params::Shm {
+            size,
+            unit,
+            mode,
+            quantum_us,
+            prefetch,
+        } = *params
+        else {
+            return None;
+        };
+        let segment = mode == ShmMode::Segment;
+        Some(Transfer {
+            mode: if segment { "segment" } else { "page" },
+            unit: if segment {
+                size.div_ceil(4096) * 4096
+            } else {
+                u64::from(unit)
+            },
+            quantum_us,
+            prefetch,
+        })
+    }
 }
 
 fn owner_name(uid: u32) -> String {
@@ -91,6 +137,7 @@ pub fn rows(st: &ClusterStatus, mut node: Option<&mut NodeConn>) -> Vec<Row> {
                 nattch: None,
                 messages: None,
                 nsems: None,
+                transfer: Transfer::of(&r.params),
                 status: match (r.removed, o.available) {
                     (true, _) => "dest".into(),
                     (false, false) => "unavailable".into(),
@@ -178,19 +225,34 @@ pub fn render(rows: &[Row], shm: bool, msg: bool, sem: bool) -> String {
         let _ = writeln!(out, "\n------ Shared Memory Segments --------");
         let _ = writeln!(
             out,
-            "{:<10} {:<10} {:<10} {:<10} {:<10} {:<10} {:<11} home",
-            "key", "shmid", "owner", "perms", "bytes", "nattch", "status"
+            "{:<10} {:<10} {:<10} {:<10} {:<10} {:<10} {:<8} {:<10} {:<10} {:<8} {:<11} home",
+            "key",
+            "shmid",
+            "owner",
+            "perms",
+            "bytes",
+            "nattch",
+            "mode",
+            "unit",
+            "quantum-us",
+            "prefetch",
+            "status"
         );
         for r in of(Kind::Shm) {
+            let t = r.transfer;
             let _ = writeln!(
                 out,
-                "{:#010x} {:<10} {:<10} {:<10o} {:<10} {:<10} {:<11} {}",
+                "{:#010x} {:<10} {:<10} {:<10o} {:<10} {:<10} {:<8} {:<10} {:<10} {:<8} {:<11} {}",
                 r.key as u32,
                 r.id,
                 r.owner,
                 r.perms,
                 opt(r.bytes),
                 opt(r.nattch),
+                t.map_or("-", |t| t.mode),
+                opt(t.map(|t| t.unit)),
+                opt(t.map(|t| t.quantum_us)),
+                opt(t.map(|t| t.prefetch)),
                 r.status,
                 r.home_name
             );
@@ -278,6 +340,13 @@ mod tests {
             nattch: Some(2),
             messages: None,
             nsems: Some(3),
+            transfer: Transfer::of(&Params::Shm {
+                size: 4096,
+                unit: 4096,
+                mode: ShmMode::Page,
+                quantum_us: 1000,
+                prefetch: 8,
+            }),
             status: String::new(),
             home: 1,
             home_name: "node-a".into(),
@@ -307,6 +376,10 @@ mod tests {
                 "640",
                 "4096",
                 "2",
+                "page",
+                "4096",
+                "1000",
+                "8",
                 "node-a"
             ]
         );

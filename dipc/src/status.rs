@@ -79,7 +79,13 @@ pub fn render(s: &ClusterStatus) -> String {
         for o in &s.objects {
             let r = &o.record;
             let size = match r.params {
-                Params::Shm { size, unit, .. } => format!("{size} ({unit}B units)"),
+                Params::Shm { size, .. } => match crate::ipcs::Transfer::of(&r.params) {
+                    Some(t) => format!(
+                        "{size} ({} {}B, quantum {}us, prefetch {})",
+                        t.mode, t.unit, t.quantum_us, t.prefetch
+                    ),
+                    None => size.to_string(),
+                },
                 Params::Msg { qbytes } => format!("qbytes {qbytes}"),
                 Params::Sem { nsems } => format!("{nsems} sems"),
             };

@@ -99,6 +99,8 @@ fn params(p: ParamsIn) -> Params {
             } else {
                 ShmMode::Page
             },
+            quantum_us: u32::from(unit & 0x40) * 100,
+            prefetch: u32::from(unit & 0x0f),
         },
         ParamsIn::Msg { qbytes } => Params::Msg {
             qbytes: u64::from(qbytes),

@@ -25,6 +25,16 @@ pub const ENV_FALLBACK: &str = "DIPC_FALLBACK";
 pub const ENV_PAGE_SIZE: &str = "DIPC_PAGE_SIZE";
 /// Env var: `page` or `segment`, how segments this process creates move.
 pub const ENV_SHM_MODE: &str = "DIPC_SHM_MODE";
+/// Env var: hold-time quantum (microseconds, 0: none) of segments this
+/// process creates.
+pub const ENV_QUANTUM_US: &str = "DIPC_QUANTUM_US";
+/// Env var: largest sequential prefetch window (units, 0: off) of
+/// segments this process creates.
+pub const ENV_PREFETCH: &str = "DIPC_PREFETCH";
+/// Largest quantum a segment may have (the node refuses more too).
+pub const MAX_QUANTUM_US: u32 = dipc_wire::MAX_QUANTUM_US;
+/// Largest prefetch window a segment may have, in units.
+pub const MAX_PREFETCH: u32 = dipc_wire::MAX_PREFETCH;
 /// Env var: bound on every wait for the daemon, in milliseconds.
 pub const ENV_TIMEOUT_MS: &str = "DIPC_TIMEOUT_MS";
 
@@ -139,6 +149,10 @@ pub struct Config {
     pub unit: Result<Option<u32>, String>,
     /// `DIPC_SHM_MODE`, likewise.
     pub shm_mode: Result<Option<ShmMode>, String>,
+    /// `DIPC_QUANTUM_US`, likewise.
+    pub quantum_us: Result<Option<u32>, String>,
+    /// `DIPC_PREFETCH`, likewise.
+    pub prefetch: Result<Option<u32>, String>,
     pub timeout: Duration,
     /// Problems worth one line on stderr (bad `DIPC_KEYS`, ...).
     pub warnings: Vec<String>,
@@ -198,6 +212,15 @@ impl Config {
                 "{ENV_SHM_MODE}={other:?} (expected \"page\" or \"segment\")"
             )),
         };
+        let bounded = |var: &str, max: u32, what: &str| match get(var) {
+            None => Ok(None),
+            Some(s) => match s.trim().parse::<u32>() {
+                Ok(n) if n <= max => Ok(Some(n)),
+                _ => Err(format!("{var}={s:?} is not {what} from 0 to {max}")),
+            },
+        };
+        let quantum_us = bounded(ENV_QUANTUM_US, MAX_QUANTUM_US, "microseconds");
+        let prefetch = bounded(ENV_PREFETCH, MAX_PREFETCH, "a window in units");
         let timeout = match get(ENV_TIMEOUT_MS) {
             None => DEFAULT_TIMEOUT,
             Some(s) => match s.trim().parse::<u64>() {
@@ -216,6 +239,8 @@ impl Config {
             fallback,
             unit,
             shm_mode,
+            quantum_us,
+            prefetch,
             timeout,
             warnings,
         }
@@ -299,6 +324,8 @@ mod tests {
         assert_eq!(c.fallback, Fallback::Local);
         assert_eq!(c.unit, Ok(None));
         assert_eq!(c.shm_mode, Ok(None));
+        assert_eq!(c.quantum_us, Ok(None));
+        assert_eq!(c.prefetch, Ok(None));
         assert_eq!(c.timeout, DEFAULT_TIMEOUT);
         assert!(c.warnings.is_empty());
     }
@@ -310,12 +337,16 @@ mod tests {
             (ENV_FALLBACK, "error"),
             (ENV_PAGE_SIZE, "65536"),
             (ENV_SHM_MODE, "segment"),
+            (ENV_QUANTUM_US, " 3000"),
+            (ENV_PREFETCH, "0"),
             (ENV_TIMEOUT_MS, "250"),
         ]);
         assert_eq!(c.socket, PathBuf::from("/tmp/n.sock"));
         assert_eq!(c.fallback, Fallback::Error);
         assert_eq!(c.unit, Ok(Some(65536)));
         assert_eq!(c.shm_mode, Ok(Some(ShmMode::Segment)));
+        assert_eq!(c.quantum_us, Ok(Some(3000)));
+        assert_eq!(c.prefetch, Ok(Some(0)));
         assert_eq!(c.timeout, Duration::from_millis(250));
     }
 
@@ -325,6 +356,13 @@ mod tests {
             assert!(env(&[(ENV_PAGE_SIZE, bad)]).unit.is_err(), "{bad}");
         }
         assert!(env(&[(ENV_SHM_MODE, "pages")]).shm_mode.is_err());
+        for bad in ["-1", "1000001", "1ms", ""] {
+            assert!(env(&[(ENV_QUANTUM_US, bad)]).quantum_us.is_err(), "{bad}");
+        }
+        for bad in ["-1", "1025", "on"] {
+            assert!(env(&[(ENV_PREFETCH, bad)]).prefetch.is_err(), "{bad}");
+        }
+        assert_eq!(env(&[(ENV_PREFETCH, "1024")]).prefetch, Ok(Some(1024)));
         let c = env(&[(ENV_TIMEOUT_MS, "0"), (ENV_FALLBACK, "maybe")]);
         assert_eq!(c.timeout, DEFAULT_TIMEOUT);
         assert_eq!(c.warnings.len(), 2);

@@ -42,6 +42,8 @@ pub(crate) fn shmget(key: i32, size: usize, flags: i32) -> Result<Routed<i32, i3
     };
     let unit = cfg.unit.clone().map_err(Error::Config)?;
     let mode = cfg.shm_mode.clone().map_err(Error::Config)?;
+    let quantum_us = cfg.quantum_us.clone().map_err(Error::Config)?;
+    let prefetch = cfg.prefetch.clone().map_err(Error::Config)?;
     let mut st = state::lock();
     if st.client()?.is_none() {
         return Ok(Routed::Kernel(flags));
@@ -52,6 +54,8 @@ pub(crate) fn shmget(key: i32, size: usize, flags: i32) -> Result<Routed<i32, i3
         flags,
         unit,
         mode,
+        quantum_us,
+        prefetch,
     };
     match st.call(&req, &[])?.0 {
         Response::Id(id) => Ok(Routed::Dipc(id)),

@@ -114,6 +114,14 @@ fn dipc_h_matches_the_rust_constants() {
             ["DIPC_ENV_PAGE_SIZE", v] => assert_eq!(*v, sysv::config::ENV_PAGE_SIZE),
             ["DIPC_ENV_SHM_MODE", v] => assert_eq!(*v, sysv::config::ENV_SHM_MODE),
             ["DIPC_ENV_TIMEOUT_MS", v] => assert_eq!(*v, sysv::config::ENV_TIMEOUT_MS),
+            ["DIPC_ENV_QUANTUM_US", v] => assert_eq!(*v, sysv::config::ENV_QUANTUM_US),
+            ["DIPC_ENV_PREFETCH", v] => assert_eq!(*v, sysv::config::ENV_PREFETCH),
+            ["DIPC_MAX_QUANTUM_US", v] => {
+                assert_eq!(v.parse::<u32>().ok(), Some(sysv::config::MAX_QUANTUM_US))
+            }
+            ["DIPC_MAX_PREFETCH", v] => {
+                assert_eq!(v.parse::<u32>().ok(), Some(sysv::config::MAX_PREFETCH))
+            }
             ["DIPC_DEFAULT_SOCKET", v] => {
                 assert_eq!(*v, dipc_wire::local::DEFAULT_SOCKET)
             }
@@ -125,7 +133,7 @@ fn dipc_h_matches_the_rust_constants() {
         }
         seen += 1;
     }
-    assert_eq!(seen, 17, "{stdout}");
+    assert_eq!(seen, 21, "{stdout}");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use dipc_transport_tcp::{Auth, Error as TcpError, RpcHandle};
 use dipc_wire::local::{Request as LReq, Response as LResp};
 use dipc_wire::referee::{Caller, Event, Member, Request, Response};
-use dipc_wire::{NodeId, ObjectId, ObjectRecord, Params, ShmMode, errno};
+use dipc_wire::{NodeId, ObjectId, ObjectRecord, errno};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -283,7 +283,17 @@ impl Node {
                 flags,
                 unit,
                 mode,
-            } => self.shm_get(creds, key, size, flags, unit, mode).await,
+                quantum_us,
+                prefetch,
+            } => {
+                let xfer = shm::Requested {
+                    unit,
+                    mode,
+                    quantum_us,
+                    prefetch,
+                };
+                self.shm_get(creds, key, size, flags, xfer).await
+            }
             LReq::ShmAt { id, readonly } => return self.shm_at(conn, caller, id, readonly).await,
             LReq::ShmRegister {
                 id,
@@ -638,32 +648,22 @@ impl Node {
         LResp::Ok
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn shm_get(
         self: &Arc<Self>,
         creds: Creds,
         key: i32,
         size: u64,
         flags: i32,
-        unit: Option<u32>,
-        mode: Option<ShmMode>,
+        xfer: shm::Requested,
     ) -> LResp {
-        let unit = unit.unwrap_or(self.cfg.default_unit);
-        let mode = mode.or_else(|| shm::mode_for_key(key));
-        if !unit.is_power_of_two() || unit < 4096 {
-            return LResp::Err(errno::EINVAL);
-        }
-        if mode == Some(ShmMode::Segment) && size > shm::MAX_SEGMENT_MODE_SIZE {
-            return LResp::Err(errno::EINVAL);
-        }
+        let params = match shm::create_params(key, size, self.cfg.default_unit, xfer) {
+            Ok(p) => p,
+            Err(e) => return LResp::Err(e),
+        };
         let req = Request::Get {
             key,
             flags,
-            params: Params::Shm {
-                size,
-                unit,
-                mode: mode.unwrap_or_default(),
-            },
+            params,
             caller: Caller {
                 uid: creds.uid,
                 gid: creds.gid,

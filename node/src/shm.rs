@@ -12,11 +12,12 @@
 //! writing, punching a hole drops the unit from every local mapping at once.
 //!
 //! Transfer modes (the engine's module doc explains them): segment mode
-//! makes the whole segment one unit ([`Segment::new`]); the hold-time
-//! quantum and the prefetch window are node settings read from the
-//! daemon's environment ([`transfer_opts`]; [`mode_for_key`] picks segment
-//! mode per key), and the quantum's timers run
-//! here on tokio and are fed back to the engine ([`Node::quantum_over`]).
+//! makes the whole segment one unit ([`Segment::new`]); the mode, the
+//! hold-time quantum and the prefetch window of a segment are fixed when
+//! it is created, from its `shmget` or else the creating node's settings
+//! ([`TransferSettings`]), and kept in its record ([`transfer_opts`]); the
+//! quantum's timers run here on tokio and are fed back to the engine
+//! ([`Node::quantum_over`]).
 //!
 //! The home of a segment (the node that created it) also keeps its
 //! `shmid_ds`: permissions, times, pids and the attach count per node; other
@@ -72,36 +73,40 @@ fn parse_key(s: &str) -> Option<i32> {
     }
 }
 
-/// The per-key quantum overrides of `DIPC_QUANTUM_KEYS`
-/// (`<key>=<us>[,<key>=<us>...]`, keys decimal or `0x` hex).
-fn parse_quantum_keys(spec: &str) -> HashMap<i32, u64> {
+/// The per-key overrides of `DIPC_QUANTUM_KEYS` or `DIPC_PREFETCH_KEYS`
+/// (`<key>=<n>[,<key>=<n>...]`, keys decimal or `0x` hex).
+fn parse_key_values(var: &str, spec: &str) -> HashMap<i32, u32> {
     let mut out = HashMap::new();
     for item in spec.split(',').filter(|i| !i.trim().is_empty()) {
         let parsed = item
             .split_once('=')
             .and_then(|(k, v)| Some((parse_key(k)?, v.trim().parse().ok()?)));
         match parsed {
-            Some((k, us)) => {
-                out.insert(k, us);
+            Some((k, n)) => {
+                out.insert(k, n);
             }
-            None => warn!("DIPC_QUANTUM_KEYS: cannot parse {item:?} (want key=microseconds)"),
+            None => warn!("{var}: cannot parse {item:?} (want key=number)"),
         }
     }
     out
 }
 
-/// The node's transfer settings, read once from its environment:
-/// `DIPC_QUANTUM_US` (the hold-time quantum of every segment, default 0:
-/// none), `DIPC_QUANTUM_KEYS` (per-key overrides, `key=us,...`) and
-/// `DIPC_PREFETCH` (the largest sequential prefetch window in units,
-/// default 8; 0 turns prefetch off) and `DIPC_SEGMENT_KEYS` (keys, comma
-/// separated, whose segments created on this node without an explicit
-/// mode use segment mode).
-struct TransferSettings {
-    quantum_us: u64,
-    per_key: HashMap<i32, u64>,
-    prefetch: u32,
-    segment_keys: Vec<i32>,
+/// The node's defaults for the transfer settings of segments created
+/// through it, read once from its environment: `DIPC_QUANTUM_US` (the
+/// hold-time quantum, default 0: none), `DIPC_QUANTUM_KEYS` (per-key
+/// quantum, `key=us,...`), `DIPC_PREFETCH` (the largest sequential
+/// prefetch window in units, default 8; 0 turns prefetch off),
+/// `DIPC_PREFETCH_KEYS` (per key, `key=units,...`) and
+/// `DIPC_SEGMENT_KEYS` (keys, comma separated, in segment mode). A
+/// `shmget` that names a setting (libsysv's environment) wins; the result
+/// is fixed in the segment's record, so every node uses the same.
+#[derive(Debug, Clone, Default)]
+pub struct TransferSettings {
+    pub quantum_us: u32,
+    pub quantum_keys: HashMap<i32, u32>,
+    pub prefetch: u32,
+    pub prefetch_keys: HashMap<i32, u32>,
+    pub segment_keys: Vec<i32>,
 }
 
 /// The keys of `DIPC_SEGMENT_KEYS`.
@@ -118,44 +123,118 @@ fn parse_keys(spec: &str) -> Vec<i32> {
         .collect()
 }
 
-/// The mode a segment created on this node with `key` gets when its
-/// `shmget` names none: segment mode for a key of `DIPC_SEGMENT_KEYS`.
-pub fn mode_for_key(key: i32) -> Option<ShmMode> {
-    settings()
-        .segment_keys
-        .contains(&key)
-        .then_some(ShmMode::Segment)
-}
+/// Default largest prefetch window, in units.
+pub const DEFAULT_PREFETCH: u32 = 8;
+pub use dipc_wire::{MAX_PREFETCH, MAX_QUANTUM_US};
 
 fn settings() -> &'static TransferSettings {
     static SETTINGS: std::sync::OnceLock<TransferSettings> = std::sync::OnceLock::new();
-    SETTINGS.get_or_init(|| TransferSettings {
-        quantum_us: env_u64("DIPC_QUANTUM_US", 0),
-        per_key: std::env::var("DIPC_QUANTUM_KEYS")
-            .map(|v| parse_quantum_keys(&v))
-            .unwrap_or_default(),
-        prefetch: u32::try_from(env_u64("DIPC_PREFETCH", 8)).unwrap_or(u32::MAX),
-        segment_keys: std::env::var("DIPC_SEGMENT_KEYS")
-            .map(|v| parse_keys(&v))
-            .unwrap_or_default(),
+    SETTINGS.get_or_init(|| {
+        let keys = |var: &str| {
+            std::env::var(var)
+                .map(|v| parse_key_values(var, &v))
+                .unwrap_or_default()
+        };
+        TransferSettings {
+            quantum_us: u32::try_from(env_u64("DIPC_QUANTUM_US", 0)).unwrap_or(MAX_QUANTUM_US),
+            quantum_keys: keys("DIPC_QUANTUM_KEYS"),
+            prefetch: u32::try_from(env_u64("DIPC_PREFETCH", u64::from(DEFAULT_PREFETCH)))
+                .unwrap_or(MAX_PREFETCH),
+            prefetch_keys: keys("DIPC_PREFETCH_KEYS"),
+            segment_keys: std::env::var("DIPC_SEGMENT_KEYS")
+                .map(|v| parse_keys(&v))
+                .unwrap_or_default(),
+        }
     })
 }
 
-/// The engine options of a segment on this node: its quantum (the per-key
-/// override, else the node's default) and, in page mode, the prefetch
-/// window (a segment-mode segment is one unit: nothing to prefetch).
-pub fn transfer_opts(rec: &ObjectRecord) -> SegOpts {
-    let s = settings();
-    let segment_mode = matches!(
-        rec.params,
-        Params::Shm {
-            mode: ShmMode::Segment,
-            ..
+/// What a `shmget` asked for the segment it may create (`None`: the
+/// node's default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Requested {
+    pub unit: Option<u32>,
+    pub mode: Option<ShmMode>,
+    pub quantum_us: Option<u32>,
+    pub prefetch: Option<u32>,
+}
+
+impl TransferSettings {
+    /// The creation parameters of a segment of `size` bytes under `key`:
+    /// what the `shmget` asked, else this node's per-key setting, else its
+    /// default. `EINVAL` for a unit that is not a power of two >= 4096, a
+    /// segment-mode segment above [`MAX_SEGMENT_MODE_SIZE`], a quantum
+    /// above [`MAX_QUANTUM_US`] or a window above [`MAX_PREFETCH`].
+    pub fn params(
+        &self,
+        key: i32,
+        size: u64,
+        default_unit: u32,
+        req: Requested,
+    ) -> Result<Params, i32> {
+        let unit = req.unit.unwrap_or(default_unit);
+        let mode = req
+            .mode
+            .or_else(|| self.segment_keys.contains(&key).then_some(ShmMode::Segment))
+            .unwrap_or_default();
+        let quantum_us = req
+            .quantum_us
+            .or_else(|| self.quantum_keys.get(&key).copied())
+            .unwrap_or(self.quantum_us);
+        let prefetch = req
+            .prefetch
+            .or_else(|| self.prefetch_keys.get(&key).copied())
+            .unwrap_or(self.prefetch);
+        let bad = !unit.is_power_of_two()
+            || unit < 4096
+            || (mode == ShmMode::Segment && size > MAX_SEGMENT_MODE_SIZE)
+            || quantum_us > MAX_QUANTUM_US
+            || prefetch > MAX_PREFETCH;
+        if bad {
+            return Err(errno::EINVAL);
         }
-    );
-    SegOpts {
-        quantum_us: s.per_key.get(&rec.key).copied().unwrap_or(s.quantum_us),
-        prefetch: if segment_mode { 0 } else { s.prefetch },
+        Ok(Params::Shm {
+            size,
+            unit,
+            mode,
+            quantum_us,
+            // A segment-mode segment is one unit: nothing to prefetch.
+            prefetch: if mode == ShmMode::Segment {
+                0
+            } else {
+                prefetch
+            },
+        })
+    }
+}
+
+/// [`TransferSettings::params`] with this node's settings.
+pub fn create_params(
+    key: i32,
+    size: u64,
+    default_unit: u32,
+    req: Requested,
+) -> Result<Params, i32> {
+    settings().params(key, size, default_unit, req)
+}
+
+/// The engine options of a segment: the quantum and prefetch window fixed
+/// in its record at creation.
+pub fn transfer_opts(rec: &ObjectRecord) -> SegOpts {
+    match rec.params {
+        Params::Shm {
+            mode,
+            quantum_us,
+            prefetch,
+            ..
+        } => SegOpts {
+            quantum_us: u64::from(quantum_us),
+            prefetch: if mode == ShmMode::Segment {
+                0
+            } else {
+                prefetch
+            },
+        },
+        _ => SegOpts::default(),
     }
 }
 
@@ -275,7 +354,10 @@ impl ShmState {
 
 impl Segment {
     pub fn new(rec: ObjectRecord, home: Option<HomeMeta>) -> Result<Segment, i32> {
-        let Params::Shm { size, unit, mode } = rec.params else {
+        let Params::Shm {
+            size, unit, mode, ..
+        } = rec.params
+        else {
             return Err(errno::EINVAL);
         };
         let unit = match mode {
@@ -728,7 +810,7 @@ mod tests {
 
     #[test]
     fn quantum_keys_parse_decimal_and_hex_and_skip_garbage() {
-        let m = parse_quantum_keys("0x10=2000, 42=0,junk,-5=7,0x1=x");
+        let m = parse_key_values("DIPC_QUANTUM_KEYS", "0x10=2000, 42=0,junk,-5=7,0x1=x");
         assert_eq!(m.get(&16), Some(&2000));
         assert_eq!(m.get(&42), Some(&0));
         assert_eq!(m.get(&-5), Some(&7));
@@ -741,5 +823,102 @@ mod tests {
     fn segment_keys_parse_and_skip_garbage() {
         assert_eq!(parse_keys("0x5d20, 7,,nope,-3"), vec![0x5d20, 7, -3]);
         assert!(parse_keys("").is_empty());
+    }
+
+    fn shm(p: Params) -> (u32, ShmMode, u32, u32) {
+        match p {
+            Params::Shm {
+                unit,
+                mode,
+                quantum_us,
+                prefetch,
+                ..
+            } => (unit, mode, quantum_us, prefetch),
+            other => panic!("not a segment: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_shmget_setting_beats_the_key_setting_which_beats_the_default() {
+        let node = TransferSettings {
+            quantum_us: 100,
+            quantum_keys: HashMap::from([(7, 2000)]),
+            prefetch: 8,
+            prefetch_keys: HashMap::from([(7, 0)]),
+            segment_keys: vec![9],
+        };
+        let none = Requested::default();
+        let p = |key, req| node.params(key, 1 << 20, 4096, req).map(shm);
+        assert_eq!(p(1, none), Ok((4096, ShmMode::Page, 100, 8)));
+        assert_eq!(p(7, none), Ok((4096, ShmMode::Page, 2000, 0)));
+        // Segment mode by key: one unit, nothing to prefetch.
+        assert_eq!(p(9, none), Ok((4096, ShmMode::Segment, 100, 0)));
+        let asked = Requested {
+            unit: Some(65536),
+            mode: Some(ShmMode::Page),
+            quantum_us: Some(0),
+            prefetch: Some(32),
+        };
+        assert_eq!(p(7, asked), Ok((65536, ShmMode::Page, 0, 32)));
+        assert_eq!(p(9, asked), Ok((65536, ShmMode::Page, 0, 32)));
+    }
+
+    #[test]
+    fn out_of_range_settings_are_einval() {
+        let node = TransferSettings::default();
+        let bad = [
+            Requested {
+                unit: Some(6000),
+                ..Requested::default()
+            },
+            Requested {
+                quantum_us: Some(MAX_QUANTUM_US + 1),
+                ..Requested::default()
+            },
+            Requested {
+                prefetch: Some(MAX_PREFETCH + 1),
+                ..Requested::default()
+            },
+        ];
+        for req in bad {
+            assert_eq!(
+                node.params(1, 4096, 4096, req),
+                Err(errno::EINVAL),
+                "{req:?}"
+            );
+        }
+        let segment = Requested {
+            mode: Some(ShmMode::Segment),
+            ..Requested::default()
+        };
+        assert_eq!(
+            node.params(1, MAX_SEGMENT_MODE_SIZE + 1, 4096, segment),
+            Err(errno::EINVAL)
+        );
+        assert!(node.params(1, MAX_SEGMENT_MODE_SIZE, 4096, segment).is_ok());
+    }
+
+    #[test]
+    fn engine_options_come_from_the_record() {
+        let rec = |mode, quantum_us, prefetch| ObjectRecord {
+            key: 1,
+            id: 2,
+            kind: dipc_wire::Kind::Shm,
+            home: 1,
+            params: Params::Shm {
+                size: 8192,
+                unit: 4096,
+                mode,
+                quantum_us,
+                prefetch,
+            },
+            perm: Perm::default(),
+            ctime: 0,
+            removed: false,
+        };
+        let o = transfer_opts(&rec(ShmMode::Page, 1000, 4));
+        assert_eq!((o.quantum_us, o.prefetch), (1000, 4));
+        let o = transfer_opts(&rec(ShmMode::Segment, 1000, 4));
+        assert_eq!((o.quantum_us, o.prefetch), (1000, 0));
     }
 }

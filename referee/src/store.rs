@@ -27,8 +27,10 @@ const OBJECTS: TableDefinition<i32, &[u8]> = TableDefinition::new("objects");
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
 
-/// Version of the layout above.
-const FORMAT: u32 = 1;
+/// Version of the layout above (2: a segment's `Params` carry its
+/// quantum and prefetch window; a format-1 file is refused by name rather
+/// than misread).
+const FORMAT: u32 = 2;
 /// The file in the data directory.
 pub const FILE_NAME: &str = "registry.redb";
 /// redb's page cache; the registry is small.

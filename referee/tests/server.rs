@@ -108,6 +108,8 @@ fn get(key: i32, flags: i32) -> Request {
             size: 8192,
             unit: 4096,
             mode: ShmMode::Page,
+            quantum_us: 0,
+            prefetch: 8,
         },
         caller: Caller {
             uid: 1000,

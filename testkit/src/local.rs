@@ -84,6 +84,8 @@ impl LocalClient {
             flags,
             unit: None,
             mode: None,
+            quantum_us: None,
+            prefetch: None,
         })
     }
 }

@@ -73,6 +73,12 @@ pub enum ShmMode {
     Segment,
 }
 
+/// Largest hold-time quantum of a segment (1 s, far below the bound on a
+/// blocked access).
+pub const MAX_QUANTUM_US: u32 = 1_000_000;
+/// Largest sequential prefetch window of a segment, in units.
+pub const MAX_PREFETCH: u32 = 1024;
+
 /// Kind-specific creation parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Params {
@@ -82,6 +88,13 @@ pub enum Params {
         /// Coherence unit in bytes (a power of two, at least 4096).
         unit: u32,
         mode: ShmMode,
+        /// Hold-time quantum in microseconds (0: none): a node that
+        /// received a unit for a local access keeps it at least this long.
+        /// Fixed at creation, used by every node.
+        quantum_us: u32,
+        /// Largest sequential prefetch window in units (0: no prefetch;
+        /// always 0 in segment mode). Fixed at creation.
+        prefetch: u32,
     },
     Msg {
         /// Initial `msg_qbytes`.

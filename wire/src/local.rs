@@ -34,14 +34,18 @@ pub const DEFAULT_SOCKET: &str = "/run/dipc/node.sock";
 pub enum Request {
     /// First message on a connection.
     Hello { version: u32 },
-    /// `shmget(key, size, flags)`. `unit`/`mode` override the node's
-    /// defaults for a segment this call creates.
+    /// `shmget(key, size, flags)`. `unit`, `mode`, `quantum_us` and
+    /// `prefetch` override the node's defaults for a segment this call
+    /// creates (see [`crate::Params::Shm`]); they are ignored when the
+    /// segment exists.
     ShmGet {
         key: Key,
         size: u64,
         flags: i32,
         unit: Option<u32>,
         mode: Option<ShmMode>,
+        quantum_us: Option<u32>,
+        prefetch: Option<u32>,
     },
     /// First half of `shmat`: permission check and the segment's memfd.
     ShmAt { id: ObjectId, readonly: bool },

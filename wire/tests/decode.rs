@@ -42,11 +42,20 @@ prop_compose! {
 
 fn params() -> impl Strategy<Value = Params> {
     prop_oneof![
-        (any::<u64>(), any::<u32>(), shm_mode()).prop_map(|(size, unit, mode)| Params::Shm {
-            size,
-            unit,
-            mode
-        }),
+        (
+            any::<u64>(),
+            any::<u32>(),
+            shm_mode(),
+            any::<u32>(),
+            any::<u32>()
+        )
+            .prop_map(|(size, unit, mode, quantum_us, prefetch)| Params::Shm {
+                size,
+                unit,
+                mode,
+                quantum_us,
+                prefetch
+            }),
         any::<u64>().prop_map(|qbytes| Params::Msg { qbytes }),
         any::<u32>().prop_map(|nsems| Params::Sem { nsems }),
     ]
@@ -167,15 +176,21 @@ fn local_request() -> impl Strategy<Value = local::Request> {
             any::<u64>(),
             any::<i32>(),
             any::<Option<u32>>(),
-            proptest::option::of(shm_mode())
+            proptest::option::of(shm_mode()),
+            any::<Option<u32>>(),
+            any::<Option<u32>>()
         )
-            .prop_map(|(key, size, flags, unit, mode)| R::ShmGet {
-                key,
-                size,
-                flags,
-                unit,
-                mode
-            }),
+            .prop_map(
+                |(key, size, flags, unit, mode, quantum_us, prefetch)| R::ShmGet {
+                    key,
+                    size,
+                    flags,
+                    unit,
+                    mode,
+                    quantum_us,
+                    prefetch
+                }
+            ),
         (any::<i32>(), any::<bool>()).prop_map(|(id, readonly)| R::ShmAt { id, readonly }),
         (any::<i32>(), any::<u64>(), any::<u64>(), any::<bool>()).prop_map(
             |(id, addr, len, readonly)| R::ShmRegister {

@@ -32,6 +32,8 @@ fn record() -> ObjectRecord {
             size: 8192,
             unit: 4096,
             mode: ShmMode::Page,
+            quantum_us: 0,
+            prefetch: 8,
         },
         perm: Perm {
             uid: 1,
@@ -102,6 +104,8 @@ fn local_seeds() -> Vec<Vec<u8>> {
             flags: 0o1600,
             unit: Some(4096),
             mode: Some(ShmMode::Segment),
+            quantum_us: Some(1000),
+            prefetch: None,
         },
         local::Request::MsgSnd {
             id: 5,

@@ -14,6 +14,10 @@ int main(void)
     printf("DIPC_ENV_PAGE_SIZE %s\n", DIPC_ENV_PAGE_SIZE);
     printf("DIPC_ENV_SHM_MODE %s\n", DIPC_ENV_SHM_MODE);
     printf("DIPC_ENV_TIMEOUT_MS %s\n", DIPC_ENV_TIMEOUT_MS);
+    printf("DIPC_ENV_QUANTUM_US %s\n", DIPC_ENV_QUANTUM_US);
+    printf("DIPC_ENV_PREFETCH %s\n", DIPC_ENV_PREFETCH);
+    printf("DIPC_MAX_QUANTUM_US %d\n", DIPC_MAX_QUANTUM_US);
+    printf("DIPC_MAX_PREFETCH %d\n", DIPC_MAX_PREFETCH);
     printf("DIPC_DEFAULT_SOCKET %s\n", DIPC_DEFAULT_SOCKET);
     int probe[] = {0, 1, -1, 0x3fffffff, 0x40000000, 0x40000001, 0x7fffffff, (int)0xc0000001};
     for (unsigned i = 0; i < sizeof probe / sizeof probe[0]; i++)

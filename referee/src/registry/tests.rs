@@ -39,6 +39,8 @@ fn shm(size: u64) -> Params {
         size,
         unit: 4096,
         mode: ShmMode::Page,
+        quantum_us: 0,
+        prefetch: 8,
     }
 }
 
@@ -418,6 +420,8 @@ fn creation_errors() {
         size: 4096,
         unit: 6000,
         mode: ShmMode::Page,
+        quantum_us: 0,
+        prefetch: 8,
     };
     assert_eq!(
         errno(&get(&mut reg, n[0], 1, IPC_CREAT, bad_unit, ALICE)),
