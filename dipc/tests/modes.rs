@@ -6,8 +6,12 @@
 //! segment mode (`DIPC_SHM_MODE=segment` at `shmget`: the whole segment is
 //! one coherence unit) and once on a cluster whose nodes hold every unit
 //! they receive for a quantum of a few milliseconds (`DIPC_QUANTUM_US` in
-//! the nodes' environment; `DIPC_SEGMENT_KEYS` selects segment mode per key
-//! in the nodes' configuration). The pattern runs with the nodes' default
+//! the nodes' environment: the cluster's default; `DIPC_SEGMENT_KEYS`
+//! selects segment mode per key in the nodes' configuration). Each
+//! segment's settings are fixed at creation: from the creating process's
+//! environment (`DIPC_QUANTUM_US`, `DIPC_PREFETCH`, `DIPC_SHM_MODE` read by
+//! libsysv at `shmget`), else the creating node's per-key settings, else
+//! its defaults; `dipc ipcs` and `dipc status` show what each got. The pattern runs with the nodes' default
 //! prefetch (a window of up to 8 units), so its sequential reader installs
 //! most pages through prefetch. `modes_wait.c` measures a read that faults
 //! while another node holds the page within its quantum: it must wait for
@@ -254,6 +258,69 @@ fn a_quantum_of_a_few_ms_keeps_pattern_litmus_and_counter_exact() {
     pattern_litmus_counter(&c, &[], 0x5d20_0200, 8 * MIB);
     // Segment mode and the quantum together.
     counter(&c, &[("DIPC_SHM_MODE", "segment")], 0x5d20_0210, 2000);
+}
+
+/// `dipc ipcs --json -m` through node 0: the segment of `key`.
+fn ipcs_segment(c: &Cluster, key: i32) -> serde_json::Value {
+    let out = c
+        .dipc()
+        .env("DIPC_SOCKET", c.node_socket(0))
+        .args(["ipcs", "--json", "-m"])
+        .output()
+        .unwrap_or_else(|e| panic!("dipc ipcs: {e}"));
+    assert!(
+        out.status.success(),
+        "dipc ipcs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ipcs --json");
+    rows.as_array()
+        .and_then(|r| r.iter().find(|r| r["key"] == key))
+        .cloned()
+        .unwrap_or_else(|| panic!("no segment with key {key:#x} in {rows}"))
+}
+
+#[test]
+fn each_segment_keeps_the_settings_of_its_shmget_or_its_nodes_config() {
+    let (asked, by_key, seg_key, default) = (0x5d20_0400, 0x5d20_0410, 0x5d20_0420, 0x5d20_0430);
+    let c = cluster(&[
+        ("DIPC_QUANTUM_KEYS", "0x5d200410=2000"),
+        ("DIPC_PREFETCH_KEYS", "0x5d200410=0"),
+        ("DIPC_SEGMENT_KEYS", "0x5d200420"),
+        ("DIPC_PREFETCH", "4"),
+    ]);
+    // A quantum of a few ms chosen by the creating process (libsysv's
+    // environment at shmget): two nodes' increments keep an exact total.
+    counter(
+        &c,
+        &[("DIPC_QUANTUM_US", "3000"), ("DIPC_PREFETCH", "16")],
+        asked,
+        2000,
+    );
+    counter(&c, &[], by_key, 500);
+    counter(&c, &[], seg_key, 500);
+    counter(&c, &[], default, 500);
+    let page = 4096;
+    for (key, mode, unit, quantum, prefetch) in [
+        (asked, "page", page, 3000, 16),
+        (by_key, "page", page, 2000, 0),
+        // The counter's segment is 2 pages: one unit, nothing to prefetch.
+        (seg_key, "segment", 2 * page, 0, 0),
+        (default, "page", page, 0, 4),
+    ] {
+        let row = ipcs_segment(&c, key);
+        let t = &row["transfer"];
+        assert_eq!(t["mode"], mode, "{key:#x}: {row}");
+        assert_eq!(t["unit"], unit, "{key:#x}: {row}");
+        assert_eq!(t["quantum_us"], quantum, "{key:#x}: {row}");
+        assert_eq!(t["prefetch"], prefetch, "{key:#x}: {row}");
+    }
+    let status = c.status_text().expect("dipc status");
+    assert!(
+        status.contains("(page 4096B, quantum 3000us, prefetch 16)")
+            && status.contains("(segment 8192B, quantum 0us, prefetch 0)"),
+        "{status}"
+    );
 }
 
 #[test]
