@@ -3,8 +3,8 @@
 //! against an exact model (`tests/chaos_model`), while a chaos loop
 //! restarts the referee and kills and restarts one node.
 //!
-//! Homes: the segment and the semaphore set on node 0, the queue on node
-//! 1. Nodes 0 and 1 run the 8 "stable" workers: each writes its own slot of
+//! Homes: the segment and the semaphore set on node 0, the queue on
+//! node 1. Nodes 0 and 1 run the 8 "stable" workers: each writes its own slot of
 //! the segment with increasing numbers and reads the others' (never
 //! backwards), increments a counter under a semaphore mutex (`SEM_UNDO`)
 //! together with its own count, and sends numbered messages to the others
