@@ -73,9 +73,14 @@ pub enum Error {
         state: UnitState,
         why: &'static str,
     },
-    /// The directory found no node holding a copy of the unit. Unreachable
-    /// while nodes never fail; with node failure handling this is the "unit
-    /// lost with its only holder" case.
-    #[error("no node holds a copy of segment {seg} unit {unit}")]
+    /// No live node holds a valid copy of the unit: its only copy was at a
+    /// node that failed (the unit is lost for good).
+    #[error("segment {seg} unit {unit} is lost: its only copy was at a failed node")]
     NoCopy { seg: SegId, unit: Unit },
+    /// The segment's home failed: only the copies this node already holds
+    /// stay usable (with the rights it holds them with).
+    #[error(
+        "the home of segment {seg} (node {home}) failed; this node does not hold the unit with the rights asked"
+    )]
+    HomeDown { seg: SegId, home: NodeId },
 }

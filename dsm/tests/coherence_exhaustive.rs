@@ -17,6 +17,7 @@ fn config(nodes: u32, home: u32, units: u32, threads: u32, accesses: u32) -> Con
         write_percent: 0,
         refault_percent: 0,
         sequential_percent: 0,
+        crash: None,
     }
 }
 
@@ -111,4 +112,28 @@ fn two_nodes_prefetch_three_units() {
 #[test]
 fn two_nodes_prefetch_and_quantum() {
     check(with(config(2, 1, 3, 1, 2), 100, 2), 1000);
+}
+
+fn crashing(mut cfg: Config, node: u32) -> Config {
+    cfg.crash = Some(node);
+    cfg
+}
+
+/// A sharer or owner crashes at every possible moment (and every survivor
+/// hears of it at every possible moment after).
+#[test]
+fn three_nodes_one_unit_a_node_crashes() {
+    check(crashing(config(3, 0, 1, 1, 2), 2), 2000);
+}
+
+/// The home crashes at every possible moment.
+#[test]
+fn three_nodes_one_unit_the_home_crashes() {
+    check(crashing(config(3, 1, 1, 1, 2), 1), 2000);
+}
+
+/// Two units, two threads on two nodes; the non-home node crashes.
+#[test]
+fn two_nodes_two_units_a_node_crashes() {
+    check(crashing(config(2, 0, 2, 2, 2), 1), 2000);
 }

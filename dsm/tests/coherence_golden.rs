@@ -36,6 +36,8 @@ enum In {
     },
     /// The timer `id` fires on u0.
     Timer(u64),
+    /// The node is declared failed.
+    Down(NodeId),
 }
 
 fn read(waiter: u64) -> In {
@@ -110,6 +112,7 @@ fn feed(e: &mut Engine, input: &In) -> Vec<Action> {
         In::UnknownSegFault => e.fault(99, 0, false, 9),
         In::ReadAt { unit, waiter } => e.fault(SEG, *unit, false, *waiter),
         In::Timer(id) => e.timer(SEG, 0, *id),
+        In::Down(n) => e.node_down(*n),
     }
 }
 
@@ -124,6 +127,7 @@ fn describe_input(node: NodeId, input: &In) -> String {
         In::UnknownSegFault => "local read fault w9 on unknown segment 99".to_string(),
         In::ReadAt { unit, waiter } => format!("local read fault w{waiter} on u{unit}"),
         In::Timer(id) => format!("timer t{id} fires"),
+        In::Down(n) => format!("node {n} declared down"),
     }
 }
 
@@ -426,6 +430,93 @@ fn table() -> String {
         ),
         prefetch_row("P5", 1, vec![read(1), read_at(1, 2)], read_at(5, 3)),
     ];
+    let stuck = |dead: NodeId, reply: bool, acked: bool| CohMsg::Stuck {
+        seg: SEG,
+        unit: 0,
+        dead,
+        reply,
+        acked,
+    };
+    let check = |dead: NodeId| CohMsg::Check {
+        seg: SEG,
+        unit: 0,
+        dead,
+    };
+    let lost = || CohMsg::Lost { seg: SEG, unit: 0 };
+    let waive = |node: NodeId| CohMsg::Waive {
+        seg: SEG,
+        unit: 0,
+        node,
+    };
+    let with = |mut h: Vec<In>, more: Vec<In>| {
+        h.extend(more);
+        h
+    };
+    let failure = [
+        row("F1", 0, owner1(), In::Down(1)),
+        row("F2", 0, sharers012(), In::Down(2)),
+        row(
+            "F3",
+            0,
+            with(owner1(), vec![In::Down(1)]),
+            msg(2, read_req()),
+        ),
+        row("F4", 0, with(owner1(), vec![In::Down(1)]), read(1)),
+        row("F5", 0, active_r2(), In::Down(1)),
+        row(
+            "F6",
+            0,
+            with(active_r2(), vec![In::Down(1)]),
+            msg(2, stuck(1, false, false)),
+        ),
+        row(
+            "F7",
+            0,
+            with(active_r2(), vec![In::Down(1)]),
+            msg(2, stuck(1, true, false)),
+        ),
+        row(
+            "F8",
+            0,
+            with(sharers12(), vec![msg(3, read_req()), In::Down(1)]),
+            msg(3, stuck(1, false, false)),
+        ),
+        row(
+            "F9",
+            0,
+            with(sharers12(), vec![msg(3, write_req()), In::Down(2)]),
+            msg(3, stuck(2, true, false)),
+        ),
+        row(
+            "F10",
+            0,
+            with(sharers12(), vec![msg(1, write_req())]),
+            In::Down(1),
+        ),
+        row("F11", 1, vec![read(1)], msg(0, lost())),
+        row("F12", 1, vec![read(1), msg(0, lost())], write(2)),
+        row("F13", 1, vec![read(1)], msg(0, check(2))),
+        row(
+            "F14",
+            1,
+            vec![write(1), msg(0, data(true, 1))],
+            msg(0, waive(2)),
+        ),
+        row("F15", 1, vec![read(1)], In::Down(0)),
+        row(
+            "F16",
+            1,
+            vec![read(1), msg(0, data(false, 0)), In::Down(0)],
+            read(2),
+        ),
+        row(
+            "F17",
+            1,
+            vec![read(1), msg(0, data(false, 0)), In::Down(0)],
+            write(2),
+        ),
+        row("F18", 1, vec![read(1), In::Down(2)], msg(2, data(false, 0))),
+    ];
     let mut out = String::new();
     out.push_str(
         "# dipc coherence engine: state x event -> actions\n\
@@ -455,6 +546,11 @@ fn table() -> String {
         &mut out,
         "Sequential prefetch (8 units, window up to 4; state shown for u0)",
         &prefetch,
+    );
+    section(
+        &mut out,
+        "Node failure (node_down; a lost unit's entry is shown as `lost`)",
+        &failure,
     );
     out
 }

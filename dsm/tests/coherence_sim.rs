@@ -63,6 +63,7 @@ fn contended_single_unit() {
         write_percent: 50,
         refault_percent: 10,
         sequential_percent: 0,
+        crash: None,
     };
     for seed in 0..200 {
         let mut rng = Rng::new(seed);
@@ -84,6 +85,7 @@ fn read_mostly_many_sharers() {
         write_percent: 15,
         refault_percent: 0,
         sequential_percent: 0,
+        crash: None,
     };
     for seed in 0..200 {
         let mut rng = Rng::new(seed);
@@ -120,6 +122,7 @@ fn segment_mode_contended() {
         write_percent: 60,
         refault_percent: 10,
         sequential_percent: 0,
+        crash: None,
     };
     assert_eq!(run_many(&cfg, 60), 0);
     seg.quantum_us = 200;
@@ -147,6 +150,7 @@ fn quantum_with_queued_requests() {
         write_percent: 50,
         refault_percent: 10,
         sequential_percent: 0,
+        crash: None,
     };
     assert!(
         run_many(&cfg, 80) > 80,
@@ -168,9 +172,62 @@ fn prefetch_windows_under_sequential_traffic() {
         write_percent: 25,
         refault_percent: 5,
         sequential_percent: 85,
+        crash: None,
     };
     run_many(&cfg, 80);
     seg.quantum_us = 100;
     cfg.segments = vec![seg];
     run_many(&cfg, 60);
+}
+
+/// Runs of `cfg` over `seeds` seeds: (accesses failed, runs that crashed).
+fn run_crashing(cfg: &Config, seeds: u64) -> (u64, u64) {
+    let (mut failed, mut crashed) = (0, 0);
+    for seed in 0..seeds {
+        let mut rng = Rng::new(seed);
+        match sim::run_random(cfg, seed, &mut rng, MAX_STEPS) {
+            Ok(stats) => {
+                failed += stats.failed;
+                crashed += stats.crashed;
+            }
+            Err(f) => panic!("{f}"),
+        }
+    }
+    (failed, crashed)
+}
+
+/// A node crashes at a random moment of busy traffic (a sharer or owner,
+/// then the home): every access of the survivors still ends, reads see the
+/// latest write or fail, and a failure is only ever for a unit the home
+/// declares lost (or a segment whose home crashed).
+#[test]
+fn a_node_crashes_under_traffic() {
+    let mut a = SegSpec::new(1, 0, 3);
+    let b = SegSpec::new(2, 1, 1);
+    let mut cfg = Config {
+        nodes: 4,
+        segments: vec![a, b],
+        threads: 2,
+        accesses: 25,
+        write_percent: 50,
+        refault_percent: 10,
+        sequential_percent: 30,
+        crash: Some(2),
+    };
+    let (failed, crashed) = run_crashing(&cfg, 300);
+    assert_eq!(crashed, 300);
+    assert!(failed > 0, "no access ever found a lost unit");
+    // The home of segment 1 crashes: its units fail unless held.
+    cfg.crash = Some(0);
+    let (failed, _) = run_crashing(&cfg, 300);
+    assert!(failed > 0, "no access ever failed on a dead home");
+    // With a quantum and prefetch (deferred answers and prefetched copies
+    // at the moment of the crash).
+    a.quantum_us = 100;
+    a.prefetch = 2;
+    cfg.segments = vec![a, b];
+    cfg.crash = Some(1);
+    run_crashing(&cfg, 200);
+    cfg.crash = Some(3);
+    run_crashing(&cfg, 200);
 }

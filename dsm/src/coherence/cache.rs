@@ -13,7 +13,7 @@
 //! ([`Seq`]: read requests without waiters for the units following a
 //! sequential run of read faults).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use super::{Action, CohMsg, Cx, NodeId, SegId, Segment, Unit, UnitState, Waiter};
 use crate::Error;
@@ -25,8 +25,10 @@ pub(crate) struct Pending {
     write: bool,
     /// The reply (`Data` or `Grant`), once it arrived.
     reply: Option<Reply>,
-    /// `InvAck`s received so far (they may precede the reply).
+    /// `InvAck`s received (or waived) so far (they may precede the reply).
     acks: u32,
+    /// The nodes whose `InvAck` was received or waived.
+    acked: BTreeSet<NodeId>,
     /// The local accesses waiting (waiter, write), in arrival order.
     pub(crate) waiters: Vec<(Waiter, bool)>,
 }
@@ -47,6 +49,7 @@ impl Pending {
             write,
             reply: None,
             acks: 0,
+            acked: BTreeSet::new(),
             waiters,
         }
     }
@@ -121,6 +124,22 @@ pub(crate) fn fault(
         }
         return;
     }
+    let error = if s.lost.contains(&unit) {
+        Some(Error::NoCopy { seg, unit })
+    } else if s.home_down {
+        Some(Error::HomeDown { seg, home: s.home })
+    } else {
+        None
+    };
+    if let Some(error) = error {
+        cx.act(Action::Fail {
+            waiter,
+            seg,
+            unit,
+            error,
+        });
+        return;
+    }
     match s.pending.get_mut(&unit) {
         // A read in flight serves a write waiter by an upgrade afterwards.
         Some(p) => p.waiters.push((waiter, write)),
@@ -159,7 +178,11 @@ fn prefetch(s: &mut Segment, seg: SegId, unit: Unit, missed: bool, cx: &mut Cx) 
         .saturating_add(s.seq.window)
         .min(s.units.saturating_sub(1));
     for u in unit.saturating_add(1)..=end {
-        if s.local[u as usize] == UnitState::Invalid && !s.pending.contains_key(&u) {
+        if s.local[u as usize] == UnitState::Invalid
+            && !s.pending.contains_key(&u)
+            && !s.lost.contains(&u)
+            && !s.home_down
+        {
             s.pending.insert(u, Pending::new(false, Vec::new()));
             cx.send(s.home, request_msg(seg, u, false), false);
         }
@@ -325,7 +348,11 @@ pub(crate) fn reply(s: &mut Segment, from: NodeId, msg: CohMsg, cx: &mut Cx) {
         why,
     };
     let Some(p) = s.pending.get_mut(&unit) else {
-        cx.ignore(from, unexpected("no request in flight"));
+        // Late messages about a request that failed with a node (an
+        // `InvAck` for a write that found its unit lost) are expected.
+        if !(s.home_down || s.lost.contains(&unit)) {
+            cx.ignore(from, unexpected("no request in flight"));
+        }
         return;
     };
     match msg {
@@ -354,13 +381,29 @@ pub(crate) fn reply(s: &mut Segment, from: NodeId, msg: CohMsg, cx: &mut Cx) {
                 done: acks > 0,
             });
         }
-        CohMsg::InvAck { .. } => {
+        CohMsg::InvAck { .. } | CohMsg::Waive { .. } => {
+            let node = match msg {
+                CohMsg::Waive { node, .. } if from == home => node,
+                CohMsg::Waive { .. } => {
+                    cx.ignore(from, unexpected("only the home may send this"));
+                    return;
+                }
+                _ => from,
+            };
             let too_many = p.reply.is_some_and(|r| p.acks >= r.acks);
-            if !p.write || too_many {
+            if !p.write || too_many || !p.acked.insert(node) {
                 cx.ignore(from, unexpected("no acknowledgement is owed"));
                 return;
             }
             p.acks += 1;
+        }
+        CohMsg::Lost { .. } => {
+            if from != home || p.reply.is_some() {
+                cx.ignore(from, unexpected("does not answer the request in flight"));
+                return;
+            }
+            lose(s, seg, unit, cx);
+            return;
         }
         _ => {
             cx.ignore(from, unexpected("not a message for a requester"));
@@ -368,6 +411,58 @@ pub(crate) fn reply(s: &mut Segment, from: NodeId, msg: CohMsg, cx: &mut Cx) {
         }
     }
     try_complete(s, seg, unit, cx);
+}
+
+/// No valid copy of `unit` is left anywhere: fail the request in flight and
+/// every later access.
+fn lose(s: &mut Segment, seg: SegId, unit: Unit, cx: &mut Cx) {
+    s.lost.insert(unit);
+    if let Some(p) = s.pending.remove(&unit) {
+        for (waiter, _) in p.waiters {
+            cx.act(Action::Fail {
+                waiter,
+                seg,
+                unit,
+                error: Error::NoCopy { seg, unit },
+            });
+        }
+    }
+}
+
+/// The home asks whether this node's request on `unit` may still wait on
+/// failed node `dead` (already marked failed here): answer `Stuck` if a
+/// request is in flight.
+pub(crate) fn check(s: &mut Segment, seg: SegId, unit: Unit, dead: NodeId, cx: &mut Cx) {
+    if let Some(p) = s.pending.get(&unit) {
+        let msg = CohMsg::Stuck {
+            seg,
+            unit,
+            dead,
+            reply: p.reply.is_some(),
+            acked: p.acked.contains(&dead),
+        };
+        cx.send(s.home, msg, false);
+    }
+}
+
+/// The segment's home failed: every request in flight fails, the copies
+/// this node holds stay, answers deferred on the home's behalf are dropped.
+pub(crate) fn home_down(s: &mut Segment, seg: SegId, cx: &mut Cx) {
+    s.home_down = true;
+    let home = s.home;
+    for (unit, p) in std::mem::take(&mut s.pending) {
+        for (waiter, _) in p.waiters {
+            cx.act(Action::Fail {
+                waiter,
+                seg,
+                unit,
+                error: Error::HomeDown { seg, home },
+            });
+        }
+    }
+    for h in s.holds.values_mut() {
+        h.deferred.clear();
+    }
 }
 
 /// Complete the request in flight on `unit` if its reply and all its

@@ -22,18 +22,41 @@ pub(crate) struct Directory {
     busy: BTreeMap<Unit, Busy>,
 }
 
-/// Who holds a unit: an owner, or a non-empty copy set.
+/// Who holds a unit: an owner, or a non-empty copy set; neither once the
+/// unit is lost with a failed node.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Entry {
     pub(crate) owner: Option<NodeId>,
     pub(crate) sharers: BTreeSet<NodeId>,
 }
 
+impl Entry {
+    fn is_lost(&self) -> bool {
+        self.owner.is_none() && self.sharers.is_empty()
+    }
+
+    fn lose(&mut self) {
+        self.owner = None;
+        self.sharers.clear();
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 struct Busy {
     /// The transaction waiting for its requester's `Done`.
-    active: Option<Request>,
+    active: Option<Active>,
     queue: VecDeque<Request>,
+}
+
+/// A started transaction the home waits on, with who the requester waits
+/// on (to settle it if one of them fails).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Active {
+    req: Request,
+    /// The node asked to send the bytes (not the home).
+    supplier: Option<NodeId>,
+    /// The sharers asked to acknowledge to the requester.
+    invs: BTreeSet<NodeId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,6 +83,10 @@ pub(crate) struct Plan {
     /// The home itself sent the reply and no acknowledgements are owed: the
     /// transaction is complete as soon as the steps are performed.
     pub(crate) complete: bool,
+    /// The node asked to supply the bytes, unless it is the home.
+    pub(crate) supplier: Option<NodeId>,
+    /// The sharers asked to acknowledge to the requester.
+    pub(crate) invs: Vec<NodeId>,
 }
 
 impl Directory {
@@ -79,13 +106,24 @@ impl Directory {
         self.busy.is_empty()
     }
 
+    /// Units no node holds a valid copy of (lost with a failed node).
+    pub(crate) fn lost_units(&self) -> impl Iterator<Item = Unit> + '_ {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.is_lost())
+            .map(|(u, _)| u as Unit)
+    }
+
     pub(crate) fn view(&self, unit: Unit) -> Option<DirView> {
         let e = self.entries.get(unit as usize)?;
         let busy = self.busy.get(&unit);
         Some(DirView {
             owner: e.owner,
             sharers: e.sharers.iter().copied().collect(),
-            active: busy.and_then(|b| b.active).map(|r| (r.from, r.write)),
+            active: busy
+                .and_then(|b| b.active.as_ref())
+                .map(|a| (a.req.from, a.req.write)),
             queued: busy
                 .map(|b| b.queue.iter().map(|r| (r.from, r.write)).collect())
                 .unwrap_or_default(),
@@ -104,6 +142,7 @@ pub(crate) fn describe(d: &DirView) -> String {
     let req = |(n, w): (NodeId, bool)| format!("{}{n}", if w { 'W' } else { 'R' });
     let mut out = match d.owner {
         Some(o) => format!("owner={o}"),
+        None if d.sharers.is_empty() => "lost".to_string(),
         None => format!("sharers={{{}}}", nodes(&d.sharers)),
     };
     if let Some(a) = d.active {
@@ -141,6 +180,7 @@ pub(crate) fn request(
     let duplicate = busy
         .active
         .iter()
+        .map(|a| &a.req)
         .chain(busy.queue.iter())
         .any(|r| r.from == from);
     if duplicate {
@@ -179,7 +219,7 @@ pub(crate) fn done(s: &mut Segment, seg: SegId, unit: Unit, from: NodeId, cx: &m
         return;
     };
     match dir.busy.get_mut(&unit) {
-        Some(b) if b.active.is_some_and(|r| r.from == from) => {
+        Some(b) if b.active.as_ref().is_some_and(|a| a.req.from == from) => {
             b.active = None;
             cx.pump(seg, unit);
         }
@@ -220,10 +260,14 @@ pub(crate) fn pump(s: &mut Segment, seg: SegId, unit: Unit, cx: &mut Cx) {
     busy.queue.pop_front();
     let plan = match decide(entry, home, seg, unit, req) {
         Ok(plan) => plan,
+        Err(Refusal::NoCopy) => {
+            // The unit was lost with a failed node: the request fails.
+            cx.send(req.from, CohMsg::Lost { seg, unit }, false);
+            cx.pump(seg, unit);
+            return;
+        }
         Err(refusal) => {
             let error = match refusal {
-                // Unreachable while nodes never fail (see `Error::NoCopy`):
-                // drop the request rather than serve a hole.
                 Refusal::NoCopy => Error::NoCopy { seg, unit },
                 Refusal::AlreadyHolds => Error::Unexpected {
                     from: req.from,
@@ -244,7 +288,11 @@ pub(crate) fn pump(s: &mut Segment, seg: SegId, unit: Unit, cx: &mut Cx) {
     if plan.complete {
         cx.pump(seg, unit);
     } else {
-        busy.active = Some(req);
+        busy.active = Some(Active {
+            req,
+            supplier: plan.supplier,
+            invs: plan.invs.iter().copied().collect(),
+        });
     }
     for step in plan.steps {
         match step {
@@ -270,7 +318,7 @@ fn takes_from_home(entry: &Entry, home: NodeId, state: UnitState, req: Request) 
 /// Why a request cannot start a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
-    /// No node holds the unit (only possible once nodes can fail).
+    /// No node holds the unit (it was lost with a failed node).
     NoCopy,
     /// The requester already holds what it asks for (a confused peer).
     AlreadyHolds,
@@ -288,6 +336,7 @@ pub(crate) fn decide(
 ) -> Result<Plan, Refusal> {
     let r = req.from;
     let mut steps = Vec::new();
+    let mut invs = Vec::new();
     // Ask `supplier` to send the bytes to the requester; true if the home
     // itself does (then the home sends the reply).
     let supply = |supplier: NodeId, excl: bool, acks: u32, steps: &mut Vec<Step>| {
@@ -309,6 +358,9 @@ pub(crate) fn decide(
         supplier == home
     };
     // Who sends the reply, and how many `InvAck`s the requester must await.
+    if entry.is_lost() {
+        return Err(Refusal::NoCopy);
+    }
     let (reply_by_home, acks) = match entry.owner {
         Some(o) if o == r => return Err(Refusal::AlreadyHolds),
         Some(o) => {
@@ -353,6 +405,7 @@ pub(crate) fn decide(
                     steps.push(Step::InvalidateHome);
                 } else {
                     steps.push(Step::Send(p, CohMsg::Inv { seg, unit, req: r }));
+                    invs.push(p);
                     n += 1;
                 }
             }
@@ -368,8 +421,131 @@ pub(crate) fn decide(
             (by_home, n)
         }
     };
+    let supplier = steps.iter().find_map(|s| match s {
+        Step::Send(to, CohMsg::Fetch { .. } | CohMsg::FetchInv { .. }) => Some(*to),
+        _ => None,
+    });
     Ok(Plan {
         steps,
         complete: reply_by_home && acks == 0,
+        supplier,
+        invs,
     })
+}
+
+/// Node `dead` failed (this node is the segment's home): drop it from every
+/// entry and queue; end the transactions it requested; ask the requesters
+/// of the transactions that may wait on it where they stand (`Check`).
+pub(crate) fn node_down(s: &mut Segment, seg: SegId, dead: NodeId, cx: &mut Cx) {
+    let Some(dir) = s.dir.as_mut() else { return };
+    for e in dir.entries.iter_mut() {
+        if e.owner == Some(dead) {
+            // Its copy was the only one (or the write it requested was
+            // under way and the other copies are being dropped for it).
+            e.lose();
+        }
+        e.sharers.remove(&dead);
+    }
+    let mut pumps = Vec::new();
+    for (&unit, busy) in dir.busy.iter_mut() {
+        busy.queue.retain(|r| r.from != dead);
+        match &busy.active {
+            Some(a) if a.req.from == dead => {
+                // Its entry was settled above: a read leaves the other
+                // copies, a write leaves none.
+                busy.active = None;
+                pumps.push(unit);
+            }
+            Some(a) if a.supplier == Some(dead) || a.invs.contains(&dead) => {
+                let to = a.req.from;
+                cx.send(to, CohMsg::Check { seg, unit, dead }, false);
+            }
+            Some(_) => {}
+            None => pumps.push(unit),
+        }
+    }
+    for unit in pumps {
+        cx.pump(seg, unit);
+    }
+}
+
+/// The requester of the active transaction answered `Check` about failed
+/// node `dead`: its request is in flight; `reply`: it has the reply,
+/// `acked`: it has `dead`'s `InvAck`. Ask another sharer for the bytes or
+/// fail the request, and waive the acknowledgement it cannot get.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn stuck(
+    s: &mut Segment,
+    seg: SegId,
+    unit: Unit,
+    from: NodeId,
+    dead: NodeId,
+    reply: bool,
+    acked: bool,
+    cx: &mut Cx,
+) {
+    let home = s.home;
+    let Some(dir) = s.dir.as_mut() else { return };
+    let (Some(busy), Some(entry)) = (dir.busy.get_mut(&unit), dir.entries.get_mut(unit as usize))
+    else {
+        return;
+    };
+    // Anything else is an answer to a `Check` about a transaction that has
+    // completed meanwhile: nothing waits on `dead` any more.
+    let Some(a) = busy.active.as_mut().filter(|a| a.req.from == from) else {
+        return;
+    };
+    if a.invs.remove(&dead) && !acked {
+        cx.send(
+            from,
+            CohMsg::Waive {
+                seg,
+                unit,
+                node: dead,
+            },
+            false,
+        );
+    }
+    if a.supplier != Some(dead) || reply {
+        return;
+    }
+    a.supplier = None;
+    // A read whose supplier was a sharer: another sharer has the same
+    // bytes. Otherwise the failed node had the only valid copy.
+    let other = if a.req.write {
+        None
+    } else if entry.sharers.contains(&home) && home != from {
+        Some(home)
+    } else {
+        entry
+            .sharers
+            .iter()
+            .copied()
+            .find(|&n| n != from && !cx.is_dead(n))
+    };
+    match other {
+        Some(sup) if sup == home => {
+            busy.active = None;
+            cache::supply(&mut s.local, seg, unit, home, from, false, 0, cx);
+            cx.pump(seg, unit);
+        }
+        Some(sup) => {
+            a.supplier = Some(sup);
+            cx.send(
+                sup,
+                CohMsg::Fetch {
+                    seg,
+                    unit,
+                    req: from,
+                },
+                false,
+            );
+        }
+        None => {
+            entry.lose();
+            busy.active = None;
+            cx.send(from, CohMsg::Lost { seg, unit }, false);
+            cx.pump(seg, unit);
+        }
+    }
 }

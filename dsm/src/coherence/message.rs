@@ -44,6 +44,33 @@ pub enum CohMsg {
     Grant { seg: SegId, unit: Unit, acks: u32 },
     /// Requester -> home: the transaction is complete on my side.
     Done { seg: SegId, unit: Unit },
+    /// Home -> requester: no node holds a valid copy of the unit any more
+    /// (its only copy was at a node that failed); the request fails.
+    Lost { seg: SegId, unit: Unit },
+    /// Home -> requester: node `dead` failed while your request may wait on
+    /// it; answer with `Stuck` if it is still in flight.
+    Check {
+        seg: SegId,
+        unit: Unit,
+        dead: NodeId,
+    },
+    /// Requester -> home, answering `Check`: my request is still in flight
+    /// and I will take nothing more from `dead`; `reply`: I have its reply
+    /// (`Data`/`Grant`), `acked`: I have `dead`'s `InvAck`.
+    Stuck {
+        seg: SegId,
+        unit: Unit,
+        dead: NodeId,
+        reply: bool,
+        acked: bool,
+    },
+    /// Home -> requester: count the `InvAck` that failed node `node` owes
+    /// you as received (its copy died with it).
+    Waive {
+        seg: SegId,
+        unit: Unit,
+        node: NodeId,
+    },
 }
 
 impl CohMsg {
@@ -58,7 +85,11 @@ impl CohMsg {
             | CohMsg::InvAck { seg, .. }
             | CohMsg::Data { seg, .. }
             | CohMsg::Grant { seg, .. }
-            | CohMsg::Done { seg, .. } => seg,
+            | CohMsg::Done { seg, .. }
+            | CohMsg::Lost { seg, .. }
+            | CohMsg::Check { seg, .. }
+            | CohMsg::Stuck { seg, .. }
+            | CohMsg::Waive { seg, .. } => seg,
         }
     }
 
@@ -73,7 +104,11 @@ impl CohMsg {
             | CohMsg::InvAck { unit, .. }
             | CohMsg::Data { unit, .. }
             | CohMsg::Grant { unit, .. }
-            | CohMsg::Done { unit, .. } => unit,
+            | CohMsg::Done { unit, .. }
+            | CohMsg::Lost { unit, .. }
+            | CohMsg::Check { unit, .. }
+            | CohMsg::Stuck { unit, .. }
+            | CohMsg::Waive { unit, .. } => unit,
         }
     }
 }
@@ -96,6 +131,15 @@ impl fmt::Display for CohMsg {
             }
             CohMsg::Grant { acks, .. } => write!(f, "Grant(s{seg}.u{unit} acks={acks})"),
             CohMsg::Done { .. } => write!(f, "Done(s{seg}.u{unit})"),
+            CohMsg::Lost { .. } => write!(f, "Lost(s{seg}.u{unit})"),
+            CohMsg::Check { dead, .. } => write!(f, "Check(s{seg}.u{unit} dead={dead})"),
+            CohMsg::Stuck {
+                dead, reply, acked, ..
+            } => write!(
+                f,
+                "Stuck(s{seg}.u{unit} dead={dead} reply={reply} acked={acked})"
+            ),
+            CohMsg::Waive { node, .. } => write!(f, "Waive(s{seg}.u{unit} node={node})"),
         }
     }
 }
@@ -128,7 +172,8 @@ pub enum Action {
         writable: bool,
     },
     /// The blocked access `waiter` cannot be served (unknown or removed
-    /// segment, unit out of range): the daemon fails it (e.g. `SIGBUS`).
+    /// segment, unit out of range, unit lost with a failed node, segment
+    /// whose home failed): the daemon fails that access (`SIGBUS`).
     Fail {
         waiter: Waiter,
         seg: SegId,

@@ -140,13 +140,60 @@
 //!   own transaction in the directory, so the protocol is unchanged.
 //!   Prefetched copies do not start a quantum (no access asked for them).
 //!
+//! # Node failure
+//!
+//! The daemon calls [`Engine::node_down`] when the referee declares a node
+//! failed (every node hears it, in no particular order with the protocol's
+//! messages). From then on this engine drops every message from that node
+//! and sends it nothing. What was at the failed node is gone; the rule is
+//! that an access gets the latest value of its unit or fails
+//! ([`Action::Fail`], the daemon's `SIGBUS` for that access), never an
+//! older value and never zeros.
+//!
+//! * **At a live home**, the directory drops the failed node from every
+//!   copy set and queue. A unit it held `Modified`, or was being given
+//!   `Modified` (its write was in progress: the previous copies are being
+//!   dropped for it), has no valid copy left: it is *lost* (an empty entry)
+//!   and every later request gets `Lost`. A unit with a copy elsewhere
+//!   keeps working. An active transaction whose requester failed is
+//!   ended at once. One whose requester is alive but may wait on the
+//!   failed node (it was the supplier, or owes an `InvAck`) is settled
+//!   with the requester, because only the requester knows whether the
+//!   failed node's message reached it before the failure: the home sends
+//!   `Check`, the requester first marks the node failed (so nothing more
+//!   from it can arrive) and answers `Stuck` if its request is still in
+//!   flight, saying whether it has the reply and the failed node's
+//!   `InvAck`. The home then asks another sharer for the bytes (a read
+//!   whose supplier was a sharer), or answers `Lost` (no valid copy left),
+//!   or `Waive`s the missing `InvAck`. `Stuck` always concerns the request
+//!   in flight (the requester sends its next request on the same FIFO link
+//!   only after this one completes), so no answer is ever applied to the
+//!   wrong request.
+//! * **Segments homed at the failed node are reported lost, not
+//!   re-homed.** Every node keeps the copies it holds with the rights it
+//!   holds them: a `Modified` copy stays readable and writable (it is the
+//!   only copy, nobody else can obtain it), a `Shared` copy stays readable
+//!   (nobody can write the unit any more). Every access needing the home
+//!   (a unit not held, or a write to a `Shared` copy), and every request
+//!   in flight, fails with [`crate::Error::HomeDown`]. Answers deferred by
+//!   a quantum on the failed home's behalf are dropped (the copy stays).
+//!   Re-homing would need the survivors to rebuild the directory from
+//!   their states, and a unit in transit would still be lost; reporting is
+//!   simpler to reason about and gives the same guarantee.
+//! * A requester that learns it lost a unit ([`CohMsg::Lost`]) remembers
+//!   it: later faults fail at once, and late messages about it (an
+//!   `InvAck` for the failed write) are dropped.
+//!
+//! [`Engine::lost_units`] lists what this node knows to be lost: on a
+//! home, the units without a valid copy; elsewhere the units it was told
+//! are lost, and for a segment whose home failed, every unit it does not
+//! hold.
+//!
 //! # Room for extensions
 //!
 //! * One message for a prefetch window (a ranged `ReadReq` and a
 //!   multi-unit `Data` when one supplier holds the whole window).
-//! * `node_down(node)`: the directory drops the node from copy sets, marks
-//!   units it owned as lost ([`crate::Error::NoCopy`]), and the active
-//!   transactions that wait on it are completed or failed.
+//! * Re-homing segments whose home failed (see above).
 
 pub(crate) mod cache;
 pub(crate) mod directory;
@@ -154,7 +201,7 @@ mod message;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 pub use message::{Action, CohMsg};
 
@@ -224,6 +271,9 @@ pub struct SegOpts {
 pub struct Engine {
     me: NodeId,
     segs: BTreeMap<SegId, Segment>,
+    /// Nodes declared failed: their messages are dropped, nothing is sent
+    /// to them.
+    dead: BTreeSet<NodeId>,
 }
 
 /// What a node knows about one segment.
@@ -245,6 +295,10 @@ pub(crate) struct Segment {
     pub(crate) next_timer: u64,
     /// The sequential access detector of prefetch.
     pub(crate) seq: cache::Seq,
+    /// Units this node was told are lost (no valid copy left anywhere).
+    pub(crate) lost: BTreeSet<Unit>,
+    /// The segment's home failed (see "Node failure").
+    pub(crate) home_down: bool,
 }
 
 /// Work the engine gives itself while handling one input: messages from this
@@ -261,19 +315,26 @@ pub(crate) struct Cx {
     me: NodeId,
     actions: Vec<Action>,
     internal: VecDeque<Internal>,
+    /// The failed nodes (nothing is sent to them).
+    dead: BTreeSet<NodeId>,
 }
 
 impl Cx {
-    fn new(me: NodeId) -> Self {
+    fn new(me: NodeId, dead: &BTreeSet<NodeId>) -> Self {
         Cx {
             me,
             actions: Vec::new(),
             internal: VecDeque::new(),
+            dead: dead.clone(),
         }
     }
 
-    /// Send `msg` to `to`; a message to this node is handled internally.
+    /// Send `msg` to `to`; a message to this node is handled internally, one
+    /// to a failed node is dropped.
     pub(crate) fn send(&mut self, to: NodeId, msg: CohMsg, with_data: bool) {
+        if self.dead.contains(&to) {
+            return;
+        }
         if to == self.me {
             self.internal.push_back(Internal::Msg(msg));
         } else {
@@ -298,6 +359,10 @@ impl Cx {
     pub(crate) fn me(&self) -> NodeId {
         self.me
     }
+
+    pub(crate) fn is_dead(&self, node: NodeId) -> bool {
+        self.dead.contains(&node)
+    }
 }
 
 impl Engine {
@@ -306,6 +371,7 @@ impl Engine {
         Engine {
             me,
             segs: BTreeMap::new(),
+            dead: BTreeSet::new(),
         }
     }
 
@@ -331,6 +397,7 @@ impl Engine {
         opts: SegOpts,
     ) -> Vec<Action> {
         let me = self.me;
+        let home_down = self.dead.contains(&home);
         self.segs.entry(seg).or_insert_with(|| {
             let is_home = home == me;
             let initial = if is_home {
@@ -348,6 +415,8 @@ impl Engine {
                 holds: BTreeMap::new(),
                 next_timer: 0,
                 seq: cache::Seq::default(),
+                lost: BTreeSet::new(),
+                home_down,
             }
         });
         Vec::new()
@@ -377,7 +446,7 @@ impl Engine {
     /// answered by exactly one [`Action::Resolve`] (now or later), or by one
     /// [`Action::Fail`] if the segment or unit does not exist or is removed.
     pub fn fault(&mut self, seg: SegId, unit: Unit, write: bool, waiter: Waiter) -> Vec<Action> {
-        let mut cx = Cx::new(self.me);
+        let mut cx = Cx::new(self.me, &self.dead);
         match self.segs.get_mut(&seg) {
             None => cx.act(Action::Fail {
                 waiter,
@@ -404,8 +473,13 @@ impl Engine {
     /// A coherence message from peer `from`. The transport keeps each link
     /// FIFO. A message that names an unknown segment or breaks the protocol
     /// is dropped and reported as [`Action::Ignored`].
+    /// Messages from a node declared failed ([`Engine::node_down`]) are
+    /// dropped without a report.
     pub fn receive(&mut self, from: NodeId, msg: CohMsg) -> Vec<Action> {
-        let mut cx = Cx::new(self.me);
+        if self.dead.contains(&from) {
+            return Vec::new();
+        }
+        let mut cx = Cx::new(self.me, &self.dead);
         self.handle(from, msg, &mut cx);
         self.drain(&mut cx);
         cx.actions
@@ -416,12 +490,65 @@ impl Engine {
     /// are given now, in arrival order, and the home starts the
     /// transactions it held back. A stale or unknown timer changes nothing.
     pub fn timer(&mut self, seg: SegId, unit: Unit, id: u64) -> Vec<Action> {
-        let mut cx = Cx::new(self.me);
+        let mut cx = Cx::new(self.me, &self.dead);
         if let Some(s) = self.segs.get_mut(&seg) {
             cache::quantum_over(s, seg, unit, id, &mut cx);
         }
         self.drain(&mut cx);
         cx.actions
+    }
+
+    /// Node `node` failed (see "Node failure" in the module doc): drop it
+    /// from every directory entry, settle or fail what waited on it, and
+    /// from now on drop its messages. Calling it again, or for this node
+    /// itself, changes nothing.
+    pub fn node_down(&mut self, node: NodeId) -> Vec<Action> {
+        let mut cx = Cx::new(self.me, &self.dead);
+        self.mark_dead(node, &mut cx);
+        self.drain(&mut cx);
+        cx.actions
+    }
+
+    fn mark_dead(&mut self, node: NodeId, cx: &mut Cx) {
+        if node == self.me || !self.dead.insert(node) {
+            return;
+        }
+        cx.dead.insert(node);
+        for (&seg, s) in self.segs.iter_mut() {
+            if s.home == node {
+                cache::home_down(s, seg, cx);
+            } else if s.dir.is_some() {
+                directory::node_down(s, seg, node, cx);
+            }
+        }
+    }
+
+    /// The nodes this engine knows failed.
+    pub fn dead_nodes(&self) -> Vec<NodeId> {
+        self.dead.iter().copied().collect()
+    }
+
+    /// True if the home of a known segment failed.
+    pub fn is_home_down(&self, seg: SegId) -> bool {
+        self.segs.get(&seg).is_some_and(|s| s.home_down)
+    }
+
+    /// The units of a segment this node knows to be lost, ascending: on
+    /// its home, the units no live node holds a valid copy of; elsewhere
+    /// the units it was told are lost, and, if the home failed, every unit
+    /// it does not hold (nothing can bring them back).
+    pub fn lost_units(&self, seg: SegId) -> Vec<Unit> {
+        let Some(s) = self.segs.get(&seg) else {
+            return Vec::new();
+        };
+        let mut lost = s.lost.clone();
+        if let Some(d) = &s.dir {
+            lost.extend(d.lost_units());
+        }
+        if s.home_down {
+            lost.extend((0..s.units).filter(|&u| s.local[u as usize] == UnitState::Invalid));
+        }
+        lost.into_iter().collect()
     }
 
     /// True while this node holds (seg, unit) within its quantum.
@@ -481,6 +608,12 @@ impl Engine {
         if let Some(h) = s.holds.get(&unit) {
             out.push_str(&format!(", {}", h.describe()));
         }
+        if s.lost.contains(&unit) {
+            out.push_str(", lost");
+        }
+        if s.home_down {
+            out.push_str(", home down");
+        }
         if let Some(d) = s.dir.as_ref().and_then(|d| d.view(unit)) {
             out.push_str(&format!("; dir {}", directory::describe(&d)));
         }
@@ -511,8 +644,37 @@ impl Engine {
             CohMsg::Fetch { .. } | CohMsg::FetchInv { .. } | CohMsg::Inv { .. } => {
                 cache::serve(s, from, msg, cx)
             }
-            CohMsg::Data { .. } | CohMsg::Grant { .. } | CohMsg::InvAck { .. } => {
-                cache::reply(s, from, msg, cx)
+            CohMsg::Data { .. }
+            | CohMsg::Grant { .. }
+            | CohMsg::InvAck { .. }
+            | CohMsg::Lost { .. }
+            | CohMsg::Waive { .. } => cache::reply(s, from, msg, cx),
+            CohMsg::Check { dead, .. } => {
+                if from != s.home {
+                    cx.ignore(
+                        from,
+                        Error::Unexpected {
+                            from,
+                            msg,
+                            state: s.local[unit as usize],
+                            why: "only the home may send this",
+                        },
+                    );
+                    return;
+                }
+                // Take nothing more from the failed node before answering.
+                self.mark_dead(dead, cx);
+                if let Some(s) = self.segs.get_mut(&seg_id) {
+                    cache::check(s, seg_id, unit, dead, cx);
+                }
+            }
+            CohMsg::Stuck {
+                dead, reply, acked, ..
+            } => {
+                self.mark_dead(dead, cx);
+                if let Some(s) = self.segs.get_mut(&seg_id) {
+                    directory::stuck(s, seg_id, unit, from, dead, reply, acked, cx);
+                }
             }
         }
     }

@@ -34,6 +34,17 @@
 //! Every step checks that a node never drops or downgrades a unit while it
 //! holds it within its quantum.
 //!
+//! Node failure: a [`Config`] may name a node that crashes
+//! ([`Step::Crash`]: its engine stops, its memory and blocked accesses
+//! vanish, messages to it are lost; those it sent before may still be
+//! delivered until a survivor hears of the crash). Each survivor then hears
+//! of it at a moment of its own ([`Step::Down`], [`Engine::node_down`]).
+//! The invariants above are checked over the live nodes; an access may now
+//! end in `Fail`, but only for a unit the live home declares lost, or on a
+//! segment whose home crashed; a resolved read still sees the latest
+//! write, so a read never returns an older value or zeros. Random runs
+//! crash the node at a random step; the explorer at every possible step.
+//!
 //! [`run_random`] drives a world with a seeded choice among the deliverable
 //! link heads and the threads able to issue an access; a failure carries the
 //! seed, the schedule and a readable trace, and [`replay`] re-runs a
@@ -127,6 +138,8 @@ pub struct Config {
     /// Random runs: share of accesses that go to the unit after the node's
     /// previous access (sequential runs, for prefetch).
     pub sequential_percent: u32,
+    /// The node that may crash during the run (`None`: no failure).
+    pub crash: Option<NodeId>,
 }
 
 impl Config {
@@ -150,6 +163,7 @@ impl Config {
             write_percent: 20 + rng.below(61) as u32,
             refault_percent: rng.below(30) as u32,
             sequential_percent: 0,
+            crash: None,
         };
         // Transfer modes on a third of the seeds each.
         for s in cfg.segments.iter_mut() {
@@ -163,6 +177,10 @@ impl Config {
         }
         if rng.percent(50) {
             cfg.sequential_percent = rng.below(90) as u32;
+        }
+        // A node crashes on a third of the seeds (a home on some of them).
+        if rng.percent(33) {
+            cfg.crash = Some(rng.below(u64::from(nodes)) as u32);
         }
         cfg
     }
@@ -188,6 +206,10 @@ pub enum Step {
         seg: SegId,
         unit: Unit,
     },
+    /// The node crashes.
+    Crash { node: NodeId },
+    /// Live node `node` hears that `dead` crashed.
+    Down { node: NodeId, dead: NodeId },
 }
 
 impl fmt::Display for Step {
@@ -206,6 +228,8 @@ impl fmt::Display for Step {
                 write!(f, "node {node} {kind} s{seg}.u{unit}{re}")
             }
             Step::Fire { node, seg, unit } => write!(f, "node {node} timer s{seg}.u{unit}"),
+            Step::Crash { node } => write!(f, "node {node} crashes"),
+            Step::Down { node, dead } => write!(f, "node {node} hears node {dead} is down"),
         }
     }
 }
@@ -261,6 +285,12 @@ pub struct World {
     /// Timers whose firing gave deferred answers or started held-back
     /// transactions (not part of the state: statistics only).
     deferred_served: u64,
+    /// The crashed node, once it crashed.
+    crashed: Option<NodeId>,
+    /// The live nodes that heard of the crash.
+    notified: Vec<bool>,
+    /// Accesses that failed (statistics only).
+    failed: u64,
 }
 
 type Log<'a> = Option<&'a mut Vec<String>>;
@@ -303,6 +333,9 @@ impl World {
             now: 0,
             cursor: vec![0; cfg.nodes as usize],
             deferred_served: 0,
+            crashed: None,
+            notified: vec![false; cfg.nodes as usize],
+            failed: 0,
         }
     }
 
@@ -313,6 +346,23 @@ impl World {
 
     fn can_issue(&self, node: usize) -> bool {
         self.budget[node] > 0 && self.threads[node].iter().any(Option::is_none)
+    }
+
+    fn is_live(&self, node: NodeId) -> bool {
+        self.crashed != Some(node)
+    }
+
+    /// The failure steps possible now: the crash, then each survivor
+    /// hearing of it.
+    fn failure_steps(&self) -> Vec<Step> {
+        match (self.cfg.crash, self.crashed) {
+            (Some(node), None) => vec![Step::Crash { node }],
+            (_, Some(dead)) => (0..self.cfg.nodes)
+                .filter(|&n| n != dead && !self.notified[n as usize])
+                .map(|node| Step::Down { node, dead })
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// Every step possible now (accesses without `refault`).
@@ -327,6 +377,7 @@ impl World {
                 .keys()
                 .map(|&(node, seg, unit)| Step::Fire { node, seg, unit }),
         );
+        steps.extend(self.failure_steps());
         for node in 0..self.cfg.nodes {
             if !self.can_issue(node as usize) {
                 continue;
@@ -364,12 +415,20 @@ impl World {
         {
             self.now = self.now.max(at);
         }
-        let due: Vec<Step> = self
+        let mut due: Vec<Step> = self
             .timers
             .iter()
             .filter(|(_, (_, at))| *at <= self.now)
             .map(|(&(node, seg, unit), _)| Step::Fire { node, seg, unit })
             .collect();
+        // The crash comes at a random step (about one chance in 25 each);
+        // hearing of it is as likely as any other event.
+        for f in self.failure_steps() {
+            let idle = links == 0 && nodes.is_empty() && due.is_empty();
+            if !matches!(f, Step::Crash { .. }) || idle || rng.percent(4) {
+                due.push(f);
+            }
+        }
         let total = links + due.len() + nodes.len();
         if total == 0 {
             return None;
@@ -422,6 +481,32 @@ impl World {
                 });
                 let actions = self.engines[to as usize].receive(from, packet.msg);
                 self.perform(to, actions, packet.data, &mut out)
+            }
+            Step::Crash { node } => {
+                if self.cfg.crash != Some(node) || self.crashed.is_some() {
+                    return Err(format!("node {node} cannot crash"));
+                }
+                self.crashed = Some(node);
+                let n = node as usize;
+                self.links.retain(|&(_, to), _| to != node);
+                self.timers.retain(|&(t, _, _), _| t != node);
+                self.values.retain(|&(v, _, _), _| v != node);
+                self.rights.retain(|&(r, _, _), _| r != node);
+                self.blocked.retain(|_, b| b.node != node);
+                self.threads[n].iter_mut().for_each(|t| *t = None);
+                self.budget[n] = 0;
+                Ok(())
+            }
+            Step::Down { node, dead } => {
+                if self.crashed != Some(dead) || self.notified[node as usize] || node == dead {
+                    return Err(format!("node {node} cannot hear of node {dead}"));
+                }
+                self.notified[node as usize] = true;
+                // What the dead node sent and was not delivered yet is lost
+                // (the engine would drop it from now on anyway).
+                self.links.remove(&(dead, node));
+                let actions = self.engines[node as usize].node_down(dead);
+                self.perform(node, actions, None, &mut out)
             }
             Step::Fire { node, seg, unit } => {
                 let (id, _) = self
@@ -528,6 +613,9 @@ impl World {
                     if to >= self.cfg.nodes {
                         return Err(format!("node {node} sends {msg} to unknown node {to}"));
                     }
+                    if self.notified[node as usize] && self.crashed == Some(to) {
+                        return Err(format!("node {node} sends {msg} to failed node {to}"));
+                    }
                     let key = (node, msg.seg(), msg.unit());
                     if with_data && self.rights.get(&key) == Some(&Right::Write) {
                         return Err(format!(
@@ -548,10 +636,12 @@ impl World {
                     } else {
                         None
                     };
-                    self.links
-                        .entry((node, to))
-                        .or_default()
-                        .push_back(Packet { msg, data });
+                    if self.is_live(to) {
+                        self.links
+                            .entry((node, to))
+                            .or_default()
+                            .push_back(Packet { msg, data });
+                    }
                 }
                 Action::Install { seg, unit } => {
                     let v = payload.ok_or_else(|| {
@@ -614,12 +704,63 @@ impl World {
                     self.timers
                         .insert((node, seg, unit), (id, self.now + after_us));
                 }
-                Action::Fail { .. } | Action::Ignored { .. } => {
+                Action::Fail {
+                    waiter,
+                    seg,
+                    unit,
+                    ref error,
+                } => {
+                    self.check_fail(node, seg, unit, error)
+                        .map_err(|e| format!("node {node}: {action}: {e}"))?;
+                    let b = self.blocked.remove(&waiter).ok_or_else(|| {
+                        format!("node {node} fails unknown or already resolved waiter w{waiter}")
+                    })?;
+                    if (b.node, b.seg, b.unit) != (node, seg, unit) {
+                        return Err(format!(
+                            "node {node} fails w{waiter} for s{seg}.u{unit}, but it waits on node {} s{}.u{}",
+                            b.node, b.seg, b.unit
+                        ));
+                    }
+                    self.threads[node as usize][b.thread] = None;
+                    self.failed += 1;
+                }
+                Action::Ignored { .. } => {
                     return Err(format!("node {node}: {action}"));
                 }
             }
         }
         Ok(())
+    }
+
+    /// An access may fail only for a unit the live home declares lost, or on
+    /// a segment whose home crashed.
+    fn check_fail(
+        &self,
+        node: NodeId,
+        seg: SegId,
+        unit: Unit,
+        error: &crate::Error,
+    ) -> Result<(), String> {
+        let home = self
+            .cfg
+            .segments
+            .iter()
+            .find(|s| s.seg == seg)
+            .map(|s| s.home)
+            .ok_or_else(|| format!("unknown segment {seg}"))?;
+        match error {
+            crate::Error::HomeDown { .. } if self.crashed == Some(home) => Ok(()),
+            crate::Error::NoCopy { .. } if self.is_live(home) => {
+                let dir = self.engines[home as usize].directory(seg, unit);
+                match dir {
+                    Some(d) if d.owner.is_none() && d.sharers.is_empty() => Ok(()),
+                    _ => Err(format!(
+                        "the home's directory still has a copy of s{seg}.u{unit}: {dir:?}"
+                    )),
+                }
+            }
+            _ => Err(format!("node {node} fails an access without a lost unit")),
+        }
     }
 
     /// A node must not give up a right on a unit it holds within its
@@ -659,6 +800,9 @@ impl World {
         let mut mapped = Vec::new();
         for (i, e) in self.engines.iter().enumerate() {
             let node = i as NodeId;
+            if !self.is_live(node) {
+                continue;
+            }
             let state = e
                 .state(seg, unit)
                 .ok_or_else(|| format!("node {node} does not know s{seg}.u{unit}"))?;
@@ -715,6 +859,14 @@ impl World {
         modified: &[NodeId],
         holders: &[NodeId],
     ) -> Result<(), String> {
+        // The home's view lags a crash until it hears of it; a crashed home
+        // has none.
+        if self
+            .crashed
+            .is_some_and(|d| d == home || !self.notified[home as usize])
+        {
+            return Ok(());
+        }
         let in_flight = self
             .links
             .values()
@@ -763,7 +915,11 @@ impl World {
         if let Some(n) = self.budget.iter().position(|&b| b > 0) {
             return Err(format!("node {n} could not issue all its accesses"));
         }
-        if let Some(e) = self.engines.iter().find(|e| !e.is_idle()) {
+        if let Some(e) = self
+            .engines
+            .iter()
+            .find(|e| self.is_live(e.me()) && !e.is_idle())
+        {
             return Err(format!("node {} is not idle at the end", e.me()));
         }
         Ok(())
@@ -803,6 +959,8 @@ impl World {
             (k, id).hash(&mut h);
         }
         self.cursor.hash(&mut h);
+        self.crashed.hash(&mut h);
+        self.notified.hash(&mut h);
         h.finish()
     }
 }
@@ -849,6 +1007,10 @@ pub struct Stats {
     pub terminals: u64,
     /// Random run: timers that, firing, sent answers deferred by a quantum.
     pub deferred: u64,
+    /// Random run: accesses that failed (their unit was lost).
+    pub failed: u64,
+    /// Random run: 1 if the node of the configuration crashed.
+    pub crashed: u64,
 }
 
 /// Run one random schedule of the configuration drawn from `seed`.
@@ -893,6 +1055,8 @@ pub fn run_random(
     Ok(Stats {
         steps: steps.len() as u64,
         deferred: world.deferred_served,
+        failed: world.failed,
+        crashed: u64::from(world.crashed.is_some()),
         ..Stats::default()
     })
 }
@@ -1024,6 +1188,7 @@ mod tests {
             write_percent: 50,
             refault_percent: 0,
             sequential_percent: 0,
+            crash: None,
         }
     }
 
