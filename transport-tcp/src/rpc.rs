@@ -22,7 +22,14 @@
 //! The outgoing queue does not block [`RpcHandle::notify`], but it is
 //! bounded ([`MAX_QUEUED_FRAMES`], [`MAX_QUEUED_BYTES`]): past that a
 //! notification or call fails with [`Error::Backlog`] instead of growing
-//! memory without limit behind a peer that stopped reading.
+//! memory without limit behind a peer that stopped reading. Replies are
+//! bounded another way: while a quarter of those limits is queued
+//! ([`PAUSE_CALLS_FRAMES`], [`PAUSE_CALLS_BYTES`]), the reader takes no
+//! new call from the peer, so a peer that sends calls without reading the
+//! answers is pushed back by TCP instead of filling the queue. A writer
+//! that cannot send anything for [`WRITE_STALL_FACTOR`] times the default
+//! timeout (the peer stopped reading altogether) closes the connection,
+//! with a `warn!`.
 //!
 //! The connection lives while the application holds an [`RpcHandle`] (any
 //! clone), the receiver of incoming messages, or an unanswered [`Replier`].
@@ -43,7 +50,7 @@ use bytes::Bytes;
 use dipc_wire::{Frame, FrameError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -70,6 +77,15 @@ pub const MAX_QUEUED_FRAMES: usize = 65_536;
 /// Most bytes waiting in the outgoing queue of one connection (a single
 /// frame larger than this is still accepted into an empty queue).
 pub const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+/// While this many frames are queued, the peer's next call is not read.
+pub const PAUSE_CALLS_FRAMES: usize = MAX_QUEUED_FRAMES / 4;
+/// While this many bytes are queued, the peer's next call is not read.
+pub const PAUSE_CALLS_BYTES: usize = MAX_QUEUED_BYTES / 4;
+/// A batch that cannot be sent within this many default timeouts closes
+/// the connection (at least [`MIN_WRITE_STALL`]).
+pub const WRITE_STALL_FACTOR: u32 = 3;
+/// The least write-stall bound, whatever the default timeout.
+pub const MIN_WRITE_STALL: Duration = Duration::from_secs(5);
 
 /// A call or notification from the peer.
 #[derive(Debug)]
@@ -97,6 +113,8 @@ struct Link {
     next_id: AtomicU64,
     queued_frames: AtomicUsize,
     queued_bytes: AtomicUsize,
+    /// Woken after every batch the writer sent.
+    drained: Notify,
 }
 
 impl Link {
@@ -133,6 +151,30 @@ impl Link {
     fn dequeued(&self, frames: usize, bytes: usize) {
         self.queued_frames.fetch_sub(frames, Ordering::Relaxed);
         self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Is so much queued that the peer's calls must wait?
+    fn calls_paused(&self) -> bool {
+        self.queued_frames.load(Ordering::Relaxed) >= PAUSE_CALLS_FRAMES
+            || self.queued_bytes.load(Ordering::Relaxed) >= PAUSE_CALLS_BYTES
+    }
+
+    /// Wait until the queue is below the pause limits; `false` if the
+    /// connection closed meanwhile.
+    async fn room_for_calls(&self) -> bool {
+        loop {
+            // Registered before the check, so a batch sent in between
+            // still wakes us.
+            let drained = self.drained.notified();
+            if !self.calls_paused() {
+                return true;
+            }
+            tokio::select! {
+                biased;
+                _ = self.token.cancelled() => return false,
+                _ = drained => {}
+            }
+        }
     }
 
     fn closed(&self) -> Error {
@@ -348,11 +390,13 @@ where
         next_id: AtomicU64::new(1),
         queued_frames: AtomicUsize::new(0),
         queued_bytes: AtomicUsize::new(0),
+        drained: Notify::new(),
     });
     let pending = Arc::new(Pending(Mutex::new(Some(HashMap::new()))));
     let (queue, queue_rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::channel(INCOMING_CAPACITY);
-    tokio::spawn(writer(wr, queue_rx, link.clone()));
+    let stall = (default_timeout * WRITE_STALL_FACTOR).max(MIN_WRITE_STALL);
+    tokio::spawn(writer(wr, queue_rx, link.clone(), stall));
     let reader = Reader {
         rd,
         link: link.clone(),
@@ -377,6 +421,7 @@ async fn writer(
     mut wr: impl FrameSink,
     mut queue: mpsc::UnboundedReceiver<Frame>,
     link: Arc<Link>,
+    stall: Duration,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -394,13 +439,25 @@ async fn writer(
         let res = tokio::select! {
             biased;
             _ = link.token.cancelled() => break,
-            r = wr.send_batch(&mut batch) => r,
+            r = tokio::time::timeout(stall, wr.send_batch(&mut batch)) => r,
         };
         link.dequeued(n, bytes);
+        link.drained.notify_waiters();
         batch.clear();
-        if let Err(e) = res {
-            warn!(peer = %link.label, error = %e, "send failed; closing connection");
-            break;
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!(peer = %link.label, error = %e, "send failed; closing connection");
+                break;
+            }
+            Err(_) => {
+                warn!(
+                    peer = %link.label,
+                    "the peer stopped reading: {n} frames ({bytes} bytes) not sent within \
+                     {stall:?}; closing connection"
+                );
+                break;
+            }
         }
     }
     link.token.cancel();
@@ -499,6 +556,12 @@ where
             Head::Call(id) => {
                 let req: Req = dipc_wire::decode(body)
                     .map_err(|e| Stop::Bad(format!("undecodable call {id}: {e}")))?;
+                // The answers of earlier calls are still queued (the peer
+                // reads slowly, or not at all): take no more calls until
+                // they leave, so the queue stays bounded.
+                if !self.link.room_for_calls().await {
+                    return Err(Stop::Quiet);
+                }
                 let Some(queue) = &self.queue else {
                     debug!(peer = %self.link.label, id, "call dropped: nobody receives calls");
                     return Ok(());

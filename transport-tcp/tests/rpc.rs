@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{Ev, Handle, Notes, Req, Resp, Rx, client, pattern, respond, server, within};
-use dipc_transport_tcp::{Error, Incoming};
+use dipc_transport_tcp::{Conn, Error, Head, Incoming, Role};
+use dipc_wire::Frame;
 
 /// A client connected to a fresh echo server; returns the client's handle
 /// and receiver and the server's handle and notification stream.
@@ -236,6 +237,48 @@ async fn a_peer_that_stops_reading_gives_backlog_not_unbounded_memory() {
     assert!(matches!(err, Error::Backlog { .. }), "{err:?}");
     assert!(err.to_string().contains("sleepy"), "{err}");
     drop(h);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_sends_calls_but_never_reads_the_answers_is_pushed_back() {
+    use tokio::io::AsyncWriteExt;
+    let mut srv = server(common::lab("referee"), common::T).await;
+    let (conn, _) = Conn::connect(
+        &srv.addr.to_string(),
+        &common::lab("mallory"),
+        Role::Node,
+        common::T,
+    )
+    .await
+    .expect("handshake");
+    let (_sh, _, _) = within("accept", srv.accepted.recv())
+        .await
+        .expect("accepted");
+    let (mut stream, _, _) = conn.into_parts();
+    // Echo calls with 64 KiB payloads: each answer is 64 KiB too. 2,000 of
+    // them would queue 128 MiB of answers at the server if it kept reading.
+    let chunk = pattern(64 * 1024);
+    let mut written = 0u64;
+    for id in 1..=2000u64 {
+        let mut header = dipc_wire::encode(&Head::Call(id));
+        header.extend(dipc_wire::encode(&Req::Echo(id)));
+        let frame = Frame {
+            header: header.into(),
+            payload: chunk.clone(),
+        };
+        let sent =
+            tokio::time::timeout(Duration::from_secs(2), stream.write_all(&frame.to_bytes())).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            break;
+        }
+        written += 1;
+    }
+    // The server stopped taking calls once PAUSE_CALLS_BYTES of answers
+    // were queued (plus the calls in its channel and the sockets' buffers).
+    assert!(
+        written < 1000,
+        "the server read {written} calls whose 64 KiB answers nobody reads"
+    );
 }
 
 #[tokio::test]
