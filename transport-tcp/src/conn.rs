@@ -16,6 +16,14 @@
 //! A length above [`MAX_FRAME`], a header length beyond its frame, or a
 //! connection that ends in the middle of a frame is an error: framing is
 //! lost, and the caller must drop the connection.
+//!
+//! A peer that vanishes without a word (killed machine, cut cable,
+//! partition) would leave a TCP connection open for many minutes. Every
+//! `Conn` therefore has a dead-peer bound of [`DEAD_PEER_FACTOR`] times its
+//! handshake timeout (the node's call timeout): `TCP_USER_TIMEOUT` ends the
+//! connection when data stays unacknowledged that long, and keepalive
+//! probes (idle and interval a quarter of it, 3 probes) end an idle one.
+//! Pending calls then fail with `Closed` instead of waiting forever.
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
@@ -23,6 +31,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use dipc_wire::{Frame, FrameError, MAX_FRAME};
+use nix::sys::socket::{setsockopt, sockopt};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -80,9 +89,32 @@ impl std::fmt::Debug for Conn {
     }
 }
 
+/// A connection is dead when the peer acknowledged nothing for this many
+/// handshake timeouts.
+pub const DEAD_PEER_FACTOR: u32 = 3;
+
+/// Make the kernel end `stream` once its peer has acknowledged nothing for
+/// `DEAD_PEER_FACTOR * timeout` (at least 2 s): `TCP_USER_TIMEOUT` for
+/// unacknowledged data, keepalive probes for an idle connection.
+fn bound_dead_peer(stream: &TcpStream, timeout: Duration) -> Result<(), Error> {
+    let bound = (timeout * DEAD_PEER_FACTOR).max(Duration::from_secs(2));
+    let ms = u32::try_from(bound.as_millis()).unwrap_or(u32::MAX);
+    let probe_every = u32::try_from(bound.as_secs().div_ceil(4).max(1)).unwrap_or(u32::MAX);
+    let set = || -> nix::Result<()> {
+        setsockopt(stream, sockopt::TcpUserTimeout, &ms)?;
+        setsockopt(stream, sockopt::KeepAlive, &true)?;
+        setsockopt(stream, sockopt::TcpKeepIdle, &probe_every)?;
+        setsockopt(stream, sockopt::TcpKeepInterval, &probe_every)?;
+        setsockopt(stream, sockopt::TcpKeepCount, &3)
+    };
+    set().map_err(|e| Error::io("bound the dead-peer time of a connection", e.into()))
+}
+
 impl Conn {
     /// Connect to `addr` (`host:port`) and authenticate as `auth.name` with
-    /// `role`. Connecting and the whole handshake are bounded by `timeout`.
+    /// `role`. Connecting and the whole handshake are bounded by `timeout`;
+    /// the connection is ended by the kernel when the peer acknowledges
+    /// nothing for `DEAD_PEER_FACTOR * timeout`.
     pub async fn connect(
         addr: &str,
         auth: &Auth,
@@ -99,6 +131,7 @@ impl Conn {
             stream
                 .set_nodelay(true)
                 .map_err(|e| Error::io(format!("set TCP_NODELAY on {peer_addr}"), e))?;
+            bound_dead_peer(&stream, timeout)?;
             auth::client(Conn::raw(stream, peer_addr), auth, role).await
         };
         let (conn, peer) =
@@ -148,7 +181,8 @@ impl Conn {
 
     /// Authenticate a freshly accepted `stream`; bounded by `timeout`. Run
     /// it in the connection's own task, so that a slow or silent client
-    /// does not hold up the accept loop.
+    /// does not hold up the accept loop. The dead-peer bound is as for
+    /// [`Conn::connect`].
     pub async fn accept(
         stream: TcpStream,
         auth: &Auth,
@@ -160,6 +194,7 @@ impl Conn {
         stream
             .set_nodelay(true)
             .map_err(|e| Error::io(format!("set TCP_NODELAY on {peer_addr}"), e))?;
+        bound_dead_peer(&stream, timeout)?;
         tokio::time::timeout(timeout, auth::server(Conn::raw(stream, peer_addr), auth))
             .await
             .map_err(|_| Error::Timeout {
