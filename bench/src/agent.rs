@@ -25,8 +25,10 @@
 //! trand <first> <range> <count> <gen> <seed> -> ok <ns>... timed reads of `count` pages
 //!                              drawn without repetition from `range` pages (seeded)
 //! frand <first> <range> <count> <gen> <seed> -> ok  writes the pages trand reads
-//! tinc <page> <count> <start>  -> ok <ns>...   timed atomic increments of the page's counter,
-//!                                              from `start` (unix ns: agents begin together)
+//! tinc <page> <count> <start> [<work>] -> ok <ns>...  timed atomic increments of the page's
+//!                              counter from `start` (unix ns: agents begin together); with
+//!                              `work` ns, each increment is followed by a sleep that long
+//!                              (work elsewhere: I/O, another core), timed with it
 //! getc <page>                  -> ok <value>   the page's counter
 //! detach                       -> ok           shmdt
 //! rmid                         -> ok           shmctl(IPC_RMID)
@@ -420,6 +422,14 @@ fn execute(line: &str, seg: &mut Option<Attached>) -> Result<String, String> {
                 return Ok(v.to_string());
             }
             let start: u64 = num(w.next(), "start time")?;
+            let work = match w.next() {
+                Some(v) => Duration::from_nanos(num(Some(v), "work")?),
+                None => Duration::ZERO,
+            };
+            if !work.is_zero() {
+                // Sleep as long as asked, not 50 us more (the default slack).
+                let _ = nix::sys::prctl::set_timerslack(1);
+            }
             // Spin (not sleep) to the common start, so the agents overlap.
             while unix_ns() < u128::from(start) {
                 std::hint::spin_loop();
@@ -428,6 +438,13 @@ fn execute(line: &str, seg: &mut Option<Attached>) -> Result<String, String> {
             for _ in 0..count {
                 let t = Instant::now();
                 a.fetch_add(off).ok_or("counter outside the segment")?;
+                // The work between two writes, away from the shared page.
+                // A sleep rather than a spin: on a small machine a spinning
+                // agent would take the CPU from the nodes and act as a
+                // quantum of its own.
+                if !work.is_zero() {
+                    std::thread::sleep(work);
+                }
                 out.push((t.elapsed().as_nanos() as u64).to_string());
             }
             Ok(out.join(" "))

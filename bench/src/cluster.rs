@@ -50,7 +50,7 @@ struct Daemon {
 impl Daemon {
     /// Run `body(stop)` on a new thread named `name` with its own
     /// current-thread runtime; its result arrives on `done`.
-    fn spawn<F, Fut>(name: &str, body: F) -> Result<Daemon, Error>
+    fn spawn<F, Fut>(name: &str, netns: Option<std::fs::File>, body: F) -> Result<Daemon, Error>
     where
         F: FnOnce(oneshot::Receiver<()>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = Result<(), String>>,
@@ -60,6 +60,13 @@ impl Daemon {
         let thread = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
+                // In its network namespace before any socket exists.
+                if let Some(ns) = netns
+                    && let Err(e) = crate::sys::enter_netns(&ns)
+                {
+                    let _ = done_tx.send(Err(format!("cannot enter its network namespace: {e}")));
+                    return;
+                }
                 let result = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -134,6 +141,9 @@ pub struct Cluster {
     referee: Option<Daemon>,
     nodes: Vec<(NodeInfo, Option<Daemon>)>,
     agent: AgentCommand,
+    /// The nodes' network namespaces, if they have them (removed after
+    /// the daemons stopped: fields drop after `Drop::drop`).
+    net: Option<crate::netns::Net>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -157,6 +167,16 @@ impl Cluster {
     /// Start a referee and `nodes` nodes and wait until every node is up
     /// (bounded by [`START_TIMEOUT`]); `agent` starts agent processes.
     pub fn start(nodes: usize, agent: AgentCommand) -> Result<Cluster, Error> {
+        Cluster::start_in(nodes, agent, None)
+    }
+
+    /// [`Cluster::start`] with each node in its own network namespace of
+    /// `net` (the referee in this one, on the bridge).
+    pub fn start_in(
+        nodes: usize,
+        agent: AgentCommand,
+        net: Option<crate::netns::Net>,
+    ) -> Result<Cluster, Error> {
         let deadline = Instant::now() + START_TIMEOUT;
         let dir = tempfile::Builder::new()
             .prefix("dipc-bench-")
@@ -173,6 +193,7 @@ impl Cluster {
             nodes: Vec::new(),
             agent,
             dir,
+            net,
         };
         cluster.start_referee(deadline)?;
         for i in 1..=nodes {
@@ -241,8 +262,12 @@ impl Cluster {
     }
 
     fn start_referee(&mut self, deadline: Instant) -> Result<(), Error> {
+        let ip = self
+            .net
+            .as_ref()
+            .map_or_else(|| "127.0.0.1".to_string(), |n| n.referee_ip());
         let cfg = dipc_referee::server::ServerConfig {
-            listen: "127.0.0.1:0".into(),
+            listen: format!("{ip}:0"),
             data_dir: self.dir.path().join("referee"),
             cluster: CLUSTER.into(),
             secret: self.secret.clone(),
@@ -250,7 +275,7 @@ impl Cluster {
             down_after_ms: 3000,
         };
         let (addr_tx, addr_rx) = mpsc::channel();
-        let d = Daemon::spawn("referee", move |stop| async move {
+        let d = Daemon::spawn("referee", None, move |stop| async move {
             let server = dipc_referee::server::bind(cfg)
                 .await
                 .map_err(|e| crate::run::chain(&e))?;
@@ -291,7 +316,11 @@ impl Cluster {
         let name = format!("node-{i}");
         let mut last = String::new();
         for _ in 0..PORT_ATTEMPTS {
-            let listen = format!("127.0.0.1:{}", free_port()?);
+            // A fresh namespace has every port free.
+            let (listen, netns) = match &self.net {
+                Some(net) => (format!("{}:7201", net.node_ip(i)), Some(net.open(i)?)),
+                None => (format!("127.0.0.1:{}", free_port()?), None),
+            };
             let cfg = dipc_node::NodeConfig {
                 name: name.clone(),
                 listen: listen.clone(),
@@ -303,7 +332,7 @@ impl Cluster {
                 call_timeout: CALL_TIMEOUT,
                 default_unit: dipc_shmem::page_size() as u32,
             };
-            let d = Daemon::spawn(&name, move |stop| async move {
+            let d = Daemon::spawn(&name, netns, move |stop| async move {
                 dipc_node::run(cfg, async {
                     let _ = stop.await;
                 })

@@ -17,6 +17,11 @@
 //!   of dipc's own TCP transport (authenticated [`Conn`], [`rpc()`]), each on
 //!   its own current-thread tokio runtime, as two node daemons are.
 //!
+//! The waiting side of each floor spins briefly before it sleeps, as the
+//! node's fault loop does ([`fault_spin`]), so a floor and the dipc path
+//! it bounds pay the same wake-ups and the ratio holds on an idle machine
+//! as on a loaded one.
+//!
 //! Each returns its raw samples in nanoseconds, in the order taken
 //! (the caller drops the warm-up). Every floor checks the data it moved,
 //! so a broken setup is an error rather than a fast number.
@@ -43,6 +48,22 @@ const TCP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the uffd handler sleeps in `poll` before looking at its stop
 /// flag.
 const HANDLER_POLL_MS: u16 = 50;
+
+/// How long a floor keeps polling (spinning) after serving a fault or
+/// sending a call, before it sleeps: the node's fault loop does the same
+/// (`DIPC_FAULT_SPIN_US`, default 50 us), so a floor that slept instead
+/// would pay an idle CPU's wake-up (~100 us on a VM) that the measured
+/// path does not, and its ratio would fall below 1 on an idle machine.
+pub fn fault_spin() -> Duration {
+    static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *SPIN.get_or_init(|| {
+        let us = std::env::var("DIPC_FAULT_SPIN_US")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(50);
+        Duration::from_micros(us)
+    })
+}
 
 fn page() -> usize {
     dipc_shmem::page_size() as usize
@@ -161,9 +182,17 @@ fn serve_faults(uffd: &Uffd, memfd: &Memfd, base: u64, stop: &AtomicBool) -> Res
     let mut data = vec![0u8; ps as usize];
     let mut events = Vec::new();
     let mut served = 0u64;
+    // Spin (poll without sleeping) until then, as the node's fault loop
+    // does after each fault.
+    let mut spin_until = Instant::now();
     while !stop.load(Ordering::Acquire) {
         let mut fds = [PollFd::new(uffd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(HANDLER_POLL_MS)) {
+        let wait = if Instant::now() < spin_until {
+            PollTimeout::ZERO
+        } else {
+            PollTimeout::from(HANDLER_POLL_MS)
+        };
+        match poll(&mut fds, wait) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
             Ok(_) => {}
             Err(e) => return Err(Error::io("uffd-local: poll on the userfaultfd", e.into())),
@@ -184,6 +213,7 @@ fn serve_faults(uffd: &Uffd, memfd: &Memfd, base: u64, stop: &AtomicBool) -> Res
             uffd.continue_(at, ps, false)
                 .map_err(|e| Error::shmem("uffd-local: UFFDIO_CONTINUE", e))?;
             served += 1;
+            spin_until = Instant::now() + fault_spin();
         }
     }
     Ok(served)
@@ -284,6 +314,22 @@ async fn echo_server(listener: std::net::TcpListener, resp: usize) -> Result<(),
     Ok(())
 }
 
+/// Await `fut`, polling it in a busy loop for up to [`fault_spin`] first
+/// (yielding to the runtime, which then polls its sockets without
+/// sleeping): how the node waits for the answer to a fault's request.
+async fn spin_then_wait<F: std::future::Future>(fut: F) -> F::Output {
+    tokio::pin!(fut);
+    let until = Instant::now() + fault_spin();
+    while Instant::now() < until {
+        tokio::select! {
+            biased;
+            out = &mut fut => return out,
+            () = tokio::task::yield_now() => {}
+        }
+    }
+    fut.await
+}
+
 async fn client_loop(
     addr: &str,
     total: usize,
@@ -299,7 +345,7 @@ async fn client_loop(
     let mut out = Vec::with_capacity(total);
     for i in 0..total as u64 {
         let t = Instant::now();
-        let r = handle.call_payload(&i, request.clone(), TCP_TIMEOUT).await;
+        let r = spin_then_wait(handle.call_payload(&i, request.clone(), TCP_TIMEOUT)).await;
         let dt = t.elapsed();
         let (id, payload) = r.map_err(|e| Error::tcp(format!("tcp floor: call {i}"), e))?;
         if id != i || payload.len() != resp || payload.first() != Some(&0xA5) {

@@ -54,6 +54,7 @@ pub mod ipc;
 pub mod ipcops;
 pub mod logs;
 pub mod machine;
+pub mod netns;
 pub mod plot;
 pub mod redis;
 pub mod report;

@@ -166,6 +166,18 @@ fn scaling(report: &Report, path: &Path) -> Result<bool, Error> {
             ),
         ),
         (
+            "hot page read, k nodes in network namespaces",
+            points(
+                report,
+                &[
+                    ("hot-read-ns-1", 1),
+                    ("hot-read-ns-2", 2),
+                    ("hot-read-ns-4", 4),
+                ],
+                p50_us,
+            ),
+        ),
+        (
             "barrier round, k nodes",
             points(
                 report,
@@ -208,6 +220,7 @@ fn scaling(report: &Report, path: &Path) -> Result<bool, Error> {
         RGBColor(31, 119, 180),
         RGBColor(255, 127, 14),
         RGBColor(44, 160, 44),
+        RGBColor(148, 103, 189),
     ];
     for ((name, pts), color) in lat.iter().zip(colors) {
         if pts.is_empty() {

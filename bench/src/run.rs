@@ -135,16 +135,6 @@ impl Plan {
 /// warm-up, since each starts afresh (new mapping, connection, agents).
 pub fn run(opts: &Options) -> Result<Report, Error> {
     let selected = scenario::select(&opts.scenarios)?;
-    // The quantum rows need the nodes (threads of this process) to know
-    // their keys' quantum, which they read once from the environment.
-    if selected.iter().any(|s| s.name.starts_with("quantum-"))
-        && std::env::var_os("DIPC_QUANTUM_KEYS").is_none()
-    {
-        crate::sys::set_env_if_single_threaded(
-            "DIPC_QUANTUM_KEYS",
-            &crate::shm2::quantum_keys_env(),
-        );
-    }
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -164,15 +154,21 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         .iter()
         .map(|p| (0..slices).map(|i| p.slice_total(i)).sum::<usize>())
         .sum();
-    let nodes = plans
-        .iter()
-        .filter(|p| p.scenario.kind == scenario::Kind::Dipc)
-        .map(|p| p.scenario.nodes)
-        .max()
-        .unwrap_or(NODES)
-        .max(NODES);
+    let nodes_for = |netns: bool| {
+        plans
+            .iter()
+            .filter(|p| p.scenario.kind == scenario::Kind::Dipc && p.scenario.netns == netns)
+            .map(|p| p.scenario.nodes)
+            .max()
+            .unwrap_or(NODES)
+            .max(NODES)
+    };
+    let (nodes, ns_nodes) = (nodes_for(false), nodes_for(true));
     let pb = progress_bar(opts, total);
-    let mut cluster: Option<Result<Cluster, String>> = None;
+    let mut cluster: Option<Result<Cluster, (bool, String)>> = None;
+    // The cluster whose nodes are in network namespaces, for the rows
+    // that ask for it.
+    let mut ns_cluster: Option<Result<Cluster, (bool, String)>> = None;
     for slice in 0..slices {
         for plan in plans.iter_mut().filter(|p| p.error.is_none()) {
             let n = plan.slice_total(slice);
@@ -188,13 +184,18 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
                     None => Err((false, NO_AGENT.to_string())),
                 },
                 Measure::Dipc(measure) => {
-                    match cluster.get_or_insert_with(|| start_cluster(opts, nodes)) {
+                    let c = if s.netns {
+                        ns_cluster.get_or_insert_with(|| start_ns_cluster(opts, ns_nodes))
+                    } else {
+                        cluster.get_or_insert_with(|| start_cluster(opts, nodes))
+                    };
+                    match c {
                         // A daemon that died explains a failure best.
                         Ok(c) => measure(c, n, &pb).map_err(|e| match c.check_alive() {
                             Err(dead) => (false, format!("{} ({})", chain(&e), chain(&dead))),
                             Ok(()) => (false, chain(&e)),
                         }),
-                        Err(e) => Err((false, e.clone())),
+                        Err(e) => Err(e.clone()),
                     }
                 }
             };
@@ -212,10 +213,10 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         }
     }
     pb.finish_and_clear();
-    if let Some(Ok(c)) = cluster
-        && let Err(e) = c.shutdown()
-    {
-        tracing::warn!("embedded cluster shutdown: {}", chain(&e));
+    for c in [cluster, ns_cluster].into_iter().flatten().flatten() {
+        if let Err(e) = c.shutdown() {
+            tracing::warn!("embedded cluster shutdown: {}", chain(&e));
+        }
     }
     let outcomes = plans
         .into_iter()
@@ -258,10 +259,33 @@ fn failure(e: &Error) -> (bool, String) {
     }
 }
 
-fn start_cluster(opts: &Options, nodes: usize) -> Result<Cluster, String> {
-    let agent = opts.agent.clone().ok_or_else(|| NO_AGENT.to_string())?;
-    Cluster::start(nodes, agent)
-        .map_err(|e| format!("starting the embedded cluster: {}", chain(&e)))
+fn start_cluster(opts: &Options, nodes: usize) -> Result<Cluster, (bool, String)> {
+    let agent = opts
+        .agent
+        .clone()
+        .ok_or_else(|| (false, NO_AGENT.to_string()))?;
+    Cluster::start(nodes, agent).map_err(|e| {
+        (
+            false,
+            format!("starting the embedded cluster: {}", chain(&e)),
+        )
+    })
+}
+
+/// The cluster of the network-namespace rows; skipped (not failed) when
+/// namespaces are unavailable (not root, no `ip`).
+fn start_ns_cluster(opts: &Options, nodes: usize) -> Result<Cluster, (bool, String)> {
+    let agent = opts
+        .agent
+        .clone()
+        .ok_or_else(|| (false, NO_AGENT.to_string()))?;
+    let net = crate::netns::Net::create(nodes).map_err(|e| failure(&e))?;
+    Cluster::start_in(nodes, agent, Some(net)).map_err(|e| {
+        (
+            false,
+            format!("starting the cluster in network namespaces: {}", chain(&e)),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -91,6 +91,9 @@ pub struct Scenario {
     /// Counted samples (after warm-up) for demo, quick and full runs.
     pub samples: [usize; 3],
     pub measure: Measure,
+    /// Its cluster's nodes each run in a network namespace of their own
+    /// (a second embedded cluster; skipped when that needs root it lacks).
+    pub netns: bool,
 }
 
 impl Scenario {
@@ -129,6 +132,7 @@ const fn fl(
         rate: Rate::None,
         samples,
         measure: Measure::Floor(m),
+        netns: false,
     }
 }
 
@@ -151,6 +155,7 @@ const fn kp(
         rate: Rate::None,
         samples,
         measure: Measure::Procs(m),
+        netns: false,
     }
 }
 
@@ -175,6 +180,7 @@ const fn dp(
         rate: Rate::None,
         samples,
         measure: Measure::Dipc(m),
+        netns: false,
     }
 }
 
@@ -188,6 +194,11 @@ impl Scenario {
         self.also = also;
         self
     }
+
+    const fn in_netns(mut self) -> Scenario {
+        self.netns = true;
+        self
+    }
 }
 
 const FAULT_FLOOR: &[&str] = &["uffd-local", "tcp-rtt-4k"];
@@ -196,7 +207,7 @@ const RAND: [usize; 3] = [1_024, 2_048, 16_384];
 const MSG: [usize; 3] = [1_000, 1_000, 10_000];
 const SEM: [usize; 3] = [1_000, 1_000, 10_000];
 const KFLOOR: [usize; 3] = [5_000, 5_000, 50_000];
-const QUANTUM: [usize; 3] = [20_000, 20_000, 1_000_000];
+const QUANTUM: [usize; 3] = [5_000, 10_000, 100_000];
 
 /// Every scenario, floors first (they are measured first, and a dipc row
 /// needs its floors' numbers).
@@ -388,8 +399,8 @@ pub const SCENARIOS: &[Scenario] = &[
     ),
     dp(
         "scan-seq",
-        "scan 256M seq, 4k unit",
-        "sequential read of each 4 KiB page of a remote 256 MiB segment (4 KiB coherence unit)",
+        "scan 256M seq, 4k, pf 8",
+        "sequential read of each 4 KiB page of a remote 256 MiB segment (4 KiB unit, prefetch window up to 8 units, the default)",
         FAULT_FLOOR,
         2,
         SCAN,
@@ -398,19 +409,30 @@ pub const SCENARIOS: &[Scenario] = &[
     .rate(Rate::Bytes(4096))
     .also(&["tcp-bw-1m"]),
     dp(
-        "scan-rand",
-        "scan 256M rand, 4k unit",
-        "read of a random 4 KiB page of a remote 256 MiB segment (4 KiB unit)",
+        "scan-seq-nopf",
+        "scan 256M seq, 4k, no pf",
+        "as scan-seq without prefetch (DIPC_PREFETCH=0): one fault per page",
         FAULT_FLOOR,
         2,
-        RAND,
-        crate::shm2::scan_rand,
+        SCAN,
+        crate::shm2::scan_seq_nopf,
+    )
+    .rate(Rate::Bytes(4096))
+    .also(&["tcp-bw-1m"]),
+    dp(
+        "scan-seq-pf64",
+        "scan 256M seq, 4k, pf 64",
+        "as scan-seq with a prefetch window up to 64 units (DIPC_PREFETCH=64)",
+        FAULT_FLOOR,
+        2,
+        SCAN,
+        crate::shm2::scan_seq_pf64,
     )
     .rate(Rate::Bytes(4096))
     .also(&["tcp-bw-1m"]),
     dp(
         "scan-seq-64k",
-        "scan 256M seq, 64k unit",
+        "scan 256M seq, 64k, pf 8",
         "as scan-seq, segment created with DIPC_PAGE_SIZE=65536",
         FAULT_FLOOR,
         2,
@@ -419,9 +441,34 @@ pub const SCENARIOS: &[Scenario] = &[
     )
     .rate(Rate::Bytes(4096))
     .also(&["tcp-bw-1m"]),
+    dp("scan-seq-seg", "scan 16M seq, segment",
+        "sequential read of a whole remote 16 MiB segment in segment mode (DIPC_SHM_MODE=segment: one unit, the largest), per scan",
+        &[], 2, [5, 20, 100], crate::shm2::scan_seq_segment).rate(Rate::Bytes(16 << 20)).also(&["tcp-bw-1m"]),
+    dp(
+        "scan-rand",
+        "rand 4k reads, 4k, pf 8",
+        "read of a random 4 KiB page of a remote 256 MiB segment (4 KiB unit, prefetch window up to 8)",
+        FAULT_FLOOR,
+        2,
+        RAND,
+        crate::shm2::scan_rand,
+    )
+    .rate(Rate::Bytes(4096))
+    .also(&["tcp-bw-1m"]),
+    dp(
+        "scan-rand-nopf",
+        "rand 4k reads, 4k, no pf",
+        "as scan-rand without prefetch (DIPC_PREFETCH=0)",
+        FAULT_FLOOR,
+        2,
+        RAND,
+        crate::shm2::scan_rand_nopf,
+    )
+    .rate(Rate::Bytes(4096))
+    .also(&["tcp-bw-1m"]),
     dp(
         "scan-rand-64k",
-        "scan 256M rand, 64k unit",
+        "rand 4k reads, 64k, pf 8",
         "as scan-rand, segment created with DIPC_PAGE_SIZE=65536",
         FAULT_FLOOR,
         2,
@@ -430,17 +477,14 @@ pub const SCENARIOS: &[Scenario] = &[
     )
     .rate(Rate::Bytes(4096))
     .also(&["tcp-bw-1m"]),
-    dp("scan-seq-seg", "scan 16M seq, segment",
-        "sequential read of a whole remote 16 MiB segment in segment mode (DIPC_SHM_MODE=segment: one unit), per scan",
-        &[], 2, [5, 20, 100], crate::shm2::scan_seq_segment).rate(Rate::Bytes(16 << 20)).also(&["tcp-bw-1m"]),
-    dp("quantum-0", "counter 2 nodes, q 0",
-        "an atomic increment by agents on 2 nodes at once, units held for no quantum (DIPC_QUANTUM_KEYS)",
+    dp("quantum-0", "2 writers, 20us work, q 0",
+        "an atomic increment of one counter followed by 20 us of other work (a sleep), by agents on 2 nodes at once (home on a 3rd); segment created with DIPC_QUANTUM_US=0",
         FAULT_FLOOR, 3, QUANTUM, crate::shm2::quantum_0).rate(Rate::Ops(2)),
-    dp("quantum-100us", "counter 2 nodes, q 100us", "as quantum-0, units held 100 us",
+    dp("quantum-100us", "2 writers, 20us work, q 100us", "as quantum-0 with DIPC_QUANTUM_US=100",
         FAULT_FLOOR, 3, QUANTUM, crate::shm2::quantum_100us).rate(Rate::Ops(2)),
-    dp("quantum-1ms", "counter 2 nodes, q 1ms", "as quantum-0, units held 1 ms",
+    dp("quantum-1ms", "2 writers, 20us work, q 1ms", "as quantum-0 with DIPC_QUANTUM_US=1000",
         FAULT_FLOOR, 3, QUANTUM, crate::shm2::quantum_1ms).rate(Rate::Ops(2)),
-    dp("quantum-10ms", "counter 2 nodes, q 10ms", "as quantum-0, units held 10 ms",
+    dp("quantum-10ms", "2 writers, 20us work, q 10ms", "as quantum-0 with DIPC_QUANTUM_US=10000",
         FAULT_FLOOR, 3, QUANTUM, crate::shm2::quantum_10ms).rate(Rate::Ops(2)),
     dp(
         "msg-rtt-8",
@@ -558,6 +602,36 @@ pub const SCENARIOS: &[Scenario] = &[
         [500, 500, 5_000],
         crate::shm2::hot_read_4,
     ),
+    dp(
+        "hot-read-ns-1",
+        "hot page, 1 reader, netns",
+        "as hot-read-1, every node in a network namespace of its own (veth pairs on a bridge; needs root)",
+        FAULT_FLOOR,
+        2,
+        [500, 500, 5_000],
+        crate::shm2::hot_read_1,
+    )
+    .in_netns(),
+    dp(
+        "hot-read-ns-2",
+        "hot page, 2 readers, netns",
+        "as hot-read-2 in network namespaces",
+        FAULT_FLOOR,
+        3,
+        [500, 500, 5_000],
+        crate::shm2::hot_read_2,
+    )
+    .in_netns(),
+    dp(
+        "hot-read-ns-4",
+        "hot page, 4 readers, netns",
+        "as hot-read-4 in network namespaces",
+        FAULT_FLOOR,
+        5,
+        [500, 500, 5_000],
+        crate::shm2::hot_read_4,
+    )
+    .in_netns(),
     dp(
         "counter-1",
         "atomic counter, 1 node",

@@ -13,11 +13,19 @@
 //!   nodes read each page, then the writer writes it: an upgrade that
 //!   invalidates k copies.
 //! * scans of a 256 MiB segment ([`scan_seq`], [`scan_rand`] and their
-//!   `_64k` forms, whose segment is created with `DIPC_PAGE_SIZE=65536`):
-//!   node 1 writes the pages to be read, node 2 reads them in order or in
-//!   a seeded random order; one sample per 4 KiB page read, so the mean
-//!   gives the bandwidth and the distribution shows the unit (one fault
-//!   per 16 pages with 64 KiB units).
+//!   forms without prefetch (`_nopf`), with a larger window (`_pf64`) and
+//!   with 64 KiB units (`_64k`); each segment is created with explicit
+//!   `DIPC_PAGE_SIZE` and `DIPC_PREFETCH`, so the rows compare in one
+//!   run): node 1 writes the pages to be read, node 2 reads them in order
+//!   or in a seeded random order; one sample per 4 KiB page read, so the
+//!   mean gives the bandwidth and the distribution shows the unit (one
+//!   fault per 16 pages with 64 KiB units) and the prefetch (most reads
+//!   local).
+//! * segment mode ([`scan_seq_segment`]): whole scans of a 16 MiB segment
+//!   (the largest segment mode moves), one sample per scan.
+//! * ownership ping-pong with a hold-time quantum ([`quantum_0`] ...):
+//!   two writers on one page, each write followed by some local work;
+//!   the segment is created with `DIPC_QUANTUM_US`.
 //! * hot page ([`hot_read_1`] ...): node 1 rewrites one page each round,
 //!   then k nodes read it at once.
 //! * atomic counter ([`counter_1`] ...): k agents on nodes 2..=k+1
@@ -60,16 +68,6 @@ impl Group {
         env: &[(&str, &str)],
     ) -> Result<Group, Error> {
         let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
-        Group::open_key(cluster, nodes, pages, env, key)
-    }
-
-    fn open_key(
-        cluster: &Cluster,
-        nodes: &[usize],
-        pages: u64,
-        env: &[(&str, &str)],
-        key: u32,
-    ) -> Result<Group, Error> {
         cluster.check_alive()?;
         let size = pages.max(1) * dipc_shmem::page_size();
         let mut agents = Vec::with_capacity(nodes.len());
@@ -174,15 +172,21 @@ pub fn write_inval_4(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<
 }
 
 /// Node 2 reads `total` pages of a 256 MiB segment written by node 1, in
-/// order or in a random order; `unit` is the segment's coherence unit.
+/// order or in a random order; the segment's coherence unit is `unit`
+/// bytes and its prefetch window at most `prefetch` units (0: off).
 fn scan(
     c: &Cluster,
     random: bool,
-    unit: Option<&str>,
+    unit: u32,
+    prefetch: u32,
     total: usize,
     pb: &ProgressBar,
 ) -> Result<Vec<u64>, Error> {
-    let env: Vec<(&str, &str)> = unit.map(|u| ("DIPC_PAGE_SIZE", u)).into_iter().collect();
+    let (unit, prefetch) = (unit.to_string(), prefetch.to_string());
+    let env = [
+        ("DIPC_PAGE_SIZE", unit.as_str()),
+        ("DIPC_PREFETCH", prefetch.as_str()),
+    ];
     scan_in(c, random, &env, SCAN_PAGES, total, pb)
 }
 
@@ -217,21 +221,33 @@ fn scan_in(
     Ok(out)
 }
 
-/// Sequential scan, 4 KiB unit.
+/// Sequential scan, 4 KiB unit, prefetch window up to 8 (the default).
 pub fn scan_seq(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
-    scan(c, false, None, total, pb)
+    scan(c, false, 4096, 8, total, pb)
 }
-/// Random 4 KiB reads, 4 KiB unit.
+/// Sequential scan, 4 KiB unit, no prefetch.
+pub fn scan_seq_nopf(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    scan(c, false, 4096, 0, total, pb)
+}
+/// Sequential scan, 4 KiB unit, prefetch window up to 64.
+pub fn scan_seq_pf64(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    scan(c, false, 4096, 64, total, pb)
+}
+/// Random 4 KiB reads, 4 KiB unit, prefetch window up to 8.
 pub fn scan_rand(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
-    scan(c, true, None, total, pb)
+    scan(c, true, 4096, 8, total, pb)
 }
-/// Sequential scan, 64 KiB unit.
+/// Random 4 KiB reads, 4 KiB unit, no prefetch.
+pub fn scan_rand_nopf(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    scan(c, true, 4096, 0, total, pb)
+}
+/// Sequential scan, 64 KiB unit (prefetch up to 8 units).
 pub fn scan_seq_64k(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
-    scan(c, false, Some("65536"), total, pb)
+    scan(c, false, 65536, 8, total, pb)
 }
-/// Random 4 KiB reads, 64 KiB unit.
+/// Random 4 KiB reads, 64 KiB unit (prefetch up to 8 units).
 pub fn scan_rand_64k(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
-    scan(c, true, Some("65536"), total, pb)
+    scan(c, true, 65536, 8, total, pb)
 }
 
 /// Pages of the segment-mode scan: 16 MiB, the most a segment-mode
@@ -254,37 +270,25 @@ pub fn scan_seq_segment(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<V
     Ok(out)
 }
 
-/// The segments of the quantum rows: fixed keys and their hold-time
-/// quantum in microseconds, which the nodes learn from
-/// `DIPC_QUANTUM_KEYS` ([`quantum_keys_env`]).
-pub const QUANTUM_KEYS: [(u32, u64); 4] = [
-    (0x0D1B_F000, 0),
-    (0x0D1B_F001, 100),
-    (0x0D1B_F002, 1_000),
-    (0x0D1B_F003, 10_000),
-];
+/// Work after each write of the quantum rows (a sleep: I/O, or work on
+/// another core): the writers do several writes per turn with something
+/// else between them, the pattern a hold-time quantum is for (without
+/// one, the other writer takes the page away during the work, so nearly
+/// every write is a handoff).
+pub const QUANTUM_WORK_NS: u64 = 20_000;
 
-/// The `DIPC_QUANTUM_KEYS` value naming [`QUANTUM_KEYS`].
-pub fn quantum_keys_env() -> String {
-    QUANTUM_KEYS
-        .iter()
-        .map(|(k, us)| format!("{k:#x}={us}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// Two agents (nodes 2 and 3) increment one counter at once in the
-/// segment of `QUANTUM_KEYS[i]`, whose units are held for that quantum.
-fn quantum(c: &Cluster, i: usize, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
-    let want = quantum_keys_env();
-    if std::env::var("DIPC_QUANTUM_KEYS").ok().as_deref() != Some(want.as_str()) {
-        return Err(Error::Unavailable {
-            what: format!(
-                "the embedded nodes read DIPC_QUANTUM_KEYS once; run with DIPC_QUANTUM_KEYS={want}"
-            ),
-        });
-    }
-    counter_key(c, 2, Some(QUANTUM_KEYS[i].0), total, pb)
+/// Two agents (nodes 2 and 3) each increment one counter and then work
+/// [`QUANTUM_WORK_NS`], at once, in a segment created with
+/// `DIPC_QUANTUM_US=quantum_us`; one sample per write and its work.
+fn quantum(
+    c: &Cluster,
+    quantum_us: u64,
+    total: usize,
+    pb: &ProgressBar,
+) -> Result<Vec<u64>, Error> {
+    let us = quantum_us.to_string();
+    let env = [("DIPC_QUANTUM_US", us.as_str())];
+    counter_in(c, 2, &env, QUANTUM_WORK_NS, total, pb)
 }
 
 /// Counter ping-pong, quantum 0.
@@ -293,15 +297,15 @@ pub fn quantum_0(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>
 }
 /// Counter ping-pong, quantum 100 us.
 pub fn quantum_100us(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
-    quantum(c, 1, total, pb)
+    quantum(c, 100, total, pb)
 }
 /// Counter ping-pong, quantum 1 ms.
 pub fn quantum_1ms(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
-    quantum(c, 2, total, pb)
+    quantum(c, 1_000, total, pb)
 }
 /// Counter ping-pong, quantum 10 ms.
 pub fn quantum_10ms(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
-    quantum(c, 3, total, pb)
+    quantum(c, 10_000, total, pb)
 }
 
 /// One hot page rewritten by node 1, read by `k` nodes at once each round.
@@ -340,20 +344,21 @@ pub fn hot_read_4(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64
 
 /// `k` agents on nodes 2..=k+1 increment one counter at once.
 fn counter(c: &Cluster, k: usize, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
-    counter_key(c, k, None, total, pb)
+    counter_in(c, k, &[], 0, total, pb)
 }
 
-/// [`counter`] in the segment of `key` (a fresh key when `None`).
-fn counter_key(
+/// [`counter`] in a segment created with `env`, each increment followed
+/// by `work_ns` of local work.
+fn counter_in(
     c: &Cluster,
     k: usize,
-    key: Option<u32>,
+    env: &[(&str, &str)],
+    work_ns: u64,
     total: usize,
     pb: &ProgressBar,
 ) -> Result<Vec<u64>, Error> {
     let nodes: Vec<usize> = (1..=k + 1).collect();
-    let key = key.unwrap_or_else(|| NEXT_KEY.fetch_add(1, Ordering::Relaxed));
-    let mut g = Group::open_key(c, &nodes, 1, &[], key)?;
+    let mut g = Group::open(c, &nodes, 1, env)?;
     let counts: Vec<usize> = (0..k)
         .map(|i| total / k + usize::from(i < total % k))
         .collect();
@@ -362,7 +367,7 @@ fn counter_key(
     let start = crate::agent::unix_ns() + 50_000_000;
     let cmds: Vec<String> = counts
         .iter()
-        .map(|n| format!("tinc 0 {n} {start}"))
+        .map(|n| format!("tinc 0 {n} {start} {work_ns}"))
         .collect();
     for (i, cmd) in cmds.iter().enumerate() {
         g.agents[i + 1].send(cmd)?;

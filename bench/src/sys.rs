@@ -311,16 +311,17 @@ pub fn threads() -> Option<usize> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// Set `key=value` in this process's environment when it runs one thread
-/// only (the embedded nodes read some settings from the environment);
-/// false, leaving it unchanged, otherwise.
-pub fn set_env_if_single_threaded(key: &str, value: &str) -> bool {
-    if threads() != Some(1) {
-        return false;
+/// Move the calling thread into the network namespace `ns` (an open
+/// `/run/netns/NAME`): sockets it (and threads it starts) creates from
+/// then on live there. Other threads are unaffected.
+pub fn enter_netns(ns: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setns takes a file descriptor we own (open for the duration
+    // of the call) and a flag; it changes only this thread's namespace.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
-    // SAFETY: this process has a single thread (checked just above, and
-    // only this thread could start another), so no other thread reads or
-    // writes the environment concurrently.
-    unsafe { std::env::set_var(key, value) };
-    true
 }

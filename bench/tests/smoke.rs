@@ -160,6 +160,50 @@ fn dipc_scenarios_run_end_to_end() {
     assert!(r.table().contains("target: remote-read p50 = "));
 }
 
+/// The transfer-mode rows end to end with tiny counts: a per-segment
+/// quantum with two writers, scans with and without prefetch, segment
+/// mode, and a hot page on nodes in network namespaces (measured as root,
+/// else skipped with that reason, never a number).
+#[test]
+fn transfer_mode_rows_run_end_to_end() {
+    let mut o = options(&[
+        "quantum-1ms",
+        "scan-seq-nopf",
+        "scan-rand",
+        "scan-seq-seg",
+        "hot-read-ns-2",
+    ]);
+    o.agent = Some(AgentCommand {
+        program: PathBuf::from(env!("CARGO_BIN_EXE_dipc-bench-agent")),
+        args: Vec::new(),
+    });
+    let logs = dipc_bench::logs::LogBuffer::new(2000);
+    logs.install("info");
+    o.logs = Some(logs);
+    let r = dipc_bench::run(&o).expect("run");
+    let ns = r.result("hot-read-ns-2").expect("netns row");
+    let root = nix::unistd::geteuid().is_root();
+    let mut measured = r.clone();
+    if !root {
+        match &ns.outcome {
+            Outcome::Skipped { reason } => assert!(reason.contains("root"), "{reason}"),
+            other => panic!("hot-read-ns-2 without root: {other:?}"),
+        }
+        measured.results.retain(|x| x.name != "hot-read-ns-2");
+    }
+    assert_all_measured(&measured);
+    let rate = |n: &str| r.result(n).and_then(|x| x.rate.clone()).map(|v| v.unit);
+    assert_eq!(rate("quantum-1ms"), Some("ops/s"));
+    assert_eq!(rate("scan-seq-nopf"), Some("MB/s"));
+    assert_eq!(rate("scan-seq-seg"), Some("MB/s"));
+    if root {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = dipc_bench::plot::write(&r, dir.path()).expect("plots");
+        let svg = std::fs::read_to_string(files.last().expect("scaling.svg")).expect("read");
+        assert!(svg.contains("network namespaces"), "no netns curve");
+    }
+}
+
 /// The rows beyond the page faults, end to end with tiny counts: kernel
 /// floors through local agent processes, queues, semaphores and barriers
 /// on dipc, three and five nodes, concurrent agents, a 64 KiB unit.
