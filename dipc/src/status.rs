@@ -89,10 +89,15 @@ pub fn render(s: &ClusterStatus) -> String {
                 Params::Msg { qbytes } => format!("qbytes {qbytes}"),
                 Params::Sem { nsems } => format!("{nsems} sems"),
             };
-            let state = match (o.available, r.removed) {
-                (_, true) => "removed, attached",
-                (true, false) => "ok",
-                (false, false) => "UNAVAILABLE (home down)",
+            let lost = s.lost.iter().find(|l| l.id == r.id);
+            let state = match (o.available, r.removed, lost) {
+                (_, true, _) => "removed, attached".to_string(),
+                (true, false, None) => "ok".to_string(),
+                (false, false, None) => "UNAVAILABLE (home down)".to_string(),
+                (_, false, Some(l)) if l.home_down => {
+                    format!("LOST {} pages (home down)", l.count)
+                }
+                (_, false, Some(l)) => format!("LOST {} pages", l.count),
             };
             let _ = writeln!(
                 out,
@@ -113,5 +118,41 @@ pub fn render(s: &ClusterStatus) -> String {
             );
         }
     }
+    if !s.lost.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nLost pages (their only copy was at a failed node; an access gets SIGBUS):"
+        );
+        for l in &s.lost {
+            let key = s
+                .objects
+                .iter()
+                .find(|o| o.record.id == l.id)
+                .map_or(0, |o| o.record.key);
+            let _ = writeln!(
+                out,
+                "shm {:<#10x} {:<10} {} pages: {}",
+                key,
+                l.id,
+                l.count,
+                page_ranges(&l.ranges)
+            );
+        }
+    }
     out
+}
+
+/// `0-3,7,9-10`.
+pub fn page_ranges(ranges: &[(u64, u64)]) -> String {
+    ranges
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }

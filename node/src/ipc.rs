@@ -887,7 +887,14 @@ async fn operation(
         Ok((r, _)) => r,
         Err(e) => {
             warn!(home = rec.home, "operation on {id} failed: {e}");
-            PeerResp::Err(errno::EIO)
+            // The link to the home broke. If the referee declares the home
+            // down (within one call timeout), the object died with it.
+            let bound = node.config().call_timeout;
+            if node.wait_member_down(rec.home, bound).await {
+                PeerResp::Err(errno::EIDRM)
+            } else {
+                PeerResp::Err(errno::EIO)
+            }
         }
     }
 }

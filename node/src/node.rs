@@ -199,15 +199,42 @@ impl Node {
 
     pub(crate) fn member_up(&self, m: Member) {
         info!(node = m.node, name = %m.name, "member up");
-        self.state().members.insert(m.node, m);
+        let mut st = self.state();
+        st.engine.node_up(m.node);
+        st.members.insert(m.node, m);
     }
 
-    pub(crate) fn member_down(&self, node: NodeId) {
+    /// The referee declared `node` failed: its msg/sem homes are gone
+    /// (`crate::ipc`), and the coherence engine drops it (units only it
+    /// held are lost; see `dipc_dsm::coherence`, "Node failure").
+    pub(crate) fn member_down(self: &Arc<Self>, node: NodeId) {
         info!(node, "member down");
+        if self.node_id() == Some(node) {
+            warn!(
+                "the referee declared this node down: the others no longer track its \
+                 copies; restart it to take part again"
+            );
+        }
         if let Some(m) = self.state().members.get_mut(&node) {
             m.up = false;
         }
+        self.coherence_node_down(node);
         crate::ipc::node_down(self, node);
+    }
+
+    /// Wait (at most `bound`) until the referee declares `node` down;
+    /// false if it did not.
+    pub(crate) async fn wait_member_down(&self, node: NodeId, bound: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            if self.state().members.get(&node).is_some_and(|m| !m.up) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Call the referee, waiting (bounded) for the link if it is down.
@@ -387,6 +414,10 @@ impl Node {
         };
         if Some(rec.home) == self.node_id() {
             return self.serve_home(rec.home, req).await;
+        }
+        if self.state().members.get(&rec.home).is_some_and(|m| !m.up) {
+            // The home failed: the object went with it.
+            return PeerResp::Err(errno::EIDRM);
         }
         let Some(h) = self.peers.handle(self, rec.home).await else {
             return PeerResp::Err(errno::EIDRM);
@@ -572,10 +603,24 @@ impl Node {
             readonly,
             now: now_secs(),
         };
-        match self.home_call(id, attach).await {
-            PeerResp::Ok => {}
-            PeerResp::Err(e) => return (LResp::Err(e), None),
-            _ => return (LResp::Err(errno::EIO), None),
+        // A segment whose home failed is attached here only if this node
+        // holds some of it, with the permissions of its record (no home
+        // keeps the attach count any more).
+        let home_down = {
+            let st = self.state();
+            st.shm.segments.contains_key(&id) && st.engine.is_home_down(id)
+        };
+        if home_down {
+            let want = if readonly { 0o4 } else { 0o6 };
+            if !rec.perm.allows(caller.uid, caller.gid, want) {
+                return (LResp::Err(errno::EACCES), None);
+            }
+        } else {
+            match self.home_call(id, attach).await {
+                PeerResp::Ok => {}
+                PeerResp::Err(e) => return (LResp::Err(e), None),
+                _ => return (LResp::Err(errno::EIO), None),
+            }
         }
         let mut st = self.state();
         #[allow(clippy::map_entry)] // perform() needs the whole state after the insert

@@ -113,7 +113,7 @@ pub async fn run(node: Arc<Node>) -> Result<(), Error> {
 
 /// Apply one referee event to the node.
 impl Node {
-    pub(crate) fn referee_event(&self, ev: Event) {
+    pub(crate) fn referee_event(self: &Arc<Self>, ev: Event) {
         match ev {
             Event::ObjectGone { id, .. } => self.forget_object(id),
             Event::NodeUp(m) => self.member_up(m),

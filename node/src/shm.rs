@@ -327,6 +327,9 @@ pub struct ShmState {
     pub procs: HashMap<u64, Proc>,
     waiters: HashMap<u64, Waiter>,
     next_waiter: u64,
+    /// The lost pages last reported to the referee, per segment (the
+    /// node's record of what it lost with failed nodes).
+    lost_reported: HashMap<ObjectId, Vec<(u64, u64)>>,
 }
 
 impl ShmState {
@@ -472,7 +475,7 @@ impl Node {
                 } => {
                     metrics::ERRORS.inc();
                     warn!(seg, unit, "an access cannot be served: {error}");
-                    if let Some(conn) = fail(&mut st.shm, waiter) {
+                    if let Some(conn) = fail(&mut st.shm, waiter, &error) {
                         self.disconnect(conn);
                     }
                 }
@@ -521,9 +524,76 @@ impl Node {
 
     /// A coherence message from a peer.
     pub(crate) fn coherence_message(self: &Arc<Self>, from: NodeId, msg: CohMsg, payload: Bytes) {
+        // A home settling a transaction with a failed node may lose a unit.
+        let settles = matches!(msg, CohMsg::Stuck { .. });
         let mut st = self.lock();
         let actions = st.engine.receive(from, msg);
         self.perform(&mut st, actions, &payload);
+        drop(st);
+        if settles {
+            self.report_lost();
+        }
+    }
+
+    /// Node `dead` failed: the coherence engine drops it (the accesses
+    /// that needed it fail, see [`fail`]) and the lost pages are reported.
+    pub(crate) fn coherence_node_down(self: &Arc<Self>, dead: NodeId) {
+        {
+            let mut st = self.lock();
+            let actions = st.engine.node_down(dead);
+            self.perform(&mut st, actions, &Bytes::new());
+        }
+        self.report_lost();
+    }
+
+    /// Tell the referee (for `dipc status`) the pages this node knows lost,
+    /// for each segment whose list changed since the last report: the
+    /// segments it is home of, and those whose home failed.
+    pub(crate) fn report_lost(self: &Arc<Self>) {
+        let mut reports = Vec::new();
+        {
+            let mut st = self.lock();
+            let me = self.node_id();
+            let st = &mut *st;
+            for (&id, seg) in &st.shm.segments {
+                if st.engine.home(id) != me && !st.engine.is_home_down(id) {
+                    continue;
+                }
+                let pages = lost_page_ranges(seg, &st.engine.lost_units(id));
+                let known = st.shm.lost_reported.get(&id);
+                let changed = match known {
+                    Some(k) => *k != pages,
+                    // A home down is reported even with nothing lost here:
+                    // the referee intersects the survivors' reports.
+                    None => !pages.is_empty() || st.engine.is_home_down(id),
+                };
+                if changed {
+                    reports.push((id, pages));
+                }
+            }
+            for (id, pages) in &reports {
+                st.shm.lost_reported.insert(*id, pages.clone());
+            }
+        }
+        if reports.is_empty() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let node = Arc::clone(self);
+        rt.spawn(async move {
+            for (id, pages) in reports {
+                warn!(seg = id, "lost pages of the segment: {pages:?}");
+                let req = dipc_wire::referee::Request::ReportLost { id, pages };
+                if let Err(e) = node.referee_call(&req).await {
+                    warn!(
+                        seg = id,
+                        "cannot report lost pages to the referee: errno {e}"
+                    );
+                }
+            }
+        });
     }
 
     /// Serve the userfaultfd of local connection `conn` until it closes.
@@ -711,13 +781,56 @@ fn write_protect_unit(shm: &mut ShmState, seg: ObjectId, unit: u32) {
     }
 }
 
+/// The pages of `units` (ascending) of a segment, as inclusive ranges.
+fn lost_page_ranges(seg: &Segment, units: &[u32]) -> Vec<(u64, u64)> {
+    let per_unit = (seg.unit / 4096).max(1);
+    let last = seg.size().div_ceil(4096).saturating_sub(1);
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &u in units {
+        let first = u64::from(u) * per_unit;
+        if first > last {
+            break;
+        }
+        let end = (first + per_unit - 1).min(last);
+        match out.last_mut() {
+            Some(r) if r.1 + 1 == first => r.1 = end,
+            _ => out.push((first, end)),
+        }
+    }
+    out
+}
+
 /// A blocked access that cannot be served. Waking it would only make it
-/// fault again, so the caller closes the process's local connection
-/// instead: libsysv then maps an empty memfd over its attachments and the
-/// access gets `SIGBUS`, never zeros and never a hang. Returns the
-/// connection to close.
-fn fail(shm: &mut ShmState, waiter: u64) -> Option<u64> {
-    shm.waiters.remove(&waiter).map(|w| w.conn)
+/// fault again. For a unit lost with a failed node, or one whose home
+/// failed, the process's pages of the unit are poisoned
+/// (`UFFDIO_POISON`): this access and every later one to them get
+/// `SIGBUS`, and the rest of the process goes on. Otherwise, or when the
+/// pages cannot be poisoned (a write to a page mapped read-only, a kernel
+/// before 6.6), the caller closes the process's local connection: libsysv
+/// then maps an empty memfd over its attachments and the access gets
+/// `SIGBUS`, never zeros and never a hang. Returns the connection to close.
+fn fail(shm: &mut ShmState, waiter: u64, error: &dipc_dsm::Error) -> Option<u64> {
+    let w = shm.waiters.remove(&waiter)?;
+    let lost = matches!(
+        error,
+        dipc_dsm::Error::NoCopy { .. } | dipc_dsm::Error::HomeDown { .. }
+    );
+    // A write to a page mapped read-only cannot be poisoned (the page is
+    // there); a missing page may still carry the write-protect marker of
+    // its last mapping (left when its hole was punched), which poisoning
+    // refuses to overwrite: clear it first (no page: nothing becomes
+    // writable).
+    if lost && !w.wp_fault {
+        let poisoned = w.uffd.poison(w.addr, w.len).or_else(|_| {
+            w.uffd.write_protect(w.addr, w.len, false, false)?;
+            w.uffd.poison(w.addr, w.len)
+        });
+        match poisoned {
+            Ok(()) => return None,
+            Err(e) => debug!(waiter, "cannot poison the pages of a lost unit: {e}"),
+        }
+    }
+    Some(w.conn)
 }
 
 /// Let a blocked access proceed.

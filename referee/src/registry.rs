@@ -31,7 +31,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use dipc_wire::errno::{EACCES, EEXIST, EINVAL, ENOENT, ENOSPC, ENOTCONN, EPERM};
-use dipc_wire::referee::{Caller, ClusterStatus, Event, Member, ObjectStatus, Request, Response};
+use dipc_wire::referee::{
+    Caller, ClusterStatus, Event, LostPages, Member, ObjectStatus, Request, Response,
+};
 use dipc_wire::{
     DIPC_ID_BIT, IPC_CREAT, IPC_EXCL, IPC_PRIVATE, Key, Kind, NodeId, ObjectId, ObjectRecord,
     Params, Perm,
@@ -173,6 +175,27 @@ pub struct Registry {
     names: BTreeMap<NodeId, String>,
     /// Nodes that joined since the registry started.
     live: BTreeMap<NodeId, Live>,
+    /// Lost pages reported by nodes (`ReportLost`), per segment and node;
+    /// not persisted (they describe the running cluster).
+    lost: BTreeMap<ObjectId, BTreeMap<NodeId, Vec<(u64, u64)>>>,
+}
+
+/// The pages in both lists of inclusive, ascending, disjoint ranges.
+fn intersect(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while let (Some(&(a0, a1)), Some(&(b0, b1))) = (a.get(i), b.get(j)) {
+        let (lo, hi) = (a0.max(b0), a1.min(b1));
+        if lo <= hi {
+            out.push((lo, hi));
+        }
+        if a1 < b1 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
 }
 
 /// The `Err` response.
@@ -243,6 +266,7 @@ impl Registry {
             counts: HashMap::new(),
             names: BTreeMap::new(),
             live: BTreeMap::new(),
+            lost: BTreeMap::new(),
         };
         for entry in reg.state.nodes.values() {
             reg.names.insert(entry.id, entry.name.clone());
@@ -444,6 +468,10 @@ impl Registry {
             Request::Destroyed { id } => self.destroyed(id),
             Request::SetPerm { id, perm } => self.set_perm(id, perm),
             Request::Status => reply(Response::Status(self.status(now_ms))),
+            Request::ReportLost { id, pages } => match node {
+                Some(n) => self.report_lost(n, id, pages),
+                None => err(EPERM, "a client cannot report lost pages"),
+            },
         };
         out.response = result.response;
         out.events.extend(result.events);
@@ -477,11 +505,59 @@ impl Registry {
                     available: self.is_up(rec.home),
                 })
                 .collect(),
+            lost: self
+                .state
+                .objects
+                .values()
+                .filter_map(|rec| self.lost_pages(rec))
+                .collect(),
         }
     }
 
     /// Every node ever joined, by id. `last_seen_ms` is `u64::MAX` for a
     /// node not heard from since the registry started.
+    /// A node's report of the lost pages of a segment.
+    fn report_lost(&mut self, node: NodeId, id: ObjectId, pages: Vec<(u64, u64)>) -> Outcome {
+        match self.state.objects.get(&id) {
+            Some(rec) if rec.kind == Kind::Shm => {
+                self.lost.entry(id).or_default().insert(node, pages);
+                reply(Response::Ok)
+            }
+            _ => err(EINVAL, format!("no segment with id {id}")),
+        }
+    }
+
+    /// The lost pages of a segment: its live home's report; once its home
+    /// is down, the pages no surviving reporter holds (every page if none
+    /// reported: no survivor holds any).
+    fn lost_pages(&self, rec: &ObjectRecord) -> Option<LostPages> {
+        let Params::Shm { size, .. } = rec.params else {
+            return None;
+        };
+        let reports = self.lost.get(&rec.id);
+        let home_down = !self.is_up(rec.home);
+        let ranges = if home_down {
+            let mut all = vec![(0, size.div_ceil(4096).saturating_sub(1))];
+            for (_, r) in reports
+                .into_iter()
+                .flatten()
+                .filter(|(n, _)| **n != rec.home && self.is_up(**n))
+            {
+                all = intersect(&all, r);
+            }
+            all
+        } else {
+            reports?.get(&rec.home)?.clone()
+        };
+        let count = ranges.iter().map(|&(a, b)| b - a + 1).sum();
+        (count > 0).then_some(LostPages {
+            id: rec.id,
+            count,
+            ranges,
+            home_down,
+        })
+    }
+
     fn members(&self, now_ms: u64) -> Vec<Member> {
         self.names
             .keys()
@@ -664,6 +740,7 @@ impl Registry {
     }
 
     fn destroyed(&mut self, id: ObjectId) -> Outcome {
+        self.lost.remove(&id);
         match self.state.objects.get(&id) {
             // Already gone: the home may repeat itself after a reconnect.
             None => reply(Response::Ok),

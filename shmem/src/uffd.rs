@@ -38,6 +38,7 @@ const UFFDIO_WAKE: u64 = ioc(IOC_READ, 0x02, size_of::<UffdioRange>());
 const UFFDIO_COPY: u64 = ioc(IOWR, 0x03, size_of::<UffdioCopy>());
 const UFFDIO_WRITEPROTECT: u64 = ioc(IOWR, 0x06, size_of::<UffdioWriteprotect>());
 const UFFDIO_CONTINUE: u64 = ioc(IOWR, 0x07, size_of::<UffdioContinue>());
+const UFFDIO_POISON: u64 = ioc(IOWR, 0x08, size_of::<UffdioPoison>());
 /// `USERFAULTFD_IOC_NEW` on `/dev/userfaultfd` (`_IO(0xAA, 0x00)`).
 const USERFAULTFD_IOC_NEW: u64 = 0xAA00;
 
@@ -50,6 +51,7 @@ const FEATURE_MISSING_SHMEM: u64 = 1 << 5;
 const FEATURE_MINOR_SHMEM: u64 = 1 << 10;
 const FEATURE_WP_HUGETLBFS_SHMEM: u64 = 1 << 12;
 const FEATURE_WP_UNPOPULATED: u64 = 1 << 13;
+const FEATURE_POISON: u64 = 1 << 14;
 
 const REGISTER_MODE_MISSING: u64 = 1 << 0;
 const REGISTER_MODE_WP: u64 = 1 << 1;
@@ -118,6 +120,14 @@ struct UffdioContinue {
     range: UffdioRange,
     mode: u64,
     mapped: i64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct UffdioPoison {
+    range: UffdioRange,
+    mode: u64,
+    updated: i64,
 }
 
 /// Issue a userfaultfd ioctl whose argument is the `#[repr(C)]` structure
@@ -214,8 +224,11 @@ pub fn create_uffd() -> Result<OwnedFd, Error> {
             offered,
         });
     }
-    let wanted =
-        required | FEATURE_WP_HUGETLBFS_SHMEM | FEATURE_PAGEFAULT_FLAG_WP | FEATURE_WP_UNPOPULATED;
+    let wanted = required
+        | FEATURE_WP_HUGETLBFS_SHMEM
+        | FEATURE_PAGEFAULT_FLAG_WP
+        | FEATURE_WP_UNPOPULATED
+        | FEATURE_POISON;
     let fd = new_uffd_fd(libc::O_CLOEXEC | libc::O_NONBLOCK)?;
     let mut api = UffdioApi {
         api: UFFD_API,
@@ -500,6 +513,39 @@ impl Uffd {
         }
     }
 
+    /// Poison the unmapped pages of `[addr, addr + len)` (page aligned):
+    /// every access to them, including the faults waiting there (woken
+    /// now), gets `SIGBUS`, until the range is unmapped (Linux 6.6+,
+    /// `UFFDIO_POISON`). Fails with `EEXIST` if a page is mapped, and on
+    /// older kernels.
+    pub fn poison(&self, addr: u64, len: u64) -> Result<(), Error> {
+        let mut done = 0u64;
+        while done < len {
+            let mut p = UffdioPoison {
+                range: UffdioRange {
+                    start: addr + done,
+                    len: len - done,
+                },
+                mode: 0,
+                updated: 0,
+            };
+            match ioctl(self.as_fd(), UFFDIO_POISON, &mut p) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    if p.updated > 0 {
+                        done += p.updated as u64;
+                        continue;
+                    }
+                    match e.raw_os_error() {
+                        Some(libc::EAGAIN) | Some(libc::EINTR) => std::thread::yield_now(),
+                        _ => return Err(Self::uffd_err("UFFDIO_POISON", addr, len, e)),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Wake the threads waiting on a fault in `[addr, addr + len)` (after
     /// the page was installed some other way, e.g. through the daemon's
     /// own view for a missing fault).
@@ -523,6 +569,7 @@ mod tests {
         assert_eq!(UFFDIO_COPY, 0xC028_AA03);
         assert_eq!(UFFDIO_WRITEPROTECT, 0xC018_AA06);
         assert_eq!(UFFDIO_CONTINUE, 0xC020_AA07);
+        assert_eq!(UFFDIO_POISON, 0xC020_AA08);
     }
 
     #[test]

@@ -60,6 +60,15 @@ pub enum Request {
     SetPerm { id: ObjectId, perm: Perm },
     /// Cluster status (members and objects).
     Status,
+    /// The pages of segment `id` this node knows lost with a failed node
+    /// (ranges of page numbers, inclusive, ascending); it replaces the
+    /// node's previous report. A segment's home reports the pages no live
+    /// node holds; after the home failed, every survivor that knew the
+    /// segment reports the pages it does not hold.
+    ReportLost {
+        id: ObjectId,
+        pages: Vec<(u64, u64)>,
+    },
 }
 
 /// An answer of the referee.
@@ -110,6 +119,21 @@ pub struct ClusterStatus {
     pub cluster: String,
     pub members: Vec<Member>,
     pub objects: Vec<ObjectStatus>,
+    /// Segments with lost pages, by id.
+    pub lost: Vec<LostPages>,
+}
+
+/// The pages of a segment lost with a failed node: their only valid copy
+/// was there, and an access to one gets `SIGBUS`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct LostPages {
+    pub id: ObjectId,
+    /// How many pages are lost.
+    pub count: u64,
+    /// The lost pages (page numbers, inclusive ranges, ascending).
+    pub ranges: Vec<(u64, u64)>,
+    /// The segment's home failed: the pages no survivor holds are lost.
+    pub home_down: bool,
 }
 
 /// An object and whether its home is reachable.

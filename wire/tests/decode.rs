@@ -91,9 +91,21 @@ prop_compose! {
 prop_compose! {
     fn cluster_status()(cluster in text(),
                         members in prop::collection::vec(member(), 0..3),
-                        objects in prop::collection::vec(object_status(), 0..3))
+                        objects in prop::collection::vec(object_status(), 0..3),
+                        lost in prop::collection::vec(
+                            (any::<i32>(), prop::collection::vec((any::<u64>(), any::<u64>()), 0..3),
+                             any::<bool>()), 0..2))
                         -> referee::ClusterStatus {
-        referee::ClusterStatus { cluster, members, objects }
+        let lost = lost
+            .into_iter()
+            .map(|(id, ranges, home_down)| referee::LostPages {
+                id,
+                count: ranges.len() as u64,
+                ranges,
+                home_down,
+            })
+            .collect();
+        referee::ClusterStatus { cluster, members, objects, lost }
     }
 }
 

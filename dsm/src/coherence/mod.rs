@@ -523,6 +523,13 @@ impl Engine {
         }
     }
 
+    /// Node `node` is a member again (a restarted node, holding nothing):
+    /// its messages are taken again. What was lost with it stays lost, and
+    /// segments whose home it was stay as [`Engine::node_down`] left them.
+    pub fn node_up(&mut self, node: NodeId) {
+        self.dead.remove(&node);
+    }
+
     /// The nodes this engine knows failed.
     pub fn dead_nodes(&self) -> Vec<NodeId> {
         self.dead.iter().copied().collect()

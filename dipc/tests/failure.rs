@@ -1,0 +1,344 @@
+//! Failure behaviour end to end: a node daemon is `SIGKILL`ed while the
+//! other nodes share pages, queues and semaphores with it (issue 7,
+//! "Failure behaviour"; README, "Failure behaviour").
+//!
+//! Three nodes; C programs (`tests/c/failtool.c`, driven line by line)
+//! touch pages, queues and semaphores before and after the kill. What is
+//! checked:
+//!
+//! * a page whose only copy was on the dead node: a process touching it
+//!   gets `SIGBUS` (caught by a handler, and in a second process that dies
+//!   of it), again on every later access, on every surviving node; the
+//!   same process's other pages keep working, with their latest values
+//!   (a copy held locally, a copy fetched from the third node, pages the
+//!   home holds, new writes); `dipc status` and `--json` name the lost
+//!   page;
+//! * a segment homed on the dead node ("reported lost", not re-homed):
+//!   copies held by survivors keep working with the rights they had, every
+//!   other page gets `SIGBUS`, `dipc status` names the pages no survivor
+//!   holds;
+//! * a queue and a semaphore set homed on the dead node: processes blocked
+//!   in `msgrcv`/`semop` on another node get `EIDRM`, and so do later calls.
+//!
+//! Every wait is bounded (a line, an exit, a status poll), so a broken
+//! daemon fails a test with the processes' output and the logs.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, ChildStdin, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use dipc_testkit::{Cluster, Link, Program, compile_c};
+use dipc_wire::referee::LostPages;
+
+const COMMON: &str = include_str!("c/common.h");
+const FAILTOOL: &str = include_str!("c/failtool.c");
+
+/// Bound on one answer line (an access blocked on a dead node is answered
+/// once the referee declares it down: about three seconds here; shorter
+/// would declare live nodes of a loaded test machine down).
+const LINE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on the referee noticing the kill and the nodes reporting.
+const DOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn cluster() -> Cluster {
+    Cluster::builder()
+        .bin(env!("CARGO_BIN_EXE_dipc"))
+        .nodes(3)
+        .heartbeat_ms(300)
+        .down_after_ms(3000)
+        .start()
+        .unwrap_or_else(|e| panic!("cluster did not start: {e:#}"))
+}
+
+fn failtool() -> Program {
+    let src = format!(
+        "#define USE_DIPC 1\n#line 1 \"common.h\"\n{COMMON}\n#line 1 \"failtool.c\"\n{FAILTOOL}"
+    );
+    compile_c(&src, "failtool", Link::Sysv).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// A running `failtool`.
+struct Tool {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Tool {
+    fn start(c: &Cluster, node: usize, prog: &Program) -> Tool {
+        let mut cmd = c.run_on(node, prog);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting failtool on node {node}: {e}"));
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().expect("stdout was piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Tool {
+            name: format!("failtool on node {node}"),
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    fn describe(&mut self) -> String {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+        let state = match self.child.try_wait() {
+            Ok(Some(s)) => format!("exited: {s}"),
+            _ => "running".to_string(),
+        };
+        format!(
+            "{} (pid {}, {state}) said:\n{}",
+            self.name,
+            self.child.id(),
+            self.seen.join("\n")
+        )
+    }
+
+    fn send(&mut self, command: &str) {
+        let sent = self.stdin.as_mut().map(|s| {
+            s.write_all(format!("{command}\n").as_bytes())
+                .and(s.flush())
+        });
+        if !matches!(sent, Some(Ok(()))) {
+            panic!("cannot send {command:?} to {}", self.describe());
+        }
+    }
+
+    fn line(&mut self) -> String {
+        match self.lines.recv_timeout(LINE_TIMEOUT) {
+            Ok(l) => {
+                self.seen.push(l.clone());
+                l
+            }
+            Err(e) => panic!("no line within {LINE_TIMEOUT:?} ({e}): {}", self.describe()),
+        }
+    }
+
+    fn cmd(&mut self, command: &str) -> String {
+        self.send(command);
+        self.line()
+    }
+
+    fn expect(&mut self, command: &str, want: &str) {
+        let got = self.cmd(command);
+        if got != want {
+            panic!(
+                "{command:?} answered {got:?}, expected {want:?}: {}",
+                self.describe()
+            );
+        }
+    }
+
+    fn id(&mut self, command: &str) -> i32 {
+        let line = self.cmd(command);
+        line.strip_prefix("id ")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{command:?} answered {line:?}: {}", self.describe()))
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            if Instant::now() >= deadline {
+                panic!("did not exit within {timeout:?}: {}", self.describe());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Tool {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Wait until `dipc status --json` lists lost pages of segment `id`
+/// satisfying `ok`, and return them.
+fn wait_lost(c: &Cluster, id: i32, ok: impl Fn(&LostPages) -> bool) -> LostPages {
+    let mut found = None;
+    let r = c.wait_until("the lost pages in dipc status", DOWN_TIMEOUT, |c| {
+        found = c.status()?.lost.into_iter().find(|l| l.id == id);
+        Ok(found.as_ref().is_some_and(&ok))
+    });
+    if let Err(e) = r {
+        panic!("{e:#}\nlast seen: {found:?}");
+    }
+    found.unwrap_or_else(|| unreachable!("wait_until returned without a match"))
+}
+
+/// Pages of a segment homed on a survivor: the page only the dead node held
+/// is lost (SIGBUS, everywhere, every time); the others keep their latest
+/// values, whether a copy was local, on the third node, or at the home.
+#[test]
+fn a_page_only_the_dead_node_held_gets_sigbus_and_the_others_keep_working() {
+    let mut c = cluster();
+    let prog = failtool();
+    let key = 0x5d20_f001;
+    // Node 0 is the home and writes every page (100 + page).
+    let mut a = Tool::start(&c, 0, &prog);
+    let id = a.id(&format!("shmget {key} 8 excl"));
+    a.expect(&format!("at {id}"), "attached");
+    for p in 0..8 {
+        a.expect(&format!("write {p} {}", 100 + p), "wrote");
+    }
+    // Node 1 takes page 2 (its only copy then), shares page 3 with the
+    // home and page 4 with node 2 only.
+    let mut b = Tool::start(&c, 1, &prog);
+    b.expect(&format!("shmget {key} 8 open"), &format!("id {id}"));
+    b.expect(&format!("at {id}"), "attached");
+    b.expect("write 2 223", "wrote");
+    b.expect("read 3", "value 103");
+    b.expect("write 4 224", "wrote");
+    let mut t = Tool::start(&c, 2, &prog);
+    t.expect(&format!("shmget {key} 8 open"), &format!("id {id}"));
+    t.expect(&format!("at {id}"), "attached");
+    t.expect("read 4", "value 224");
+
+    c.kill_node(1).expect("kill node 1");
+    drop(b);
+    let lost = wait_lost(&c, id, |l| l.ranges == [(2, 2)]);
+    assert_eq!((lost.count, lost.home_down), (1, false), "{lost:?}");
+
+    // On the home: SIGBUS for the lost page only, every time.
+    a.expect("read 2", "sigbus");
+    a.expect("write 2 1", "sigbus");
+    a.expect("read 2", "sigbus");
+    a.expect("read 3", "value 103");
+    a.expect("read 4", "value 224");
+    a.expect("read 0", "value 100");
+    a.expect("write 5 555", "wrote");
+    a.expect("read 5", "value 555");
+    // On the third node too; its copy of page 4 is still the latest.
+    t.expect("read 2", "sigbus");
+    t.expect("read 4", "value 224");
+    t.expect("read 5", "value 555");
+    t.expect("write 4 444", "wrote");
+    a.expect("read 4", "value 444");
+    a.expect("read 7", "value 107");
+
+    // A process without a handler dies of it.
+    let mut d = Tool::start(&c, 0, &prog);
+    d.expect(&format!("shmget {key} 8 open"), &format!("id {id}"));
+    d.expect(&format!("at {id}"), "attached");
+    d.send("touch 2");
+    let status = d.wait_exit(LINE_TIMEOUT);
+    assert_eq!(
+        status.signal(),
+        Some(nix::libc::SIGBUS),
+        "{status:?}: {}",
+        d.describe()
+    );
+    // The other processes are unaffected.
+    a.expect("read 6", "value 106");
+    t.expect("read 6", "value 106");
+
+    let text = c.status_text().expect("dipc status");
+    assert!(
+        text.contains("LOST 1 pages") && text.contains(&format!("{id} 1 pages: 2")),
+        "dipc status does not name the lost page:\n{text}"
+    );
+}
+
+/// A segment homed on the dead node is reported lost, not re-homed: the
+/// copies survivors hold keep working (a Modified copy stays writable, a
+/// Shared one readable); the rest gets SIGBUS.
+#[test]
+fn a_segment_homed_on_the_dead_node_keeps_the_copies_held_and_loses_the_rest() {
+    let mut c = cluster();
+    let prog = failtool();
+    let key = 0x5d20_f002;
+    let mut b = Tool::start(&c, 1, &prog);
+    let id = b.id(&format!("shmget {key} 4 excl"));
+    b.expect(&format!("at {id}"), "attached");
+    for p in 0..4 {
+        b.expect(&format!("write {p} {}", 10 + p), "wrote");
+    }
+    let mut a = Tool::start(&c, 0, &prog);
+    a.expect(&format!("shmget {key} 4 open"), &format!("id {id}"));
+    a.expect(&format!("at {id}"), "attached");
+    a.expect("read 0", "value 10");
+    a.expect("write 1 99", "wrote");
+
+    c.kill_node(1).expect("kill node 1");
+    drop(b);
+    let lost = wait_lost(&c, id, |l| l.home_down && l.ranges == [(2, 3)]);
+    assert_eq!(lost.count, 2, "{lost:?}");
+
+    a.expect("read 0", "value 10");
+    a.expect("read 1", "value 99");
+    a.expect("write 1 98", "wrote");
+    a.expect("read 1", "value 98");
+    a.expect("read 2", "sigbus");
+    a.expect("read 3", "sigbus");
+    a.expect("read 0", "value 10");
+    // Another process on the same node sees the same.
+    let mut a2 = Tool::start(&c, 0, &prog);
+    a2.expect(&format!("shmget {key} 4 open"), &format!("id {id}"));
+    a2.expect(&format!("at {id}"), "attached");
+    a2.expect("read 1", "value 98");
+    a2.expect("read 3", "sigbus");
+    // A node that never attached it cannot: its home is gone.
+    let mut t = Tool::start(&c, 2, &prog);
+    t.expect(&format!("shmget {key} 4 open"), &format!("id {id}"));
+    t.expect(&format!("at {id}"), "err EIDRM");
+
+    let text = c.status_text().expect("dipc status");
+    assert!(
+        text.contains("LOST 2 pages (home down)") && text.contains(&format!("{id} 2 pages: 2-3")),
+        "dipc status does not name the lost pages:\n{text}"
+    );
+}
+
+/// A queue and a semaphore set homed on the dead node: the processes
+/// blocked on them elsewhere get `EIDRM`, and so does every later call.
+#[test]
+fn waiters_on_a_queue_and_a_semaphore_homed_on_the_dead_node_get_eidrm() {
+    let mut c = cluster();
+    let prog = failtool();
+    let (qkey, skey) = (0x5d20_f003, 0x5d20_f004);
+    let mut b = Tool::start(&c, 1, &prog);
+    let qid = b.id(&format!("msgget {qkey} excl"));
+    let sid = b.id(&format!("semget {skey} excl"));
+    let mut rcv = Tool::start(&c, 0, &prog);
+    rcv.expect(&format!("msgget {qkey} open"), &format!("id {qid}"));
+    rcv.expect(&format!("msgrcv {qid}"), "waiting");
+    let mut sem = Tool::start(&c, 2, &prog);
+    sem.expect(&format!("semget {skey} open"), &format!("id {sid}"));
+    sem.expect(&format!("semwait {sid}"), "waiting");
+    // Both really block: the home answers another caller meanwhile.
+    b.expect(&format!("msgsnd {qid} 5"), "sent");
+    assert_eq!(rcv.line(), "got 5");
+    rcv.expect(&format!("msgrcv {qid}"), "waiting");
+
+    c.kill_node(1).expect("kill node 1");
+    drop(b);
+    assert_eq!(rcv.line(), "err EIDRM", "{}", rcv.describe());
+    assert_eq!(sem.line(), "err EIDRM", "{}", sem.describe());
+    rcv.expect(&format!("msgsnd {qid} 1"), "err EIDRM");
+    rcv.expect(&format!("msgrcv {qid}"), "waiting");
+    assert_eq!(rcv.line(), "err EIDRM", "{}", rcv.describe());
+    sem.expect(&format!("semop {sid} 1"), "err EIDRM");
+}
