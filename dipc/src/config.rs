@@ -22,6 +22,9 @@ use serde::Deserialize;
 /// down_after_ms = 3000
 /// page_size = 4096              # node: default coherence unit
 /// call_timeout_ms = 10000
+/// transport = "auto"            # node: peer links over tcp, rdma or auto
+/// rdma_device = "rxe0"          # node: RDMA device (default auto)
+/// gid_index = 1                 # node: GID table index of the RDMA port
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +40,9 @@ pub struct FileConfig {
     pub down_after_ms: Option<u64>,
     pub page_size: Option<u32>,
     pub call_timeout_ms: Option<u64>,
+    pub transport: Option<String>,
+    pub rdma_device: Option<String>,
+    pub gid_index: Option<u8>,
 }
 
 impl FileConfig {

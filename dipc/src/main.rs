@@ -96,6 +96,16 @@ enum Cmd {
         /// Serve Prometheus metrics on this loopback address (e.g. 127.0.0.1:9101).
         #[arg(long, env = "DIPC_METRICS")]
         metrics: Option<String>,
+        /// Peer links over `tcp`, `rdma` (verbs; fails without a usable device) or
+        /// `auto` (RDMA when a device has an ACTIVE port, else TCP) [default: tcp].
+        #[arg(long, env = "DIPC_TRANSPORT")]
+        transport: Option<String>,
+        /// RDMA device for peer links (`auto` = the first with an ACTIVE port).
+        #[arg(long, env = "DIPC_RDMA_DEVICE")]
+        rdma_device: Option<String>,
+        /// GID table index of the RDMA port (soft-RoCE: 1 = IPv4 RoCEv2) [default: 1].
+        #[arg(long, env = "DIPC_GID_INDEX")]
+        gid_index: Option<u8>,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -257,9 +267,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             page_size,
             call_timeout_ms,
             metrics,
+            transport,
+            rdma_device,
+            gid_index,
             cluster: c,
         } => {
             let c = cluster(&c, &file)?;
+            let rdma = dipc_node::RdmaConfig {
+                device: rdma_device
+                    .or(file.rdma_device.clone())
+                    .unwrap_or_else(|| "auto".into())
+                    .parse()?,
+                gid_index: gid_index.or(file.gid_index).unwrap_or(1),
+                ..Default::default()
+            };
             let metrics = metrics.as_deref().map(metrics::loopback).transpose()?;
             let listen = listen
                 .or_else(|| file.listen.clone())
@@ -275,7 +296,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .unwrap_or_else(|| config::DEFAULT_REFEREE.into()),
                 cluster: c.name,
                 secret: c.secret,
-                transport: "tcp".into(),
+                transport: transport
+                    .or(file.transport.clone())
+                    .unwrap_or_else(|| "tcp".into()),
+                rdma,
                 call_timeout: Duration::from_millis(
                     call_timeout_ms.or(file.call_timeout_ms).unwrap_or(10_000),
                 ),

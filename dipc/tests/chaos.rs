@@ -8,10 +8,18 @@
 //!   cached), a `shmget(IPC_CREAT)` of a new key made during the outage
 //!   waits and succeeds once the referee is back, and nothing is lost
 //!   (every message counted, the mutex-protected counter exact).
+//! * A partition: the referee and node `a` in one network namespace, node
+//!   `b` in another, joined by a veth pair whose link is set down. `b`'s
+//!   calls to the homes on `a` fail within a bound (errors, never a hang),
+//!   a page `b` lacks is `SIGBUS`, `a` keeps working and sees `b` down;
+//!   when the link is up again `b` rejoins and its new operations succeed
+//!   (a page `a` wrote during the cut reads right). Skipped, with a
+//!   message, where network namespaces cannot be created (not root).
 
 mod chaos_model;
 
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
 
 use chaos_model::{
     Worker, check_model, make, parse_report, parse_segment, run_to_end, wall_clock_in,
@@ -138,4 +146,365 @@ fn referee_killed_mid_traffic_data_path_continues_creates_wait_nothing_lost() {
         st.objects.iter().any(|o| o.record.key == 0x0c4a_0004),
         "{st:#?}"
     );
+}
+
+/// A `probe` of `chaos_worker.c`: commands on its stdin, one answer line
+/// each on its stdout.
+struct Probe {
+    what: String,
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Probe {
+    fn start(
+        prog: &dipc_testkit::Program,
+        socket: &std::path::Path,
+        what: &str,
+        args: &[&str],
+    ) -> Probe {
+        let mut child = prog
+            .command()
+            .arg("probe")
+            .args(args)
+            .env("DIPC_SOCKET", socket)
+            .env("DIPC_FALLBACK", "error")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let stdin = child.stdin.take().expect("stdin");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Probe {
+            what: what.to_string(),
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// The next line within `within`; `None` if the program ended first.
+    fn line(&mut self, within: Duration) -> Option<String> {
+        match self.lines.recv_timeout(within) {
+            Ok(l) => Some(l),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+            // A hang: the caller's assertion shows it with the logs.
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                Some(format!("HANG: no answer within {within:?}"))
+            }
+        }
+    }
+
+    /// Send `cmd`; its answer, or `None` if the program died.
+    fn ask(&mut self, cmd: &str, within: Duration) -> Option<String> {
+        if writeln!(self.stdin, "{cmd}").is_err() {
+            return None;
+        }
+        self.line(within)
+    }
+
+    /// Wait (bounded) for the program's end; how it ended.
+    fn exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: still running after {within:?}",
+                self.what
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A referee and node `a` in one namespace, node `b` in the other.
+struct Partitioned {
+    net: dipc_testkit::NetnsPair,
+    dir: tempfile::TempDir,
+    procs: Vec<dipc_testkit::Process>,
+}
+
+impl Partitioned {
+    const CLUSTER: &str = "parted";
+    const CALL_TIMEOUT_MS: &str = "1000";
+
+    fn referee_addr(&self) -> String {
+        format!("{}:7100", self.net.addr_a())
+    }
+
+    fn socket(&self, node: &str) -> std::path::PathBuf {
+        self.dir.path().join(format!("{node}.sock"))
+    }
+
+    fn logs(&self) -> String {
+        self.procs
+            .iter()
+            .map(|p| format!("==== {} (pid {}) ====\n{}", p.name(), p.pid(), p.log()))
+            .collect()
+    }
+
+    fn start(net: dipc_testkit::NetnsPair) -> Partitioned {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"partition-test-secret-0123456789").expect("secret");
+        let mut p = Partitioned {
+            net,
+            dir,
+            procs: Vec::new(),
+        };
+        let bin = env!("CARGO_BIN_EXE_dipc");
+        let common = |cmd: &mut std::process::Command| {
+            cmd.env("RUST_LOG", "info")
+                .arg("--cluster")
+                .arg(Self::CLUSTER)
+                .arg("--secret-file")
+                .arg(&secret);
+        };
+        let mut referee = dipc_testkit::NetnsPair::command(p.net.a(), bin);
+        referee
+            .arg("referee")
+            .arg("--listen")
+            .arg(p.referee_addr())
+            .arg("--data-dir")
+            .arg(p.dir.path().join("referee"))
+            .args(["--heartbeat-ms", "300", "--down-after-ms", "2000"]);
+        common(&mut referee);
+        let log = p.dir.path().join("referee.log");
+        p.procs
+            .push(dipc_testkit::Process::spawn("referee", referee, &log).expect("referee"));
+        for (node, ns, addr) in [
+            ("a", p.net.a().to_string(), p.net.addr_a()),
+            ("b", p.net.b().to_string(), p.net.addr_b()),
+        ] {
+            let mut cmd = dipc_testkit::NetnsPair::command(&ns, bin);
+            cmd.arg("node")
+                .arg("--referee")
+                .arg(p.referee_addr())
+                .arg("--listen")
+                .arg(format!("{addr}:7201"))
+                .arg("--socket")
+                .arg(p.socket(node))
+                .arg("--name")
+                .arg(node)
+                .args(["--call-timeout-ms", Self::CALL_TIMEOUT_MS]);
+            common(&mut cmd);
+            let log = p.dir.path().join(format!("{node}.log"));
+            p.procs
+                .push(dipc_testkit::Process::spawn(node, cmd, &log).expect("node"));
+        }
+        p
+    }
+
+    /// `dipc status --json` from namespace `a`.
+    fn status(&self) -> anyhow::Result<dipc_wire::referee::ClusterStatus> {
+        let mut cmd = dipc_testkit::NetnsPair::command(self.net.a(), env!("CARGO_BIN_EXE_dipc"));
+        cmd.arg("status")
+            .arg("--json")
+            .arg("--referee")
+            .arg(self.referee_addr())
+            .arg("--cluster")
+            .arg(Self::CLUSTER)
+            .arg("--secret-file")
+            .arg(self.dir.path().join("secret"));
+        let out = cmd.output()?;
+        if !out.status.success() {
+            anyhow::bail!("status failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// Wait until node `name` is shown `up` (or down).
+    fn wait_member(&self, name: &str, up: bool, within: Duration) {
+        let r = dipc_testkit::poll_until(
+            &format!("{name} to be {}", if up { "up" } else { "down" }),
+            within,
+            || {
+                Ok(self
+                    .status()?
+                    .members
+                    .iter()
+                    .any(|m| m.name == name && m.up == up))
+            },
+        );
+        if let Err(e) = r {
+            panic!("{e:#}\n{}", self.logs());
+        }
+    }
+}
+
+/// Run `prog args` on the node at `socket` to its end (bounded); its
+/// stdout.
+fn run_at(prog: &dipc_testkit::Program, socket: &std::path::Path, args: &[&str]) -> String {
+    let mut child = prog
+        .command()
+        .args(args)
+        .env("DIPC_SOCKET", socket)
+        .env("DIPC_FALLBACK", "error")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{args:?} still running after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut out = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    out
+}
+
+#[test]
+fn a_partition_gives_bounded_errors_and_the_cluster_recovers_when_the_link_returns() {
+    let net = match dipc_testkit::NetnsPair::create("dpc") {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!(
+                "SKIPPED a_partition_gives_bounded_errors_...: network namespaces are not \
+                 available here: {e:#}"
+            );
+            return;
+        }
+    };
+    let p = Partitioned::start(net);
+    p.wait_member("a", true, Duration::from_secs(30));
+    p.wait_member("b", true, Duration::from_secs(30));
+    let prog = match dipc_testkit::compile_c(
+        chaos_model::WORKER_C,
+        "chaos-worker",
+        dipc_testkit::Link::Sysv,
+    ) {
+        Ok(prog) => prog,
+        Err(e) => panic!("{e:#}"),
+    };
+    let (a, b) = (p.socket("a"), p.socket("b"));
+    let (shm, msg, sem) = ("0x0c4a0201", "0x0c4a0202", "0x0c4a0203");
+    // 16 "processes" in the layout: 17 pages.
+    let size = (17 * 4096).to_string();
+    for args in [
+        ["mkshm", shm, "16"].as_slice(),
+        &["mkmsg", msg],
+        &["mksem", sem],
+    ] {
+        let out = run_at(&prog, &a, args);
+        assert!(out.contains("id "), "{args:?}: {out}\n{}", p.logs());
+    }
+    let probe_args = [shm, size.as_str(), msg, sem];
+    let answer = Duration::from_secs(60);
+    let mut pb = Probe::start(&prog, &b, "probe on b", &probe_args);
+    let mut pa = Probe::start(&prog, &a, "probe on a", &probe_args);
+    for (on_b, cmd, want) in [
+        (true, "", "ready"),
+        (false, "", "ready"),
+        (true, "msg", "ok"),
+        (true, "sem", "ok"),
+        (true, "touch 0", "read 0"),
+    ] {
+        let probe = if on_b { &mut pb } else { &mut pa };
+        let got = if cmd.is_empty() {
+            probe.line(answer)
+        } else {
+            probe.ask(cmd, answer)
+        };
+        assert_eq!(
+            got.as_deref(),
+            Some(want),
+            "{} {cmd}\n{}",
+            probe.what,
+            p.logs()
+        );
+    }
+
+    // Cut the link.
+    p.net.cut().expect("link down");
+    let cut = Instant::now();
+    // b's calls to the homes on a fail (bounded), never hang.
+    let mut errors = Vec::new();
+    for cmd in ["msg", "sem"] {
+        let got = pb.ask(cmd, answer);
+        match got.as_deref() {
+            Some(l) if l.starts_with("errno ") => errors.push(format!("{cmd}: {l}")),
+            other => panic!("{cmd} on b across the cut: {other:?}\n{}", p.logs()),
+        }
+    }
+    // a's side keeps working.
+    for (cmd, want) in [("msg", "ok"), ("sem", "ok"), ("write 3", "wrote 4")] {
+        assert_eq!(
+            pa.ask(cmd, answer).as_deref(),
+            Some(want),
+            "{cmd} on a during the cut\n{}",
+            p.logs()
+        );
+    }
+    // A page b does not hold cannot be had: SIGBUS (bounded), never zeros.
+    let got = pb.ask("touch 5", answer);
+    assert_eq!(got, None, "b read a page across the cut\n{}", p.logs());
+    let st = pb.exit(answer);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        st.signal(),
+        Some(libc_sigbus()),
+        "probe on b ended with {st}\n{}",
+        p.logs()
+    );
+    p.wait_member("b", false, Duration::from_secs(30));
+    let bounded = cut.elapsed();
+
+    // Heal: b rejoins and new operations from b succeed.
+    p.net.heal().expect("link up");
+    let healed = Instant::now();
+    p.wait_member("b", true, Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut pb = Probe::start(&prog, &b, "new probe on b", &probe_args);
+        let mut results = Vec::new();
+        results.push(pb.line(answer));
+        for cmd in ["msg", "sem", "touch 3", "touch 6"] {
+            results.push(pb.ask(cmd, answer));
+        }
+        let want = ["ready", "ok", "ok", "read 4", "read 0"].map(|s| Some(s.to_string()));
+        if results == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "b did not recover after the link returned: {results:?}\n{}",
+            p.logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!(
+        "partition: errors on b across the cut ({}), SIGBUS for a page it lacked, b shown down, \
+         all within {bounded:?}; b rejoined and worked {:?} after the link returned",
+        errors.join(", "),
+        healed.elapsed()
+    );
+}
+
+const fn libc_sigbus() -> i32 {
+    7
 }

@@ -26,6 +26,9 @@ pub enum Error {
         #[source]
         source: dipc_transport_tcp::Error,
     },
+    /// The peer-link transport asked for cannot be used.
+    #[error("transport: {reason}")]
+    Transport { reason: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

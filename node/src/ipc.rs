@@ -1022,6 +1022,7 @@ mod tests {
             cluster: "test".into(),
             secret: Arc::from(&b"secret"[..]),
             transport: "tcp".into(),
+            rdma: Default::default(),
             call_timeout: Duration::from_secs(5),
             default_unit: 4096,
         }));

@@ -32,6 +32,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use dipc_transport_rdma::RdmaConfig;
 pub use error::Error;
 pub use node::Node;
 use tracing::info;
@@ -49,19 +50,74 @@ pub struct NodeConfig {
     pub referee: String,
     pub cluster: String,
     pub secret: Arc<[u8]>,
-    /// "tcp" (RDMA comes later).
+    /// `tcp`, `rdma` or `auto`, as asked (`--transport`). [`run`] replaces
+    /// it with the transport its peer links use, `tcp` or `rdma(DEVICE)`,
+    /// which is what the referee (and `dipc status`) is told.
     pub transport: String,
+    /// Device and GID index for `rdma`/`auto` (`--rdma-device`,
+    /// `--gid-index`).
+    pub rdma: RdmaConfig,
     /// Bound on every remote wait.
     pub call_timeout: Duration,
     /// Coherence unit of segments created here without an explicit one.
     pub default_unit: u32,
 }
 
+impl NodeConfig {
+    /// The RDMA settings if peer links use RDMA (after [`run`] resolved
+    /// `transport`).
+    pub fn rdma_links(&self) -> Option<&RdmaConfig> {
+        self.transport.starts_with("rdma(").then_some(&self.rdma)
+    }
+
+    /// Decide the transport of peer links: `tcp`; `rdma` (a usable device
+    /// is required); `auto` (RDMA when a device with an ACTIVE port
+    /// exists, else TCP). Sets `transport` to `tcp` or `rdma(DEVICE)` and
+    /// logs the choice.
+    pub fn resolve_transport(&mut self) -> Result<(), Error> {
+        let asked = self.transport.trim().to_ascii_lowercase();
+        self.rdma.timeout = self.call_timeout;
+        let rdma = |cfg: &RdmaConfig| {
+            cfg.select()
+                .map(|sel| format!("rdma({})", sel.device))
+                .map_err(|e| e.to_string())
+        };
+        self.transport = match asked.as_str() {
+            "tcp" => "tcp".into(),
+            "rdma" => rdma(&self.rdma).map_err(|reason| Error::Transport {
+                reason: format!("--transport rdma: {reason}"),
+            })?,
+            "auto" => match rdma(&self.rdma) {
+                Ok(t) => t,
+                Err(reason) => {
+                    info!("no usable RDMA device ({reason}); peer links use TCP");
+                    "tcp".into()
+                }
+            },
+            other => {
+                return Err(Error::Transport {
+                    reason: format!("unknown transport {other:?} (use tcp, rdma or auto)"),
+                });
+            }
+        };
+        if self.rdma_links().is_some() {
+            info!(
+                "peer links use {} (GID index {}); TCP for the referee and link setup",
+                self.transport, self.rdma.gid_index
+            );
+        } else {
+            info!("peer links use TCP");
+        }
+        Ok(())
+    }
+}
+
 /// Run a node until `shutdown` resolves or a fatal error happens.
 pub async fn run(
-    cfg: NodeConfig,
+    mut cfg: NodeConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
+    cfg.resolve_transport()?;
     let peers = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .map_err(|source| Error::ListenPeers {

@@ -9,6 +9,18 @@
 //!
 //! Messages for a peer that is not connected yet are queued (in order)
 //! while a task dials it; a link that dies is redialed on the next send.
+//!
+//! Transport: every link starts as an authenticated TCP connection. Before
+//! any RPC traffic the dialer sends [`LinkSetup::Open`] saying whether it
+//! wants RDMA, and the acceptor answers [`LinkSetup::Accept`] with RDMA
+//! only if both nodes use it. With RDMA, both sides then set up a queue
+//! pair over that authenticated connection (`dipc_transport_rdma::
+//! establish`: GID, QPN, PSN and rkeys travel only there) and run the same
+//! RPC over it; page data is copied through the connection's registered
+//! staging rings, never registered in place (DESIGN.md's pinning trap). A
+//! node on TCP and a node on RDMA talk over TCP (logged once per link). A
+//! failed RDMA setup fails that dial like an unreachable peer; the next
+//! send dials again.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -17,11 +29,12 @@ use bytes::Bytes;
 use dipc_dsm::coherence::CohMsg;
 use dipc_dsm::ipc::{Caller as IpcCaller, ProcId};
 use dipc_transport_tcp::{Conn, Incoming, Role, RpcHandle, rpc};
+use dipc_wire::Frame;
 use dipc_wire::local::{MsgCtlCmd, MsgStat, SemBuf, SemCtlCmd, SemStat, ShmStat};
 use dipc_wire::referee::Caller;
 use dipc_wire::{NodeId, ObjectId};
 use serde::{Deserialize, Serialize};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::metrics;
 use crate::node::Node;
@@ -159,6 +172,75 @@ pub enum PeerResp {
 }
 
 pub type PeerHandle = RpcHandle<PeerReq, PeerResp, PeerMsg>;
+type PeerIncoming = tokio::sync::mpsc::Receiver<Incoming<PeerReq, PeerMsg>>;
+
+/// The first exchange on a peer link, before RPC starts: which transport
+/// carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LinkSetup {
+    /// From the dialer: does it want RDMA?
+    Open { rdma: bool },
+    /// From the acceptor: RDMA if both want it.
+    Accept { rdma: bool },
+}
+
+/// Agree on the transport of a freshly authenticated link and start RPC
+/// on it. `dialer` tells which side of the exchange this is.
+async fn start_link(
+    node: &Node,
+    mut conn: Conn,
+    dialer: bool,
+) -> Result<(PeerHandle, PeerIncoming, &'static str), String> {
+    let timeout = node.config().call_timeout;
+    let rdma = node.config().rdma_links();
+    let peer = conn.peer().to_string();
+    let recv = async |conn: &mut Conn| -> Result<LinkSetup, String> {
+        match tokio::time::timeout(timeout, conn.recv()).await {
+            Err(_) => Err(format!("no link setup within {timeout:?}")),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(None)) => Err("closed during link setup".into()),
+            Ok(Ok(Some(f))) => f
+                .decode::<LinkSetup>()
+                .map_err(|e| format!("bad link setup message: {e}")),
+        }
+    };
+    let use_rdma = if dialer {
+        let open = Frame::msg(&LinkSetup::Open {
+            rdma: rdma.is_some(),
+        });
+        conn.send(&open).await.map_err(|e| e.to_string())?;
+        match recv(&mut conn).await? {
+            LinkSetup::Accept { rdma } => rdma,
+            other => return Err(format!("expected Accept, got {other:?}")),
+        }
+    } else {
+        let theirs = match recv(&mut conn).await? {
+            LinkSetup::Open { rdma } => rdma,
+            other => return Err(format!("expected Open, got {other:?}")),
+        };
+        let agreed = theirs && rdma.is_some();
+        let accept = Frame::msg(&LinkSetup::Accept { rdma: agreed });
+        conn.send(&accept).await.map_err(|e| e.to_string())?;
+        agreed
+    };
+    match (use_rdma, rdma) {
+        (true, Some(cfg)) => {
+            let conn = dipc_transport_rdma::establish(conn, cfg)
+                .await
+                .map_err(|e| format!("RDMA setup failed: {e}"))?;
+            let (h, rx) = rpc(conn, timeout);
+            Ok((h, rx, "rdma"))
+        }
+        (true, None) => Err("peer accepted RDMA that this node did not offer".into()),
+        (false, mine) => {
+            if mine.is_some() {
+                info!("{peer} uses TCP for peer links; this link falls back to TCP");
+            }
+            let (h, rx) = rpc(conn, timeout);
+            Ok((h, rx, "tcp"))
+        }
+    }
+}
 
 enum Link {
     Up(PeerHandle),
@@ -244,7 +326,18 @@ impl Peers {
                 return;
             }
         };
-        let (h, incoming): (PeerHandle, _) = rpc(conn, timeout);
+        let (h, incoming, transport) = match start_link(&node, conn, true).await {
+            Ok(x) => x,
+            Err(e) => {
+                metrics::ERRORS.inc();
+                warn!(
+                    peer = to,
+                    "cannot set up the link to node {to} at {addr}: {e}"
+                );
+                self.links().remove(&to);
+                return;
+            }
+        };
         // Calls and notifies on the dialed connection come from the peer only
         // as replies; anything else there is served like an incoming link.
         tokio::spawn(serve_incoming(node.clone(), Some(to), incoming));
@@ -258,7 +351,7 @@ impl Peers {
                 }
             }
         }
-        debug!(peer = to, "connected to node {to} at {addr}");
+        info!(peer = to, "link to node {to} at {addr} over {transport}");
         links.insert(to, Link::Up(h));
     }
 }
@@ -278,10 +371,16 @@ pub async fn listen(listener: tokio::net::TcpListener, node: Arc<Node>) {
         tokio::spawn(async move {
             let timeout = node.config().call_timeout;
             match Conn::accept(stream, &node.auth(), timeout).await {
-                Ok((conn, _)) => {
-                    let (_h, incoming): (PeerHandle, _) = rpc(conn, timeout);
-                    serve_incoming(node, None, incoming).await;
-                }
+                Ok((conn, _)) => match start_link(&node, conn, false).await {
+                    Ok((_h, incoming, transport)) => {
+                        debug!("link from {addr} over {transport}");
+                        serve_incoming(node, None, incoming).await
+                    }
+                    Err(e) => {
+                        metrics::ERRORS.inc();
+                        warn!("peer link from {addr} failed: {e}");
+                    }
+                },
                 Err(e) => warn!("refused peer connection from {addr}: {e}"),
             }
         });
@@ -289,11 +388,7 @@ pub async fn listen(listener: tokio::net::TcpListener, node: Arc<Node>) {
 }
 
 /// Serve what a peer sends on one connection.
-async fn serve_incoming(
-    node: Arc<Node>,
-    mut from: Option<NodeId>,
-    mut incoming: tokio::sync::mpsc::Receiver<Incoming<PeerReq, PeerMsg>>,
-) {
+async fn serve_incoming(node: Arc<Node>, mut from: Option<NodeId>, mut incoming: PeerIncoming) {
     // Message-queue and semaphore calls start here, in arrival order, so a
     // cancel never overtakes the operation it cancels; those still waiting
     // when the link goes are cancelled (the caller cannot get the answer).

@@ -739,6 +739,23 @@ fn node_args(
     if let Some(dir) = data_dir {
         cmd.arg("--data-dir").arg(dir);
     }
+    transport_args(cmd);
+}
+
+/// `DIPC_TEST_TRANSPORT` (`tcp`, `rdma`, `auto`), `DIPC_TEST_RDMA_DEVICE`
+/// and `DIPC_TEST_GID_INDEX` in the test's environment become the nodes'
+/// `--transport`, `--rdma-device` and `--gid-index`, so that the same tests
+/// run over RDMA in the soft-RoCE VM (`scripts/vm-tests.sh`).
+fn transport_args(cmd: &mut Command) {
+    for (var, flag) in [
+        ("DIPC_TEST_TRANSPORT", "--transport"),
+        ("DIPC_TEST_RDMA_DEVICE", "--rdma-device"),
+        ("DIPC_TEST_GID_INDEX", "--gid-index"),
+    ] {
+        if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+            cmd.arg(flag).arg(v);
+        }
+    }
 }
 
 /// Did the last run recorded in `log` fail because its port was taken?

@@ -37,6 +37,8 @@
 //!   pkg-config or left plain to run under `LD_PRELOAD`.
 //! * [`LocalClient`]: speaks the local protocol (`dipc_wire::local`) over a
 //!   node's Unix socket, for tests that need exact control of requests.
+//! * [`NetnsPair`]: two network namespaces joined by a veth pair whose link
+//!   a partition test sets down and up (root only; deleted on drop).
 //!
 //! Every flag of the `dipc` binary also has a `DIPC_*` environment variable,
 //! so the kit passes flags explicitly and removes inherited `DIPC_*`
@@ -59,6 +61,7 @@
 mod cc;
 mod cluster;
 mod local;
+mod netns;
 mod paths;
 mod process;
 mod wait;
@@ -66,6 +69,7 @@ mod wait;
 pub use cc::{Link, Program, compile_c, sysv_pc_dir};
 pub use cluster::{Cluster, ClusterBuilder};
 pub use local::LocalClient;
+pub use netns::NetnsPair;
 pub use paths::{dipc_bin, include_dir, libsysv, repo_root, target_dir};
 pub use process::{Process, stop_all};
 pub use wait::{free_port, poll_until};

@@ -14,6 +14,13 @@
  *                             operations (below), printing "progress OPS"
  *                             once a second; then the end protocol
  *   check SHM NPROCS          "counter C", "mine P N" and "slot P N" lines
+ *   probe SHM SIZE MSG SEM    look up and attach, say "ready", then run the
+ *                             commands read from stdin, one answer line each:
+ *                             "msg" (send and take back one message), "sem"
+ *                             (semaphore 2 up and down): "ok" or "errno E";
+ *                             "touch P" (read page P): "read V"; "write P":
+ *                             "wrote V". A page that cannot be had is
+ *                             SIGBUS, as for any distributed segment.
  *
  * Layout of the segment (u64 words): [0] the counter; [8 + p] mine[p], the
  * increments process p made under the mutex; slot p at word 512 * (1 + p)
@@ -282,6 +289,63 @@ static int work(char **argv)
     return 0;
 }
 
+/* Report the outcome of one probe operation. */
+static void outcome(int rc)
+{
+    if (rc < 0)
+        printf("errno %s\n", strerrorname_np(errno));
+    else
+        printf("ok\n");
+}
+
+static int probe(char **argv)
+{
+    key_t shmkey = (key_t)arg_num(argv[2]);
+    size_t size = (size_t)arg_num(argv[3]);
+    int shm = shmget(shmkey, size, IPC_DIPC | 0600);
+    if (shm < 0)
+        FAIL("shmget");
+    volatile unsigned char *seg = shmat(shm, NULL, 0);
+    if (seg == (void *)-1)
+        FAIL("shmat");
+    int msg = msgget((key_t)arg_num(argv[4]), IPC_DIPC | 0600);
+    if (msg < 0)
+        FAIL("msgget");
+    int sm = semget((key_t)arg_num(argv[5]), 0, IPC_DIPC | 0600);
+    if (sm < 0)
+        FAIL("semget");
+    printf("ready\n");
+    char line[64];
+    while (fgets(line, sizeof line, stdin)) {
+        long page;
+        if (!strncmp(line, "msg", 3)) {
+            struct body b = {.mtype = 999, .sender = -1, .seq = 0};
+            int rc = msgsnd(msg, &b, sizeof b - sizeof b.mtype, IPC_NOWAIT);
+            if (rc == 0)
+                rc = (int)msgrcv(msg, &b, sizeof b - sizeof b.mtype, 999, IPC_NOWAIT);
+            outcome(rc < 0 ? -1 : 0);
+        } else if (!strncmp(line, "sem", 3)) {
+            struct sembuf ops[2] = {{.sem_num = 2, .sem_op = 1, .sem_flg = 0},
+                                    {.sem_num = 2, .sem_op = -1, .sem_flg = 0}};
+            int rc = semop(sm, &ops[0], 1);
+            if (rc == 0)
+                rc = semop(sm, &ops[1], 1);
+            outcome(rc);
+        } else if (sscanf(line, "touch %ld", &page) == 1) {
+            CHECK(page >= 0 && (size_t)(page + 1) * 4096 <= size);
+            printf("read %u\n", seg[page * 4096]);
+        } else if (sscanf(line, "write %ld", &page) == 1) {
+            CHECK(page >= 0 && (size_t)(page + 1) * 4096 <= size);
+            seg[page * 4096] = (unsigned char)(page + 1);
+            printf("wrote %ld\n", page + 1);
+        } else {
+            FAIL("unknown probe command %s", line);
+        }
+    }
+    printf("done\n");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -322,6 +386,8 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "work") && argc == 8)
         return work(argv);
+    if (!strcmp(cmd, "probe") && argc == 6)
+        return probe(argv);
     if (!strcmp(cmd, "check") && argc == 4) {
         long nprocs = (long)arg_num(argv[3]);
         volatile uint64_t *p = attach(key, nprocs);

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The soft-RoCE tests, in one VM of ../shared/rxe-vm (rxe0, GID index 1;
+# every process talks through rxe loopback):
+#   1. transport-rdma's device tests (tests/rxe.rs: frames, rpc() over RDMA,
+#      dead peers, reconnect);
+#   2. the end-to-end tests of dipc/tests with a real referee and nodes
+#      started with --transport rdma (testkit honours DIPC_TEST_TRANSPORT):
+#      shared memory (pattern, MP/SB litmus, atomic counter), msg/sem
+#      (ping-pong, semaphore mutex) and tests/transport.rs, which asserts
+#      that `dipc status` shows rdma(rxe0).
+# Builds on the host first. Extra arguments replace the list of dipc tests.
+#
+#   scripts/vm-tests.sh
+#
+# Needs what scripts/setup.sh installs. RXE_VM overrides the VM's `run`.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
+[[ $CARGO_TARGET_DIR = /* ]] || CARGO_TARGET_DIR=$root/$CARGO_TARGET_DIR
+run=${RXE_VM:-$root/../shared/rxe-vm/run}
+[[ -x $run ]] || { echo "vm-tests.sh: $run not found (set RXE_VM)" >&2; exit 2; }
+
+# Build every binary the VM runs (it must not build: emulated builds are
+# slow), optimised: debug daemons under TCG are too slow for the tests'
+# own time limits.
+cargo build --quiet --release -p dipc -p sysv
+test_bin() { # crate test -> path of the test executable
+  cargo test --quiet --release -p "$1" --test "$2" --no-run --message-format=json 2>/dev/null |
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1
+}
+rxe=$(test_bin dipc-transport-rdma rxe)
+shm=$(test_bin dipc shm)
+msgsem=$(test_bin dipc msgsem)
+transport=$(test_bin dipc transport)
+for b in "$rxe" "$shm" "$msgsem" "$transport"; do
+  [[ -n $b && -x $b ]] || { echo "vm-tests.sh: building the tests failed" >&2; exit 1; }
+done
+
+shm_tests=(pattern_of_64_mib message_passing_litmus store_buffering_litmus atomic_counter_of_six)
+msgsem_tests=(ping_pong_of_10000 a_semaphore_mutex_makes_a_plain_counter)
+# In the VM, testkit's `cargo build -p sysv` (libsysv is built already) is
+# skipped: CARGO=true.
+script=$(cat <<SH
+set -e
+export CARGO=true
+echo "== transport-rdma device tests (tests/rxe.rs)"
+$rxe --test-threads=1
+export DIPC_TEST_TRANSPORT=rdma DIPC_TEST_RDMA_DEVICE=\$RXE_VM_DEV DIPC_TEST_GID_INDEX=1
+echo "== dipc tests over RDMA"
+$transport --test-threads=1
+$shm --test-threads=1 ${shm_tests[*]}
+$msgsem --test-threads=1 ${msgsem_tests[*]}
+SH
+)
+start=$(date +%s)
+"$run" -- sh -c "$script"
+echo "vm-tests.sh: all soft-RoCE tests passed in $(($(date +%s) - start)) s" >&2
