@@ -329,6 +329,7 @@ impl Cluster {
                 cluster: CLUSTER.into(),
                 secret: self.secret.clone(),
                 transport: "tcp".into(),
+                rdma: Default::default(),
                 call_timeout: CALL_TIMEOUT,
                 default_unit: dipc_shmem::page_size() as u32,
             };
