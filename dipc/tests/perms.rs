@@ -19,12 +19,14 @@
 //! skips that one check with a message.
 //!
 //! A second test drops root inside a process that already talks to its
-//! node daemon (`setresuid` after the first call), where the kernel checks
-//! the new credentials at every call; dipc does not yet (ignored, see it).
+//! node daemon (`setresuid` after the first call): the kernel checks the
+//! new credentials at every call, and so does dipc (each request carries
+//! them as `SCM_CREDENTIALS`).
 //!
 //! Also checked: the node's local socket is a socket of mode 0666 owned by
 //! root (see `node/src/local.rs`: any local user may call, every request
-//! is checked with its `SO_PEERCRED` credentials, as the kernel does).
+//! is checked with the caller's credentials of the moment, as the kernel
+//! does).
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -216,15 +218,12 @@ fn nobody_gets_the_kernels_answers_on_root_objects() {
     remove(&c, &p, &ids);
 }
 
-/// Known bug, kept as its regression test (run with `--ignored`): the node
-/// takes a process's credentials once, with `SO_PEERCRED` when libsysv
-/// connects, so a process that connected as root and then dropped to
-/// nobody keeps root's rights on distributed objects (IPC_STAT, IPC_RMID
-/// succeed where the kernel says `EACCES`/`EPERM`). A fix needs the
-/// credentials per request (e.g. `SO_PASSCRED`/`SCM_CREDENTIALS`, or
-/// libsysv noticing a changed euid and re-identifying the process).
+/// A process that connected as root and then dropped to nobody is checked
+/// as nobody at its next call (IPC_STAT, IPC_RMID fail with `EACCES`/`EPERM`
+/// as the kernel's do): every request carries the caller's credentials of
+/// the moment (`SCM_CREDENTIALS`, checked by the kernel), not those of the
+/// connection (`SO_PEERCRED`).
 #[test]
-#[ignore = "known bug: credentials are taken once per connection (SO_PEERCRED), not per call"]
 fn dropping_root_in_process_is_seen_at_the_next_call() {
     let c = cluster(1);
     let p = programs();

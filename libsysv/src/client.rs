@@ -11,13 +11,12 @@
 //! is marked broken; its owner drops it. The API is public so that tests
 //! (and tools) can speak the protocol exactly as libsysv does.
 
-use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use dipc_shmem::fdpass::{recv_with_fds, send_with_fds};
+use dipc_shmem::fdpass::{recv_with_fds, send_all_with_creds};
 use dipc_wire::local::{Request, Response, VERSION};
 use dipc_wire::{Frame, MAX_FRAME};
 
@@ -121,10 +120,9 @@ impl Client {
         fds: &[BorrowedFd<'_>],
     ) -> Result<(Response, Vec<OwnedFd>), Error> {
         let bytes = Frame::msg(req).to_bytes();
-        let sent = send_with_fds(self.stream.as_fd(), &bytes, fds)
-            .map_err(|e| io_err("sending a request", e))?;
-        self.stream
-            .write_all(&bytes[sent..])
+        // With this process's credentials of the moment: the daemon checks
+        // each request with them (a process may drop privileges).
+        send_all_with_creds(self.stream.as_fd(), &bytes, fds)
             .map_err(|e| io_err("sending a request", e))?;
 
         let mut fds_in = Vec::new();
@@ -161,7 +159,8 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use dipc_shmem::fdpass::send_with_fds;
+    use std::io::{Read, Write};
     use std::os::unix::net::UnixListener;
 
     /// A fake daemon answering each request with `answer(request)`.

@@ -36,7 +36,7 @@
 //! open) and opens its own.
 
 use std::ffi::{c_int, c_long, c_void};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
@@ -81,7 +81,9 @@ fn pool() -> Option<std::sync::MutexGuard<'static, Pool>> {
 }
 
 fn write_frame(s: &mut UnixStream, req: &Request) -> Result<(), Error> {
-    s.write_all(&Frame::msg(req).to_bytes())
+    use std::os::fd::AsFd;
+    // With this process's credentials of the moment (see `client`).
+    dipc_shmem::fdpass::send_all_with_creds(s.as_fd(), &Frame::msg(req).to_bytes(), &[])
         .map_err(|source| io_err("sending a request", source))
 }
 

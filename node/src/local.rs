@@ -2,7 +2,12 @@
 //!
 //! One connection per application process (libsysv keeps it open for the
 //! life of the process, so its closing tells us the process is gone). The
-//! caller's pid/uid/gid come from `SO_PEERCRED`, never from the message.
+//! process is identified by its `SO_PEERCRED` pid; each request is checked
+//! with the uid/gid the kernel attached to its bytes (`SO_PASSCRED`:
+//! libsysv sends its effective ids as `SCM_CREDENTIALS` with every
+//! request, and the kernel refuses ids the process could not take), so a
+//! process that drops privileges after connecting is seen at its next call.
+//! Nothing in the message itself names its caller.
 //! Frames are `dipc_wire::Frame`s; file descriptors (memfd, userfaultfd)
 //! travel as `SCM_RIGHTS` with the first byte of a frame. Requests on one
 //! connection are answered strictly in order.
@@ -11,7 +16,7 @@
 //!
 //! The socket file is mode 0666, in a directory the daemon creates 0755
 //! (so only its owner can replace the socket), and every request is checked
-//! against the caller's `SO_PEERCRED` credentials exactly as the kernel
+//! against the caller's credentials of the moment exactly as the kernel
 //! checks System V IPC (`ipcperms`: mode bits against uid/gid, owner or
 //! creator for `IPC_SET`/`IPC_RMID`, uid 0 for anything). We chose this
 //! over a 0660 socket restricted to a group because System V IPC itself is
@@ -117,6 +122,10 @@ pub async fn serve(listener: UnixListener, node: Arc<Node>) {
             Ok((stream, _)) => {
                 let node = node.clone();
                 tokio::spawn(async move {
+                    if let Err(e) = fdpass::set_passcred(stream.as_fd()) {
+                        warn!("cannot ask for the credentials of a local connection: {e}");
+                        return;
+                    }
                     let creds = match stream.peer_cred() {
                         Ok(c) => Creds {
                             pid: c.pid().unwrap_or(0),
@@ -212,6 +221,16 @@ async fn serve_conn(conn: &mut LocalConn, node: &Arc<Node>, creds: Creds) {
                 return;
             }
         };
+        // The process's ids when it sent this request (it may have dropped
+        // privileges since it connected).
+        let caller = match conn.creds {
+            Some(c) => Creds {
+                pid: creds.pid,
+                uid: c.uid,
+                gid: c.gid,
+            },
+            None => creds,
+        };
         let req = match frame.decode::<Request>() {
             // A cancel that crossed the answer it meant to stop.
             Ok(Request::Cancel) => continue,
@@ -224,7 +243,7 @@ async fn serve_conn(conn: &mut LocalConn, node: &Arc<Node>, creds: Creds) {
         // While a request is served, the connection is still read: a
         // `Cancel` (or the connection's end) cancels an operation waiting
         // at a queue or semaphore set (see `crate::ipc`).
-        let serving = node.local_request(conn.id, creds, req, fds);
+        let serving = node.local_request(conn.id, caller, req, fds);
         tokio::pin!(serving);
         let mut open = true;
         let (resp, fd) = loop {
@@ -262,6 +281,8 @@ pub struct LocalConn {
     stream: UnixStream,
     buf: BytesMut,
     fds: VecDeque<OwnedFd>,
+    /// The credentials the last bytes read came with.
+    creds: Option<fdpass::Creds>,
     /// Unique per connection (and so per process).
     pub id: u64,
 }
@@ -273,6 +294,7 @@ impl LocalConn {
             stream,
             buf: BytesMut::with_capacity(4096),
             fds: VecDeque::new(),
+            creds: None,
             id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
@@ -287,8 +309,12 @@ impl LocalConn {
             }
             let mut chunk = [0u8; 4096];
             let mut fds = Vec::new();
+            let mut creds = None;
             let read = self.stream.async_io(Interest::READABLE, || {
-                fdpass::recv_with_fds(self.stream.as_fd(), &mut chunk, &mut fds)
+                let (n, c) =
+                    fdpass::recv_with_fds_creds(self.stream.as_fd(), &mut chunk, &mut fds)?;
+                creds = c;
+                Ok(n)
             });
             let n = if self.buf.is_empty() {
                 read.await?
@@ -308,6 +334,9 @@ impl LocalConn {
                     })??
             };
             self.fds.extend(fds);
+            if creds.is_some() {
+                self.creds = creds;
+            }
             if n == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)

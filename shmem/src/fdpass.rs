@@ -1,10 +1,16 @@
-//! Passing file descriptors over a Unix stream socket (`SCM_RIGHTS`).
+//! Passing file descriptors over a Unix stream socket (`SCM_RIGHTS`), and
+//! the sender's credentials with every request (`SCM_CREDENTIALS`).
 //!
 //! The local protocol carries the segment memfd (daemon to process) and
 //! the process's userfaultfd (process to daemon) as `SCM_RIGHTS` with the
-//! first byte of a frame. These two calls are the only `sendmsg`/`recvmsg`
-//! with control messages in dipc; they work on any socket descriptor,
-//! blocking or not (a tokio daemon calls them inside `try_io`).
+//! first byte of a frame. A process sends every byte of its requests with
+//! its current pid and effective uid/gid ([`send_all_with_creds`]); the
+//! kernel refuses credentials the process could not take itself, so the
+//! daemon ([`set_passcred`], [`recv_with_fds_creds`]) checks each request
+//! with the caller's credentials of the moment, not those it had when it
+//! connected. These are the only `sendmsg`/`recvmsg` with control messages
+//! in dipc; they work on any socket descriptor, blocking or not (a tokio
+//! daemon calls them inside `try_io`).
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -13,15 +19,69 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 /// one at a time; extra ones are closed).
 pub const MAX_FDS: usize = 8;
 
-/// Room for a control message of `MAX_FDS` descriptors, 8-byte aligned as
-/// `struct cmsghdr` requires.
+/// Room for a control message of `MAX_FDS` descriptors and one of
+/// credentials, 8-byte aligned as `struct cmsghdr` requires.
 #[repr(C, align(8))]
-struct CmsgBuf([u8; 64]);
+struct CmsgBuf([u8; 128]);
 
 const _: () = {
-    // CMSG_SPACE(MAX_FDS * 4) = 16 (header) + 32 (data) on 64-bit Linux.
-    assert!(16 + MAX_FDS * size_of::<RawFd>() <= 64);
+    // CMSG_SPACE(MAX_FDS * 4) = 16 (header) + 32 (data), plus
+    // CMSG_SPACE(sizeof(struct ucred)) = 16 + 16, on 64-bit Linux.
+    assert!(16 + MAX_FDS * size_of::<RawFd>() + 16 + 16 <= 128);
 };
+
+/// The credentials a message came with (`struct ucred`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Creds {
+    pub pid: i32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Ask the kernel for the sender's credentials with every message read
+/// from `sock` (`SO_PASSCRED`).
+pub fn set_passcred(sock: BorrowedFd<'_>) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `on` is a valid int for the duration of the call, and its
+    // size is passed with it.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PASSCRED,
+            &on as *const libc::c_int as *const libc::c_void,
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Send all of `data`, every `sendmsg` carrying this process's pid and
+/// effective uid/gid as `SCM_CREDENTIALS` (the kernel checks them), `fds`
+/// with the first byte.
+pub fn send_all_with_creds(
+    sock: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    // SAFETY: these calls only read the calling process's ids.
+    let creds = unsafe {
+        Creds {
+            pid: libc::getpid(),
+            uid: libc::geteuid(),
+            gid: libc::getegid(),
+        }
+    };
+    let mut off = 0;
+    while off < data.len() {
+        let first = if off == 0 { fds } else { &[] };
+        off += send_msg(sock, &data[off..], first, Some(creds))?;
+    }
+    Ok(())
+}
 
 /// Send `data` with one `sendmsg` (`MSG_NOSIGNAL`), attaching `fds` as
 /// `SCM_RIGHTS` when not empty. Returns the bytes sent, which may be fewer
@@ -32,6 +92,15 @@ pub fn send_with_fds(
     data: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> io::Result<usize> {
+    send_msg(sock, data, fds, None)
+}
+
+fn send_msg(
+    sock: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+    creds: Option<Creds>,
+) -> io::Result<usize> {
     if fds.len() > MAX_FDS {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
@@ -39,28 +108,48 @@ pub fn send_with_fds(
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
     };
-    let mut cbuf = CmsgBuf([0; 64]);
+    let mut cbuf = CmsgBuf([0; 128]);
     // SAFETY: an all-zero msghdr is a valid empty one.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
-    if !fds.is_empty() {
-        let payload = (fds.len() * size_of::<RawFd>()) as u32;
-        // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic.
-        let (space, len) = unsafe { (libc::CMSG_SPACE(payload), libc::CMSG_LEN(payload)) };
+    let rights = (fds.len() * size_of::<RawFd>()) as u32;
+    let ucred = size_of::<libc::ucred>() as u32;
+    // SAFETY: CMSG_SPACE is pure arithmetic.
+    let space = unsafe {
+        (if fds.is_empty() { 0 } else { libc::CMSG_SPACE(rights) })
+            + (if creds.is_some() { libc::CMSG_SPACE(ucred) } else { 0 })
+    };
+    if space > 0 {
         msg.msg_control = cbuf.0.as_mut_ptr() as *mut libc::c_void;
         msg.msg_controllen = space as _;
-        // SAFETY: msg_control points to `space` (<= 64, checked above)
-        // writable, aligned bytes, so CMSG_FIRSTHDR returns a valid header
-        // pointer inside `cbuf`, and CMSG_DATA has room for `payload` bytes.
+        // SAFETY: msg_control points to `space` (<= 128, checked above)
+        // writable, aligned, zeroed bytes, so CMSG_FIRSTHDR and CMSG_NXTHDR
+        // return valid header pointers inside `cbuf` for the (at most two)
+        // control messages that fit, and CMSG_DATA has room for each
+        // payload (`rights` bytes of descriptors, one `struct ucred`).
         unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = len as _;
-            let data = libc::CMSG_DATA(cmsg) as *mut RawFd;
-            for (i, fd) in fds.iter().enumerate() {
-                data.add(i).write_unaligned(fd.as_raw_fd());
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            if !fds.is_empty() {
+                (*cmsg).cmsg_level = libc::SOL_SOCKET;
+                (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(rights) as _;
+                let data = libc::CMSG_DATA(cmsg) as *mut RawFd;
+                for (i, fd) in fds.iter().enumerate() {
+                    data.add(i).write_unaligned(fd.as_raw_fd());
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+            if let Some(c) = creds {
+                (*cmsg).cmsg_level = libc::SOL_SOCKET;
+                (*cmsg).cmsg_type = libc::SCM_CREDENTIALS;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(ucred) as _;
+                let data = libc::CMSG_DATA(cmsg) as *mut libc::ucred;
+                data.write_unaligned(libc::ucred {
+                    pid: c.pid,
+                    uid: c.uid,
+                    gid: c.gid,
+                });
             }
         }
     }
@@ -87,11 +176,23 @@ pub fn recv_with_fds(
     buf: &mut [u8],
     fds: &mut Vec<OwnedFd>,
 ) -> io::Result<usize> {
+    recv_with_fds_creds(sock, buf, fds).map(|(n, _)| n)
+}
+
+/// [`recv_with_fds`], also returning the sender's credentials that came
+/// with these bytes (on a socket with [`set_passcred`]; the kernel never
+/// joins bytes sent with different credentials in one read).
+pub fn recv_with_fds_creds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<(usize, Option<Creds>)> {
+    let mut creds = None;
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr() as *mut libc::c_void,
         iov_len: buf.len(),
     };
-    let mut cbuf = CmsgBuf([0; 64]);
+    let mut cbuf = CmsgBuf([0; 128]);
     // SAFETY: an all-zero msghdr is a valid empty one.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -113,7 +214,8 @@ pub fn recv_with_fds(
     // SAFETY: after recvmsg, msg_control/msg_controllen describe the control
     // messages the kernel wrote into `cbuf`; CMSG_FIRSTHDR/CMSG_NXTHDR walk
     // them within those bounds, and each SCM_RIGHTS payload holds
-    // (cmsg_len - CMSG_LEN(0)) / 4 descriptors newly installed for us.
+    // (cmsg_len - CMSG_LEN(0)) / 4 descriptors newly installed for us; an
+    // SCM_CREDENTIALS payload is one struct ucred.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
         while !cmsg.is_null() {
@@ -123,6 +225,17 @@ pub fn recv_with_fds(
                 for i in 0..bytes / size_of::<RawFd>() {
                     fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
                 }
+            } else if (*cmsg).cmsg_level == libc::SOL_SOCKET
+                && (*cmsg).cmsg_type == libc::SCM_CREDENTIALS
+                && (*cmsg).cmsg_len as usize
+                    >= libc::CMSG_LEN(size_of::<libc::ucred>() as u32) as usize
+            {
+                let c = (libc::CMSG_DATA(cmsg) as *const libc::ucred).read_unaligned();
+                creds = Some(Creds {
+                    pid: c.pid,
+                    uid: c.uid,
+                    gid: c.gid,
+                });
             }
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
@@ -130,7 +243,7 @@ pub fn recv_with_fds(
     if msg.msg_flags & libc::MSG_CTRUNC != 0 {
         return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
     }
-    Ok(n)
+    Ok((n, creds))
 }
 
 #[cfg(test)]
@@ -166,6 +279,31 @@ mod tests {
             recv_with_fds(b.as_fd(), &mut buf, &mut fds).expect("eof"),
             0
         );
+    }
+
+    #[test]
+    fn credentials_travel_with_every_message() {
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        set_passcred(b.as_fd()).expect("SO_PASSCRED");
+        let memfd = crate::Memfd::create("dipc-pass", 4096).expect("memfd");
+        send_all_with_creds(a.as_fd(), b"request", &[memfd.as_fd()]).expect("send");
+        let mut buf = [0u8; 16];
+        let mut fds = Vec::new();
+        let (n, creds) = recv_with_fds_creds(b.as_fd(), &mut buf, &mut fds).expect("recv");
+        assert_eq!((&buf[..n], fds.len()), (&b"request"[..], 1));
+        // SAFETY: these calls only read this process's ids.
+        let me = unsafe {
+            Creds {
+                pid: libc::getpid(),
+                uid: libc::geteuid(),
+                gid: libc::getegid(),
+            }
+        };
+        assert_eq!(creds, Some(me));
+        // Bytes sent without explicit credentials carry the kernel's.
+        send_with_fds(a.as_fd(), b"x", &[]).expect("send");
+        let (_, creds) = recv_with_fds_creds(b.as_fd(), &mut buf, &mut fds).expect("recv");
+        assert_eq!(creds.map(|c| c.pid), Some(me.pid));
     }
 
     #[test]
