@@ -15,17 +15,28 @@
 //!   when the link is up again `b` rejoins and its new operations succeed
 //!   (a page `a` wrote during the cut reads right). Skipped, with a
 //!   message, where network namespaces cannot be created (not root).
+//! * A peer that authenticates as a node and then sends calls without ever
+//!   reading the answers: the node's memory stays bounded (it stops
+//!   reading that peer's calls while their answers are queued), it keeps
+//!   serving the other node, and it closes the stuck connection after its
+//!   write-stall bound, with the reason in its log.
 
 mod chaos_model;
 
 use std::io::{Read, Write};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chaos_model::{
     Worker, check_model, make, parse_report, parse_segment, run_to_end, wall_clock_in,
     worker_program,
 };
+use dipc_dsm::ipc::{Caller as IpcCaller, ProcId};
+use dipc_node::peer::{LinkSetup, PeerMsg, PeerReq};
 use dipc_testkit::Cluster;
+use dipc_transport_tcp::{Auth, Conn, Head, Role};
+use dipc_wire::local::{Request as LReq, Response as LResp, SemCtlCmd};
+use dipc_wire::{Frame, IPC_CREAT};
 
 fn cluster(nodes: usize) -> Cluster {
     match Cluster::builder()
@@ -146,6 +157,208 @@ fn referee_killed_mid_traffic_data_path_continues_creates_wait_nothing_lost() {
         st.objects.iter().any(|o| o.record.key == 0x0c4a_0004),
         "{st:#?}"
     );
+}
+
+/// Has node 0 closed the stuck peer's connection? Its writer gives up
+/// after 3 call timeouts without progress ("the peer stopped reading"),
+/// unless the kernel's TCP_USER_TIMEOUT, set to the same bound, ended the
+/// connection first ("send failed").
+fn stuck_closed(c: &Cluster) -> bool {
+    c.node_log(0)
+        .lines()
+        .any(|l| l.contains("stuck-peer") && l.contains("closing connection"))
+}
+
+/// Resident memory of process `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS for pid {pid}: {status}"))
+}
+
+/// A frame of the node-to-node RPC: `postcard(head) ++ postcard(body)`.
+fn rpc_frame<T: serde::Serialize>(head: Head, body: &T) -> Vec<u8> {
+    let mut header = dipc_wire::encode(&head);
+    header.extend(dipc_wire::encode(body));
+    Frame {
+        header: header.into(),
+        payload: Default::default(),
+    }
+    .to_bytes()
+}
+
+/// Calls the stuck peer sends; each answer is ~30 KB (`GETALL` of a set
+/// of 30,000 semaphores), ~90 MB in all if the node queued them.
+const STUCK_CALLS: u64 = 3000;
+/// How much the node's resident memory may grow meanwhile: its per-link
+/// pause limit (16 MiB) plus the calls in flight, well below the 90 MB.
+const RSS_GROWTH_BOUND_KIB: u64 = 48 * 1024;
+
+#[test]
+fn a_peer_that_never_reads_leaves_the_node_bounded_and_serving_others() {
+    let call_timeout_ms = 6000u64;
+    let mut c = match Cluster::builder()
+        .bin(env!("CARGO_BIN_EXE_dipc"))
+        .nodes(2)
+        .node_arg("--call-timeout-ms")
+        .node_arg(call_timeout_ms.to_string())
+        // Serving the flood keeps the (single-threaded) node busy for a
+        // while in a debug build; membership is not what this tests.
+        .down_after_ms(30_000)
+        .start()
+    {
+        Ok(c) => c,
+        Err(e) => panic!("cluster did not start: {e:#}"),
+    };
+    let key = 0x0c4a_0100;
+    let mut l0 = check(&c, c.local_client(0));
+    let id = match check(
+        &c,
+        l0.call(&LReq::SemGet {
+            key,
+            nsems: 30_000,
+            flags: IPC_CREAT | 0o600,
+        }),
+    ) {
+        LResp::Id(id) => id,
+        other => panic!("semget: {other:?}\n{}", c.logs()),
+    };
+    let node0 = c.node_process(0).pid();
+    let base = rss_kib(node0);
+
+    // An honest handshake as a node, the link setup, a Hello, then calls
+    // whose answers it never reads.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let secret = std::fs::read(c.secret_file()).expect("read the secret");
+    let auth = Auth {
+        cluster: c.cluster_name().to_string(),
+        secret: Arc::from(secret),
+        name: "stuck-peer".into(),
+    };
+    let (mut conn, _) = match rt.block_on(Conn::connect(
+        &c.node_addr(0),
+        &auth,
+        Role::Node,
+        Duration::from_secs(5),
+    )) {
+        Ok(x) => x,
+        Err(e) => panic!("handshake: {e}\n{}", c.logs()),
+    };
+    let accepted = rt.block_on(async {
+        conn.send(&Frame::msg(&LinkSetup::Open { rdma: false }))
+            .await?;
+        conn.recv().await
+    });
+    match accepted {
+        Ok(Some(f)) if f.decode::<LinkSetup>().ok() == Some(LinkSetup::Accept { rdma: false }) => {}
+        other => panic!("link setup: {other:?}\n{}", c.logs()),
+    }
+    let (stream, _, _) = conn.into_parts();
+    let mut s = stream.into_std().expect("std stream");
+    s.set_nonblocking(false).expect("blocking");
+    s.set_write_timeout(Some(Duration::from_secs(3)))
+        .expect("write timeout");
+    s.write_all(&rpc_frame(Head::Notify, &PeerMsg::Hello { node: 4242 }))
+        .expect("hello");
+    let caller = IpcCaller {
+        proc_: ProcId { node: 4242, pid: 1 },
+        uid: 0,
+        gid: 0,
+    };
+    let mut sent = 0u64;
+    while sent < STUCK_CALLS {
+        let call = PeerReq::SemCtl {
+            id,
+            caller,
+            cmd: SemCtlCmd::GetAll,
+            now: 0,
+        };
+        if s.write_all(&rpc_frame(Head::Call(sent + 1), &call))
+            .is_err()
+        {
+            break; // the node stopped reading: pushed back
+        }
+        sent += 1;
+    }
+
+    // The node serves calls until the answers it could not send reach its
+    // pause limit, then stops reading the peer; after 3 call timeouts
+    // without progress the connection is closed, with the reason in its
+    // log. Until then, watch its memory, and have node 1 use the set
+    // homed on it: once the node has paused the stuck peer, it answers.
+    let mut l1 = check(&c, c.local_client(1));
+    let mut peak = base;
+    let mut served_while_stuck = None;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let started = Instant::now();
+    loop {
+        peak = peak.max(rss_kib(node0));
+        if stuck_closed(&c) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node neither paused nor closed the stuck connection\n{}",
+            c.logs()
+        );
+        if served_while_stuck.is_none() {
+            let got = l1
+                .call(&LReq::SemGet {
+                    key,
+                    nsems: 0,
+                    flags: 0,
+                })
+                .and_then(|_| {
+                    l1.call(&LReq::SemCtl {
+                        id,
+                        cmd: SemCtlCmd::GetVal { semnum: 7 },
+                    })
+                });
+            if matches!(got, Ok(LResp::Value(0))) && !stuck_closed(&c) {
+                served_while_stuck = Some(started.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let grew = peak.saturating_sub(base);
+    eprintln!(
+        "stuck peer: {sent} calls written ({} MB of answers asked for); node RSS {base} KiB -> \
+         peak {peak} KiB (+{grew} KiB); node 1 served after {served_while_stuck:?}; the node \
+         closed the connection after {:?}",
+        sent * 30_000 / 1_000_000,
+        started.elapsed()
+    );
+    assert!(
+        grew < RSS_GROWTH_BOUND_KIB,
+        "the node's memory grew by {grew} KiB behind a peer that never reads\n{}",
+        c.logs()
+    );
+    assert!(
+        served_while_stuck.is_some(),
+        "node 1 could not use the set while the stuck peer was connected\n{}",
+        c.logs()
+    );
+    // The stuck peer sees the end of the connection.
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    let mut buf = vec![0u8; 1 << 20];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => assert!(
+                Instant::now() < deadline,
+                "the stuck connection stayed open\n{}",
+                c.logs()
+            ),
+        }
+    }
 }
 
 /// A `probe` of `chaos_worker.c`: commands on its stdin, one answer line
