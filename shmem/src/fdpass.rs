@@ -117,8 +117,15 @@ fn send_msg(
     let ucred = size_of::<libc::ucred>() as u32;
     // SAFETY: CMSG_SPACE is pure arithmetic.
     let space = unsafe {
-        (if fds.is_empty() { 0 } else { libc::CMSG_SPACE(rights) })
-            + (if creds.is_some() { libc::CMSG_SPACE(ucred) } else { 0 })
+        (if fds.is_empty() {
+            0
+        } else {
+            libc::CMSG_SPACE(rights)
+        }) + (if creds.is_some() {
+            libc::CMSG_SPACE(ucred)
+        } else {
+            0
+        })
     };
     if space > 0 {
         msg.msg_control = cbuf.0.as_mut_ptr() as *mut libc::c_void;
