@@ -18,3 +18,12 @@ if ((${#missing[@]})); then
     { "${sudo_cmd[@]}" apt-get update -qq && "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"; }
 fi
 command -v cargo >/dev/null || { echo "setup: cargo not found (install Rust with rustup)" >&2; exit 1; }
+
+# cargo-fuzz for the short fuzz run of scripts/test.sh (once; a few minutes
+# to build). Not fatal: without it the test command says the fuzz run is
+# skipped.
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-fuzz" >&2
+  cargo install --locked --quiet cargo-fuzz </dev/null ||
+    echo "setup: cargo-fuzz could not be installed; the fuzz run will be skipped" >&2
+fi
