@@ -207,7 +207,7 @@ const RAND: [usize; 3] = [1_024, 2_048, 16_384];
 const MSG: [usize; 3] = [1_000, 1_000, 10_000];
 const SEM: [usize; 3] = [1_000, 1_000, 10_000];
 const KFLOOR: [usize; 3] = [5_000, 5_000, 50_000];
-const QUANTUM: [usize; 3] = [5_000, 10_000, 100_000];
+const QUANTUM: [usize; 3] = [4_000, 6_000, 100_000];
 
 /// Every scenario, floors first (they are measured first, and a dipc row
 /// needs its floors' numbers).

@@ -26,7 +26,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use dipc_wire::local::{Request, Response, VERSION};
-use dipc_wire::{Frame, IPC_CREAT, IPC_EXCL, IPC_PRIVATE, Key, MAX_FRAME, ObjectId};
+use dipc_wire::{Frame, IPC_CREAT, IPC_EXCL, IPC_PRIVATE, Key, MAX_FRAME, ObjectId, ShmMode};
 
 /// Bound on one request/answer exchange with the node.
 const IO_TIMEOUT: Duration = Duration::from_secs(15);
@@ -191,6 +191,21 @@ pub struct IpcmkArgs {
     /// Permissions (octal, default 0644).
     #[arg(short = 'p', long = "mode", default_value = "0644", value_parser = parse_mode)]
     mode: u32,
+    /// With -M: coherence unit in bytes (a power of two >= 4096; default:
+    /// the node's), as DIPC_PAGE_SIZE.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, requires = "shm")]
+    unit: Option<u64>,
+    /// With -M: move the segment as one unit (segment mode, at most 16M).
+    #[arg(long, requires = "shm")]
+    segment_mode: bool,
+    /// With -M: hold-time quantum in microseconds (0: none; default: the
+    /// node's), as DIPC_QUANTUM_US.
+    #[arg(long, value_name = "US", requires = "shm")]
+    quantum_us: Option<u32>,
+    /// With -M: largest sequential prefetch window in units (0: off;
+    /// default: the node's), as DIPC_PREFETCH.
+    #[arg(long, value_name = "UNITS", requires = "shm")]
+    prefetch: Option<u32>,
     /// Key (default IPC_PRIVATE); with a key, creation is exclusive.
     #[arg(long, value_parser = parse_num)]
     key: Option<Key>,
@@ -215,10 +230,10 @@ pub fn run(args: IpcmkArgs, file: &crate::config::FileConfig) -> anyhow::Result<
                 key,
                 size,
                 flags,
-                unit: None,
-                mode: None,
-                quantum_us: None,
-                prefetch: None,
+                unit: args.unit.map(|u| u32::try_from(u).unwrap_or(u32::MAX)),
+                mode: args.segment_mode.then_some(ShmMode::Segment),
+                quantum_us: args.quantum_us,
+                prefetch: args.prefetch,
             })
             .map_err(|e| fail("shared memory segment", e))?;
         println!("Shared memory id: {id}");

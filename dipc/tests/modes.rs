@@ -315,6 +315,21 @@ fn each_segment_keeps_the_settings_of_its_shmget_or_its_nodes_config() {
         assert_eq!(t["quantum_us"], quantum, "{key:#x}: {row}");
         assert_eq!(t["prefetch"], prefetch, "{key:#x}: {row}");
     }
+    // `dipc ipcmk` sets them the same way (through node 1's socket).
+    let made = c
+        .dipc()
+        .env("DIPC_SOCKET", c.node_socket(1))
+        .args(["ipcmk", "-M", "64K", "--key", "0x5d200440"])
+        .args(["--unit", "8192", "--quantum-us", "500", "--prefetch", "2"])
+        .output()
+        .expect("dipc ipcmk");
+    assert!(made.status.success(), "{made:?}");
+    let t = ipcs_segment(&c, 0x5d20_0440)["transfer"].clone();
+    assert_eq!(
+        (&t["mode"], &t["unit"], &t["quantum_us"], &t["prefetch"]),
+        (&"page".into(), &8192.into(), &500.into(), &2.into()),
+        "{t}"
+    );
     let status = c.status_text().expect("dipc status");
     assert!(
         status.contains("(page 4096B, quantum 3000us, prefetch 16)")
