@@ -875,6 +875,10 @@ async fn operation(
             Start::Wait(rx) => rx.await.unwrap_or(PeerResp::Err(errno::EINTR)),
         };
     }
+    if node.is_member_down(rec.home) {
+        // The home failed: the object went with it.
+        return PeerResp::Err(errno::EIDRM);
+    }
     let Some(h) = node.peers().handle(node, rec.home).await else {
         return PeerResp::Err(errno::EIDRM);
     };

@@ -222,12 +222,17 @@ impl Node {
         crate::ipc::node_down(self, node);
     }
 
+    /// True if the referee declared `node` down (and it did not come back).
+    pub(crate) fn is_member_down(&self, node: NodeId) -> bool {
+        self.state().members.get(&node).is_some_and(|m| !m.up)
+    }
+
     /// Wait (at most `bound`) until the referee declares `node` down;
     /// false if it did not.
     pub(crate) async fn wait_member_down(&self, node: NodeId, bound: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + bound;
         loop {
-            if self.state().members.get(&node).is_some_and(|m| !m.up) {
+            if self.is_member_down(node) {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -415,7 +420,7 @@ impl Node {
         if Some(rec.home) == self.node_id() {
             return self.serve_home(rec.home, req).await;
         }
-        if self.state().members.get(&rec.home).is_some_and(|m| !m.up) {
+        if self.is_member_down(rec.home) {
             // The home failed: the object went with it.
             return PeerResp::Err(errno::EIDRM);
         }
