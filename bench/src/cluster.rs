@@ -321,6 +321,7 @@ impl Cluster {
                 Some(net) => (format!("{}:7201", net.node_ip(i)), Some(net.open(i)?)),
                 None => (format!("127.0.0.1:{}", free_port()?), None),
             };
+            let (transport, rdma) = crate::rdma::node_transport();
             let cfg = dipc_node::NodeConfig {
                 name: name.clone(),
                 listen: listen.clone(),
@@ -328,8 +329,8 @@ impl Cluster {
                 referee: self.referee_addr.clone(),
                 cluster: CLUSTER.into(),
                 secret: self.secret.clone(),
-                transport: "tcp".into(),
-                rdma: Default::default(),
+                transport,
+                rdma,
                 call_timeout: CALL_TIMEOUT,
                 default_unit: dipc_shmem::page_size() as u32,
             };

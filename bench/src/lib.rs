@@ -56,6 +56,7 @@ pub mod logs;
 pub mod machine;
 pub mod netns;
 pub mod plot;
+pub mod rdma;
 pub mod redis;
 pub mod report;
 pub mod run;

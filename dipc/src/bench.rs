@@ -35,6 +35,17 @@ pub struct BenchArgs {
     /// Where to write the plots (latency.svg, scaling.svg) and report.json.
     #[arg(long, value_name = "DIR", default_value = "target/bench")]
     plot: PathBuf,
+    /// `rdma`: the fault scenarios with the nodes' links on RDMA next to the
+    /// same on TCP, perftest's ib_read_lat and raw RDMA round trips (needs a
+    /// device; see scripts/bench-rdma.sh). Default: the usual table (TCP).
+    #[arg(long, value_name = "tcp|rdma")]
+    transport: Option<String>,
+    /// RDMA device for --transport rdma (`auto` = the first with an ACTIVE port).
+    #[arg(long, value_name = "DEV", default_value = "auto")]
+    rdma_device: String,
+    /// GID index for --transport rdma (soft-RoCE: 1).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    gid_index: u8,
 }
 
 /// `dipc bench`.
@@ -52,6 +63,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             println!("{:<16} {}{floor}", s.name, s.what);
         }
         return Ok(());
+    }
+    match args.transport.as_deref() {
+        None | Some("tcp") => {}
+        Some("rdma") => return rdma(&args),
+        Some(other) => anyhow::bail!("unknown --transport {other:?} (tcp or rdma)"),
     }
     let profile = if args.quick {
         Profile::Quick
@@ -113,5 +129,32 @@ pub fn agent() -> anyhow::Result<()> {
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     dipc_bench::agent::serve(stdin.lock(), stdout.lock())?;
+    Ok(())
+}
+
+/// `dipc bench --transport rdma` (see `dipc_bench::rdma`).
+fn rdma(args: &BenchArgs) -> anyhow::Result<()> {
+    let logs = LogBuffer::new(DEFAULT_LINES);
+    logs.install("warn");
+    let samples = args
+        .samples
+        .map_or(if args.quick { 2_000 } else { 10_000 }, |n| n as usize);
+    let opts = dipc_bench::rdma::RdmaOptions {
+        device: args.rdma_device.clone(),
+        gid_index: args.gid_index,
+        samples,
+        agent: AgentCommand::current_exe(&["agent"])?,
+    };
+    let rows = dipc_bench::rdma::compare(&opts)?;
+    print!("{}", dipc_bench::rdma::table(&rows));
+    if rows
+        .iter()
+        .any(|r| r.result.as_ref().is_err_and(|e| !e.starts_with("skipped")))
+    {
+        for line in logs.tail(DEFAULT_LINES) {
+            eprintln!("{line}");
+        }
+        anyhow::bail!("some rows failed");
+    }
     Ok(())
 }
