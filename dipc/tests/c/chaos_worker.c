@@ -33,8 +33,8 @@
  * ranks (type = receiver + 1, body = sender and that pair's sequence) and
  * receive their own type (each sender's numbers must be exactly 0, 1, 2,
  * ...: no loss inside the stream, no duplicate). Ranks from NSTABLE on run
- * on the node the chaos kills: they only send messages and do semop on
- * semaphore 2, and never touch the segment (its pages must never live on
+ * on the node the chaos kills: they only send messages and move semaphore
+ * 2 up and down, and never touch the segment (its pages must never live on
  * a node that dies).
  *
  * End protocol of a stable rank: print "sent R N" per receiver, "incs N",
@@ -245,7 +245,10 @@ static int work(char **argv)
             sem(sm, 0, 1, SEM_UNDO);
             break;
         case 7:
+            /* Up and down again, so the value stays far below SEMVMX
+             * however long the run (a worker killed in between leaves 1). */
             sem(sm, 2, 1, 0);
+            sem(sm, 2, -1, 0);
             break;
         }
         ops++;
