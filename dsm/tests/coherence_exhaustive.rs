@@ -137,3 +137,25 @@ fn three_nodes_one_unit_the_home_crashes() {
 fn two_nodes_two_units_a_node_crashes() {
     check(crashing(config(2, 0, 2, 2, 2), 1), 2000);
 }
+
+/// Larger crash configurations (release: `-- --ignored`).
+#[test]
+#[ignore = "large: run in release"]
+fn three_nodes_one_unit_two_threads_a_node_crashes() {
+    check(crashing(config(3, 0, 1, 2, 2), 1), 20_000);
+}
+
+/// The home crashes while copies are held within their quantum (their
+/// deferred answers on its behalf are dropped).
+#[test]
+#[ignore = "large: run in release"]
+fn three_nodes_one_unit_the_home_crashes_with_a_quantum() {
+    check(crashing(with(config(3, 1, 1, 1, 2), 50, 0), 1), 2000);
+}
+
+/// A sharer crashes while prefetched copies and a quantum are in play.
+#[test]
+#[ignore = "large: run in release"]
+fn two_nodes_prefetch_and_quantum_a_node_crashes() {
+    check(crashing(with(config(2, 0, 3, 1, 2), 50, 2), 1), 2000);
+}

@@ -678,7 +678,20 @@ impl Engine {
             CohMsg::Stuck {
                 dead, reply, acked, ..
             } => {
-                self.mark_dead(dead, cx);
+                // Only an answer to this home's `Check`, which it sends
+                // about nodes it knows failed: no peer makes it drop one.
+                if !self.dead.contains(&dead) {
+                    cx.ignore(
+                        from,
+                        Error::Unexpected {
+                            from,
+                            msg,
+                            state: s.local[unit as usize],
+                            why: "names a node this home does not know failed",
+                        },
+                    );
+                    return;
+                }
                 if let Some(s) = self.segs.get_mut(&seg_id) {
                     directory::stuck(s, seg_id, unit, from, dead, reply, acked, cx);
                 }
