@@ -8,11 +8,14 @@
 //! layout, named after this process's id so runs never collide:
 //!
 //! ```text
-//!  root namespace: bridge dbr<pid> 10.213.0.254/24  (the referee listens here)
-//!     |-- dv<pid>-1 <-veth-> eth0 10.213.0.1/24 in namespace dnb<pid>-1 (node 1)
-//!     |-- dv<pid>-2 <-veth-> eth0 10.213.0.2/24 in namespace dnb<pid>-2 (node 2)
+//!  root namespace: bridge dbr<pid> 10.214.S.254/24  (the referee listens here)
+//!     |-- dv<pid>-1 <-veth-> eth0 10.214.S.1/24 in namespace dnb<pid>-1 (node 1)
+//!     |-- dv<pid>-2 <-veth-> eth0 10.214.S.2/24 in namespace dnb<pid>-2 (node 2)
 //!     ...
 //! ```
+//!
+//! where the subnet `S` (1..=250) also comes from the process id, so two
+//! runs at once do not route each other's addresses.
 //!
 //! Everything is removed on drop (deleting a namespace deletes its veth
 //! end and with it the pair). The node daemons run on threads of this
@@ -25,14 +28,13 @@ use std::process::Command;
 
 use crate::Error;
 
-/// The namespaces' subnet (a /24).
-const SUBNET: &str = "10.213.0";
-
 /// A bridge and one namespace per node.
 #[derive(Debug)]
 pub struct Net {
     bridge: String,
     namespaces: Vec<String>,
+    /// The first three bytes of the /24, `10.214.S`.
+    subnet: String,
 }
 
 fn ip(args: &[&str]) -> Result<(), Error> {
@@ -68,10 +70,12 @@ impl Net {
         let mut net = Net {
             bridge: format!("dbr{pid}"),
             namespaces: Vec::new(),
+            subnet: format!("10.214.{}", pid % 250 + 1),
         };
+        let subnet = net.subnet.clone();
         let br = net.bridge.clone();
         ip(&["link", "add", &br, "type", "bridge"])?;
-        ip(&["addr", "add", &format!("{SUBNET}.254/24"), "dev", &br])?;
+        ip(&["addr", "add", &format!("{subnet}.254/24"), "dev", &br])?;
         ip(&["link", "set", &br, "up"])?;
         for i in 1..=nodes {
             let ns = format!("dnb{pid}-{i}");
@@ -87,7 +91,7 @@ impl Net {
                 &ns,
                 "addr",
                 "add",
-                &format!("{SUBNET}.{i}/24"),
+                &format!("{subnet}.{i}/24"),
                 "dev",
                 "eth0",
             ])?;
@@ -99,12 +103,12 @@ impl Net {
 
     /// The address the referee listens on (the bridge's).
     pub fn referee_ip(&self) -> String {
-        format!("{SUBNET}.254")
+        format!("{}.254", self.subnet)
     }
 
     /// Node `i`'s (1-based) address, inside its namespace.
     pub fn node_ip(&self, i: usize) -> String {
-        format!("{SUBNET}.{i}")
+        format!("{}.{i}", self.subnet)
     }
 
     /// Node `i`'s namespace, opened (to enter it).
