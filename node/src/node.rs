@@ -47,6 +47,10 @@ pub struct State {
     /// Lookups cached by id (dropped when the referee says the object is gone).
     cache: HashMap<ObjectId, ObjectRecord>,
     members: HashMap<NodeId, Member>,
+    /// Members the referee declared down (`NodeDown`) and that did not
+    /// come back: their objects are gone. (A member listed as not up when
+    /// this node joins may just not have re-joined a restarted referee.)
+    down: std::collections::HashSet<NodeId>,
 }
 
 impl Node {
@@ -61,6 +65,7 @@ impl Node {
                 hosted: HashMap::new(),
                 cache: HashMap::new(),
                 members: HashMap::new(),
+                down: Default::default(),
             }),
             peers: Arc::new(Peers::default()),
             conns: Mutex::new(HashMap::new()),
@@ -201,6 +206,7 @@ impl Node {
         info!(node = m.node, name = %m.name, "member up");
         let mut st = self.state();
         st.engine.node_up(m.node);
+        st.down.remove(&m.node);
         st.members.insert(m.node, m);
     }
 
@@ -215,8 +221,12 @@ impl Node {
                  copies; restart it to take part again"
             );
         }
-        if let Some(m) = self.state().members.get_mut(&node) {
-            m.up = false;
+        {
+            let mut st = self.state();
+            if let Some(m) = st.members.get_mut(&node) {
+                m.up = false;
+            }
+            st.down.insert(node);
         }
         self.coherence_node_down(node);
         crate::ipc::node_down(self, node);
@@ -224,7 +234,7 @@ impl Node {
 
     /// True if the referee declared `node` down (and it did not come back).
     pub(crate) fn is_member_down(&self, node: NodeId) -> bool {
-        self.state().members.get(&node).is_some_and(|m| !m.up)
+        self.state().down.contains(&node)
     }
 
     /// Wait (at most `bound`) until the referee declares `node` down;
