@@ -43,7 +43,10 @@ fn cluster(nodes: usize) -> Cluster {
         .bin(env!("CARGO_BIN_EXE_dipc"))
         .nodes(nodes)
         .heartbeat_ms(300)
-        .down_after_ms(3000)
+        // No node fails here: a generous bound keeps a node that a loaded
+        // machine (debug build) starves of heartbeats from being declared
+        // down, which would turn its objects' pages lost.
+        .down_after_ms(10_000)
         .start()
     {
         Ok(c) => c,
