@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, checks formatting and lints,
 # builds everything (the C tests need libsysv.so and the dipc binary) and
-# runs every test, including the soft-RoCE ones inside ../shared/rxe-vm.
+# runs every test, including the soft-RoCE ones inside ../shared/rxe-vm
+# (scripts/vm-tests.sh: transport-rdma device tests and nodes on RDMA).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -24,4 +25,4 @@ else
   echo "== fuzz: skipped (DIPC_FUZZ_SECS=0 or no cargo-fuzz)" >&2
 fi
 echo "== soft-RoCE tests (inside ../shared/rxe-vm)" >&2
-CARGO_TARGET_DIR=target transport-rdma/tests/vm.sh 2>&1 | tee target/test-rdma.log
+CARGO_TARGET_DIR=target scripts/vm-tests.sh 2>&1 | tee target/test-rdma.log

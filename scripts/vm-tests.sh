@@ -27,7 +27,7 @@ run=${RXE_VM:-$root/../shared/rxe-vm/run}
 cargo build --quiet --release -p dipc -p sysv
 test_bin() { # crate test -> path of the test executable
   cargo test --quiet --release -p "$1" --test "$2" --no-run --message-format=json 2>/dev/null |
-    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | grep "/deps/$2-" | tail -1
 }
 rxe=$(test_bin dipc-transport-rdma rxe)
 shm=$(test_bin dipc shm)
@@ -39,6 +39,16 @@ done
 
 shm_tests=(pattern_of_64_mib message_passing_litmus store_buffering_litmus atomic_counter_of_six)
 msgsem_tests=(ping_pong_of_10000 a_semaphore_mutex_makes_a_plain_counter)
+# Under CPU emulation the tests' counts and sizes are divided by this.
+scale=${DIPC_TEST_SCALE:-20}
+
+# The same tests on the host first, over TCP: this compiles their C
+# programs into the cache the VM reads (compiling under emulation takes
+# half a minute each), and is the TCP run to compare with.
+echo "== on the host, over TCP (DIPC_TEST_SCALE=$scale)" >&2
+DIPC_TEST_SCALE=$scale "$transport" --test-threads=2 -q
+DIPC_TEST_SCALE=$scale "$shm" --test-threads=2 -q "${shm_tests[@]}"
+DIPC_TEST_SCALE=$scale "$msgsem" --test-threads=2 -q "${msgsem_tests[@]}"
 # In the VM, testkit's `cargo build -p sysv` (libsysv is built already) is
 # skipped: CARGO=true.
 script=$(cat <<SH
@@ -47,7 +57,8 @@ export CARGO=true
 echo "== transport-rdma device tests (tests/rxe.rs)"
 $rxe --test-threads=1
 export DIPC_TEST_TRANSPORT=rdma DIPC_TEST_RDMA_DEVICE=\$RXE_VM_DEV DIPC_TEST_GID_INDEX=1
-echo "== dipc tests over RDMA"
+export DIPC_TEST_SCALE=$scale
+echo "== dipc tests over RDMA (DIPC_TEST_SCALE=$scale)"
 $transport --test-threads=1
 $shm --test-threads=1 ${shm_tests[*]}
 $msgsem --test-threads=1 ${msgsem_tests[*]}

@@ -386,6 +386,15 @@ fn resources(cfg: &RdmaConfig) -> Result<Resources, Error> {
     })
 }
 
+/// Run blocking verbs work on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::verbs("RDMA setup task", std::io::Error::other(e.to_string())))?
+}
+
 async fn setup_msg(ctrl: &mut Conn, label: &str) -> Result<Setup, Error> {
     match ctrl.recv().await? {
         Some(f) => f.decode::<Setup>().map_err(|e| Error::Protocol {
@@ -407,7 +416,10 @@ async fn abort(ctrl: &mut Conn, e: Error) -> Error {
 
 async fn setup(mut ctrl: Conn, cfg: &RdmaConfig) -> Result<RdmaConn, Error> {
     let label = ctrl.peer().to_string();
-    let res = match resources(cfg) {
+    // Opening the device and registering the rings are blocking verbs
+    // calls (slow under emulation): off the async runtime's thread.
+    let c = cfg.clone();
+    let res = match blocking(move || resources(&c)).await {
         Ok(r) => r,
         Err(e) => return Err(abort(&mut ctrl, e).await),
     };
@@ -459,11 +471,17 @@ async fn setup(mut ctrl: Conn, cfg: &RdmaConfig) -> Result<RdmaConn, Error> {
     };
     // The staging ring, then the source of our ack word's writes.
     let ack_src_off = stage_slots as usize * theirs.slot_size as usize;
-    let connected = Region::new(&pd, ack_src_off + 4096, false).and_then(|send_ring| {
-        qp.modify_to_rtr(&remote, &path)?;
-        qp.modify_to_rts(data.psn, &path)?;
-        Ok(send_ring)
-    });
+    let (pd2, psn) = (pd.clone(), data.psn);
+    let (qp_back, connected) = blocking(move || {
+        let connected = Region::new(&pd2, ack_src_off + 4096, false).and_then(|send_ring| {
+            qp.modify_to_rtr(&remote, &path)?;
+            qp.modify_to_rts(psn, &path)?;
+            Ok(send_ring)
+        });
+        Ok((qp, connected))
+    })
+    .await?;
+    let qp = qp_back;
     let send_ring = match connected {
         Ok(r) => r,
         Err(e) => return Err(abort(&mut ctrl, e).await),
