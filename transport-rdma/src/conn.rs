@@ -639,7 +639,10 @@ enum Finish {
 
 impl Engine {
     fn run(mut self) {
-        let end = self.main_loop();
+        let end = match self.main_loop() {
+            Err(e @ Error::Completion { .. }) => Err(self.explain_completion(e)),
+            end => end,
+        };
         let _ = self.qp.modify_to_error();
         match end {
             Ok(Finish::Peer) => {
@@ -674,6 +677,29 @@ impl Engine {
             }
         }
         let _ = self.ctrl.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// A failed completion is often the first sign of a peer process that
+    /// died (its memory regions went before its queue pair, so our writes
+    /// see "remote access error"). If its control connection ends without
+    /// goodbye shortly after, report that instead.
+    fn explain_completion(&mut self, e: Error) -> Error {
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline {
+            let mut fds = [PollFd::new(self.ctrl.as_fd(), PollFlags::POLLIN)];
+            let _ = nix::poll::poll(&mut fds, PollTimeout::from(50u8));
+            match self.read_control() {
+                Err(Error::PeerGone { peer, reason }) => {
+                    return Error::PeerGone {
+                        peer,
+                        reason: format!("{reason}; first seen as: {e}"),
+                    };
+                }
+                Err(_) => return e,
+                Ok(_) => {}
+            }
+        }
+        e
     }
 
     fn closing(&self) -> bool {
