@@ -35,9 +35,11 @@
 //! mapping. `tests/rxe.rs` runs real connections between two processes
 //! (0 B to 4 MiB round trips, 10,000 small frames from four senders echoed
 //! in order, a peer killed mid-transfer while sending and while receiving,
-//! a peer that stops reading); without a device each test says so and
-//! passes without running. `tests/vm.sh` runs them in the soft-RoCE VM
-//! (`shared/rxe-vm`), where they run for real. `examples/latency.rs`
+//! a peer that stops reading; `rpc()` over RDMA: 512 concurrent 4 KiB
+//! calls, a peer killed with 40 calls pending, reconnect); without a
+//! device each test says so and passes without running. `tests/vm.sh`
+//! (and `scripts/vm-tests.sh`, with the node tests) runs them in the
+//! soft-RoCE VM (`shared/rxe-vm`), where they run for real. `examples/latency.rs`
 //! prints 4 KiB round-trip times.
 
 pub mod config;
