@@ -417,7 +417,9 @@ fn peer_port_closes_bad_connections_and_serves_everyone_else() {
     let log = || c.node_log(0);
     let normal = |what: &str| cross_node_message_works(&c, what);
     normal("nothing");
-    tcp_bad_input(&c, &addr, &log, &normal, "dropping connection");
+    // After the handshake a peer link first agrees on its transport; bad
+    // input there ends the link with this reason.
+    tcp_bad_input(&c, &addr, &log, &normal, "peer link from");
     assert_logged(log, "refused peer connection from", "bad handshakes");
     tcp_half_open(&c, &addr, &log, &normal);
 }
