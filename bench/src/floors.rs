@@ -228,7 +228,7 @@ fn floor_auth(name: &str) -> Auth {
     }
 }
 
-fn current_thread_runtime() -> Result<tokio::runtime::Runtime, Error> {
+pub(crate) fn current_thread_runtime() -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -262,16 +262,43 @@ pub fn tcp_bw_1m(total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
     tcp_rtt(total, pb, 8, 1 << 20)
 }
 
-/// Round trips of a call carrying `req` bytes answered with `resp` bytes.
-fn tcp_rtt(total: usize, pb: &ProgressBar, req: usize, resp: usize) -> Result<Vec<u64>, Error> {
+/// A non-blocking listener on 127.0.0.1 for a floor's server (`floor`
+/// names it in errors), and its address.
+pub(crate) fn loopback_listener(
+    floor: &str,
+) -> Result<(std::net::TcpListener, std::net::SocketAddr), Error> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| Error::io("tcp floor: binding 127.0.0.1:0", e))?;
+        .map_err(|e| Error::io(format!("{floor}: binding 127.0.0.1:0"), e))?;
     let addr = listener
         .local_addr()
-        .map_err(|e| Error::io("tcp floor: local address", e))?;
+        .map_err(|e| Error::io(format!("{floor}: local address"), e))?;
     listener
         .set_nonblocking(true)
-        .map_err(|e| Error::io("tcp floor: non-blocking listener", e))?;
+        .map_err(|e| Error::io(format!("{floor}: non-blocking listener"), e))?;
+    Ok((listener, addr))
+}
+
+/// Accept the one client of a floor's server, within `bound`.
+pub(crate) async fn accept_one(
+    listener: std::net::TcpListener,
+    floor: &str,
+    bound: Duration,
+) -> Result<tokio::net::TcpStream, Error> {
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .map_err(|e| Error::io(format!("{floor}: registering the listener"), e))?;
+    let (stream, _) = tokio::time::timeout(bound, listener.accept())
+        .await
+        .map_err(|_| Error::Timeout {
+            what: format!("{floor}: accepting the client"),
+            after: bound,
+        })?
+        .map_err(|e| Error::io(format!("{floor}: accept"), e))?;
+    Ok(stream)
+}
+
+/// Round trips of a call carrying `req` bytes answered with `resp` bytes.
+fn tcp_rtt(total: usize, pb: &ProgressBar, req: usize, resp: usize) -> Result<Vec<u64>, Error> {
+    let (listener, addr) = loopback_listener("tcp floor")?;
     let server = std::thread::Builder::new()
         .name("tcp-floor-server".into())
         .spawn(move || -> Result<(), Error> {
@@ -292,15 +319,7 @@ fn tcp_rtt(total: usize, pb: &ProgressBar, req: usize, resp: usize) -> Result<Ve
 
 /// Accept one connection and answer each call with 4 KiB until it closes.
 async fn echo_server(listener: std::net::TcpListener, resp: usize) -> Result<(), Error> {
-    let listener = tokio::net::TcpListener::from_std(listener)
-        .map_err(|e| Error::io("tcp floor: registering the listener", e))?;
-    let (stream, _) = tokio::time::timeout(TCP_TIMEOUT, listener.accept())
-        .await
-        .map_err(|_| Error::Timeout {
-            what: "tcp floor: accepting the client".into(),
-            after: TCP_TIMEOUT,
-        })?
-        .map_err(|e| Error::io("tcp floor: accept", e))?;
+    let stream = accept_one(listener, "tcp floor", TCP_TIMEOUT).await?;
     let (conn, _) = Conn::accept(stream, &floor_auth("floor-server"), TCP_TIMEOUT)
         .await
         .map_err(|e| Error::tcp("tcp floor: server handshake", e))?;

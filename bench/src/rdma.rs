@@ -30,6 +30,7 @@ use indicatif::ProgressBar;
 
 use crate::agent::AgentCommand;
 use crate::cluster::Cluster;
+use crate::floors::{accept_one, current_thread_runtime, loopback_listener};
 use crate::stats::{Summary, human, summarize, warmup_for};
 use crate::{Error, floors, shm};
 
@@ -216,13 +217,6 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Error> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("RDMA bench: tokio runtime", e))
-}
-
 fn auth(name: &str) -> Auth {
     Auth {
         cluster: "rdma-floor".into(),
@@ -241,29 +235,14 @@ fn rdma_err(what: &str, e: dipc_transport_rdma::Error) -> Error {
 /// `total` round trips of 4 KiB each way between two RDMA connections of
 /// this process (server on its own thread): raw frames, or `rpc()` calls.
 fn rdma_rtt(cfg: &RdmaConfig, total: usize, use_rpc: bool) -> Result<Vec<u64>, Error> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| Error::io("RDMA floor: binding 127.0.0.1:0", e))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::io("RDMA floor: local address", e))?
-        .to_string();
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| Error::io("RDMA floor: non-blocking listener", e))?;
+    let (listener, addr) = loopback_listener("RDMA floor")?;
+    let addr = addr.to_string();
     let scfg = cfg.clone();
     let server = std::thread::Builder::new()
         .name("rdma-floor-server".into())
         .spawn(move || -> Result<(), Error> {
-            runtime()?.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener)
-                    .map_err(|e| Error::io("RDMA floor: listener", e))?;
-                let (s, _) = tokio::time::timeout(TIMEOUT, listener.accept())
-                    .await
-                    .map_err(|_| Error::Timeout {
-                        what: "RDMA floor: accepting the client".into(),
-                        after: TIMEOUT,
-                    })?
-                    .map_err(|e| Error::io("RDMA floor: accept", e))?;
+            current_thread_runtime()?.block_on(async move {
+                let s = accept_one(listener, "RDMA floor", TIMEOUT).await?;
                 let (mut conn, _) = dipc_transport_rdma::accept(s, &auth("server"), &scfg)
                     .await
                     .map_err(|e| rdma_err("server setup", e))?;
@@ -291,7 +270,7 @@ fn rdma_rtt(cfg: &RdmaConfig, total: usize, use_rpc: bool) -> Result<Vec<u64>, E
         })
         .map_err(|e| Error::io("RDMA floor: server thread", e))?;
     let page = Bytes::from(vec![0x5Au8; 4096]);
-    let client = runtime()?.block_on(async {
+    let client = current_thread_runtime()?.block_on(async {
         let (mut conn, _) = dipc_transport_rdma::connect(&addr, &auth("client"), cfg)
             .await
             .map_err(|e| rdma_err("client setup", e))?;

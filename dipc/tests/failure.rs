@@ -29,7 +29,7 @@ use std::process::{Child, ChildStdin, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use dipc_testkit::{Cluster, Link, Program, compile_c};
+use dipc_testkit::{Cluster, Link, Program, compile_c_with_header};
 use dipc_wire::referee::LostPages;
 
 const COMMON: &str = include_str!("c/common.h");
@@ -53,10 +53,14 @@ fn cluster() -> Cluster {
 }
 
 fn failtool() -> Program {
-    let src = format!(
-        "#define USE_DIPC 1\n#line 1 \"common.h\"\n{COMMON}\n#line 1 \"failtool.c\"\n{FAILTOOL}"
-    );
-    compile_c(&src, "failtool", Link::Sysv).unwrap_or_else(|e| panic!("{e:#}"))
+    compile_c_with_header(
+        "#define USE_DIPC 1\n",
+        ("common.h", COMMON),
+        "failtool",
+        FAILTOOL,
+        Link::Sysv,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// A running `failtool`.

@@ -26,7 +26,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use dipc_testkit::{Cluster, Link, Program, compile_c};
+use dipc_testkit::{Cluster, Link, Program, compile_c_with_header};
 
 const COMMON: &str = include_str!("c/common.h");
 const PATTERN: &str = include_str!("c/pattern.c");
@@ -51,9 +51,14 @@ fn cluster(env: &[(&str, &str)]) -> Cluster {
 
 /// Compile `tests/c/<name>.c` with `IPC_DIPC`, linked `-lsysv`.
 fn program(name: &str, src: &str) -> Program {
-    let src =
-        format!("#define USE_DIPC 1\n#line 1 \"common.h\"\n{COMMON}\n#line 1 \"{name}.c\"\n{src}");
-    compile_c(&src, name, Link::Sysv).unwrap_or_else(|e| panic!("{e:#}"))
+    compile_c_with_header(
+        "#define USE_DIPC 1\n",
+        ("common.h", COMMON),
+        name,
+        src,
+        Link::Sysv,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// A running C program: stdin piped from the test, stdout read line by line.

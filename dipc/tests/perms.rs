@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
 
-use dipc_testkit::{Cluster, Link, Program, compile_c};
+use dipc_testkit::{Cluster, Link, Program, compile_c_with_header};
 
 const COMMON: &str = include_str!("c/perm_common.h");
 const SETUP: &str = include_str!("c/perm_setup.c");
@@ -70,8 +70,8 @@ struct Progs {
 
 fn programs() -> Progs {
     let build = |name: &str, src: &str| {
-        let src = format!("#line 1 \"perm_common.h\"\n{COMMON}\n#line 1 \"{name}.c\"\n{src}");
-        compile_c(&src, name, Link::Sysv).unwrap_or_else(|e| panic!("{e:#}"))
+        compile_c_with_header("", ("perm_common.h", COMMON), name, src, Link::Sysv)
+            .unwrap_or_else(|e| panic!("{e:#}"))
     };
     let setup = build("perm_setup", SETUP);
     let check = build("perm_check", CHECK);

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use dipc_testkit::{Cluster, Link, Program, compile_c, libsysv};
+use dipc_testkit::{Cluster, Link, Program, compile_c_with_header, libsysv};
 use dipc_wire::is_dipc_id;
 
 const COMMON: &str = include_str!("c/common.h");
@@ -88,8 +88,8 @@ fn program(name: &str, src: &str, build: Build) -> Program {
         Build::Dipc => ("#define USE_DIPC 1\n", Link::Sysv),
         Build::Unmodified => ("", Link::Plain),
     };
-    let src = format!("{prelude}#line 1 \"common.h\"\n{COMMON}\n#line 1 \"{name}.c\"\n{src}");
-    compile_c(&src, name, link).unwrap_or_else(|e| panic!("{e:#}"))
+    compile_c_with_header(prelude, ("common.h", COMMON), name, src, link)
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// A running C program with its stdin and stdout piped to the test.
@@ -493,8 +493,14 @@ fn without_a_daemon_ipc_dipc_works_locally_or_fails_on_request() {
     let lib = libsysv().unwrap_or_else(|e| panic!("{e:#}"));
     // The program uses IPC_DIPC; linked -lsysv, and plain under LD_PRELOAD.
     let linked = program("no_daemon", NO_DAEMON, Build::Dipc);
-    let src = format!("#define USE_DIPC 1\n{COMMON}\n#line 1 \"no_daemon.c\"\n{NO_DAEMON}");
-    let preloaded = compile_c(&src, "no_daemon", Link::Plain).unwrap_or_else(|e| panic!("{e:#}"));
+    let preloaded = compile_c_with_header(
+        "#define USE_DIPC 1\n",
+        ("common.h", COMMON),
+        "no_daemon",
+        NO_DAEMON,
+        Link::Plain,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
 
     for prog in [&linked, &preloaded] {
         let run = |mode: &str, fallback: Option<&str>| {

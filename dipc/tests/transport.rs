@@ -10,7 +10,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dipc_testkit::{Cluster, Link, Program, compile_c, free_port};
+use dipc_testkit::{Cluster, Link, Program, compile_c_with_header, free_port};
 
 const COMMON: &str = include_str!("c/common.h");
 const PATTERN: &str = include_str!("c/pattern.c");
@@ -24,10 +24,14 @@ fn cluster(nodes: usize) -> Cluster {
 }
 
 fn pattern_program() -> Program {
-    let src = format!(
-        "#define USE_DIPC 1\n#line 1 \"common.h\"\n{COMMON}\n#line 1 \"pattern.c\"\n{PATTERN}"
-    );
-    compile_c(&src, "pattern", Link::Sysv).unwrap_or_else(|e| panic!("{e:#}"))
+    compile_c_with_header(
+        "#define USE_DIPC 1\n",
+        ("common.h", COMMON),
+        "pattern",
+        PATTERN,
+        Link::Sysv,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Run `cmd` to its end (bounded); its stdout, or a panic with everything.

@@ -91,6 +91,27 @@ pub(crate) fn remove_dipc_env(cmd: &mut Command) {
 /// a failed compilation contains the compiler's messages and the path of
 /// the source file.
 pub fn compile_c(src: &str, name: &str, link: Link) -> anyhow::Result<Program> {
+    compile_c_source(src, name, link)
+}
+
+/// [`compile_c`] of `<name>.c` (`src`) pasted after a header the test's C
+/// programs share, `header` = (file name, text), with `prelude` (such as
+/// `#define USE_DIPC 1\n`) in front. `#line` directives make the
+/// compiler's messages name the real files and lines.
+pub fn compile_c_with_header(
+    prelude: &str,
+    header: (&str, &str),
+    name: &str,
+    src: &str,
+    link: Link,
+) -> anyhow::Result<Program> {
+    let (header_name, header_text) = header;
+    let src =
+        format!("{prelude}#line 1 \"{header_name}\"\n{header_text}\n#line 1 \"{name}.c\"\n{src}");
+    compile_c_source(&src, name, link)
+}
+
+fn compile_c_source(src: &str, name: &str, link: Link) -> anyhow::Result<Program> {
     if name.is_empty()
         || !name
             .chars()

@@ -66,7 +66,7 @@ mod paths;
 mod process;
 mod wait;
 
-pub use cc::{Link, Program, compile_c, sysv_pc_dir};
+pub use cc::{Link, Program, compile_c, compile_c_with_header, sysv_pc_dir};
 pub use cluster::{Cluster, ClusterBuilder};
 pub use local::LocalClient;
 pub use netns::NetnsPair;

@@ -142,14 +142,7 @@ impl RdmaSender {
     /// while [`SEND_QUEUE`] frames are waiting; fails at once when the
     /// connection has ended.
     pub async fn send(&self, frame: Frame) -> Result<(), Error> {
-        let len = frame.wire_len();
-        if len > MAX_FRAME {
-            return Err(FrameError::TooLarge {
-                len,
-                max: MAX_FRAME,
-            }
-            .into());
-        }
+        check_len(&frame)?;
         if let Some(end) = self.shared.end() {
             return Err(match end {
                 End::Failed(e) => e,
@@ -158,11 +151,15 @@ impl RdmaSender {
                 },
             });
         }
+        self.queue_waiting(frame).await?;
+        self.shared.wake();
+        Ok(())
+    }
+
+    /// Queue `frame`, waiting at most the timeout for room.
+    async fn queue_waiting(&self, frame: Frame) -> Result<(), Error> {
         match tokio::time::timeout(self.timeout, self.out.send(frame)).await {
-            Ok(Ok(())) => {
-                self.shared.wake();
-                Ok(())
-            }
+            Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(self.shared.send_error()),
             Err(_) => Err(Error::Timeout {
                 what: format!(
@@ -173,22 +170,13 @@ impl RdmaSender {
             }),
         }
     }
-}
 
-impl RdmaSender {
     /// Queue every frame of `frames` (draining it), in order, waking the
     /// engine once for the batch (or when the queue is full). Bounded like
     /// [`RdmaSender::send`].
     pub async fn send_many(&self, frames: &mut Vec<Frame>) -> Result<(), Error> {
         for frame in frames.drain(..) {
-            let len = frame.wire_len();
-            if len > MAX_FRAME {
-                return Err(FrameError::TooLarge {
-                    len,
-                    max: MAX_FRAME,
-                }
-                .into());
-            }
+            check_len(&frame)?;
             let frame = match self.out.try_send(frame) {
                 Ok(()) => continue,
                 Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.shared.send_error()),
@@ -196,19 +184,7 @@ impl RdmaSender {
             };
             // The engine has a full queue: make sure it is awake, then wait.
             self.shared.wake();
-            match tokio::time::timeout(self.timeout, self.out.send(frame)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(self.shared.send_error()),
-                Err(_) => {
-                    return Err(Error::Timeout {
-                        what: format!(
-                            "queueing a frame for {} ({SEND_QUEUE} frames waiting)",
-                            self.shared.label
-                        ),
-                        after: self.timeout,
-                    });
-                }
-            }
+            self.queue_waiting(frame).await?;
         }
         if let Some(End::Failed(e)) = self.shared.end() {
             return Err(e);
@@ -223,6 +199,19 @@ impl RdmaSender {
         self.shared.closing.store(true, Ordering::SeqCst);
         let _ = (&self.shared.wake).write(&[1]);
     }
+}
+
+/// A frame too large for the peer is refused before it is queued.
+fn check_len(frame: &Frame) -> Result<(), Error> {
+    let len = frame.wire_len();
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_FRAME,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// An RDMA connection to one peer: frames in, frames out.

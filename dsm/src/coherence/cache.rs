@@ -263,14 +263,11 @@ pub(crate) fn supply(
             } else {
                 CohMsg::Fetch { seg, unit, req: to }
             };
-            cx.ignore(
+            cx.unexpected(
                 home,
-                Error::Unexpected {
-                    from: home,
-                    msg: asked,
-                    state: *state,
-                    why: "asked to supply a unit this node does not hold",
-                },
+                asked,
+                *state,
+                "asked to supply a unit this node does not hold",
             );
             return;
         }

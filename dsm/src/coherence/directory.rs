@@ -189,14 +189,11 @@ pub(crate) fn request(
         } else {
             CohMsg::ReadReq { seg, unit }
         };
-        cx.ignore(
+        cx.unexpected(
             from,
-            Error::Unexpected {
-                from,
-                msg,
-                state,
-                why: "the node already has a request on this unit",
-            },
+            msg,
+            state,
+            "the node already has a request on this unit",
         );
         return;
     }
@@ -223,14 +220,11 @@ pub(crate) fn done(s: &mut Segment, seg: SegId, unit: Unit, from: NodeId, cx: &m
             b.active = None;
             cx.pump(seg, unit);
         }
-        _ => cx.ignore(
+        _ => cx.unexpected(
             from,
-            Error::Unexpected {
-                from,
-                msg: CohMsg::Done { seg, unit },
-                state,
-                why: "no active transaction of this node on this unit",
-            },
+            CohMsg::Done { seg, unit },
+            state,
+            "no active transaction of this node on this unit",
         ),
     }
 }

@@ -356,6 +356,26 @@ impl Cx {
         self.actions.push(Action::Ignored { from, error });
     }
 
+    /// Ignore `msg` from `from`, which this node (its unit in `state`)
+    /// cannot take, saying `why`.
+    pub(crate) fn unexpected(
+        &mut self,
+        from: NodeId,
+        msg: CohMsg,
+        state: UnitState,
+        why: &'static str,
+    ) {
+        self.ignore(
+            from,
+            Error::Unexpected {
+                from,
+                msg,
+                state,
+                why,
+            },
+        );
+    }
+
     pub(crate) fn me(&self) -> NodeId {
         self.me
     }
@@ -658,14 +678,11 @@ impl Engine {
             | CohMsg::Waive { .. } => cache::reply(s, from, msg, cx),
             CohMsg::Check { dead, .. } => {
                 if from != s.home {
-                    cx.ignore(
+                    cx.unexpected(
                         from,
-                        Error::Unexpected {
-                            from,
-                            msg,
-                            state: s.local[unit as usize],
-                            why: "only the home may send this",
-                        },
+                        msg,
+                        s.local[unit as usize],
+                        "only the home may send this",
                     );
                     return;
                 }
@@ -681,14 +698,11 @@ impl Engine {
                 // Only an answer to this home's `Check`, which it sends
                 // about nodes it knows failed: no peer makes it drop one.
                 if !self.dead.contains(&dead) {
-                    cx.ignore(
+                    cx.unexpected(
                         from,
-                        Error::Unexpected {
-                            from,
-                            msg,
-                            state: s.local[unit as usize],
-                            why: "names a node this home does not know failed",
-                        },
+                        msg,
+                        s.local[unit as usize],
+                        "names a node this home does not know failed",
                     );
                     return;
                 }
