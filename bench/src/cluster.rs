@@ -258,6 +258,7 @@ impl Cluster {
             cluster: CLUSTER.into(),
             secret: self.secret.clone(),
             name: name.into(),
+            tls: None,
         }
     }
 

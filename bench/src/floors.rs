@@ -225,6 +225,7 @@ fn floor_auth(name: &str) -> Auth {
         cluster: "dipc-bench".into(),
         secret: Arc::from(&b"dipc-bench floor secret, loopback only"[..]),
         name: name.into(),
+        tls: None,
     }
 }
 

@@ -222,6 +222,7 @@ fn auth(name: &str) -> Auth {
         cluster: "rdma-floor".into(),
         secret: std::sync::Arc::from(&b"rdma-floor-secret"[..]),
         name: name.into(),
+        tls: None,
     }
 }
 

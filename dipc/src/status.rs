@@ -16,6 +16,7 @@ pub async fn fetch(addr: &str, cluster: &str, secret: Arc<[u8]>) -> anyhow::Resu
         cluster: cluster.to_string(),
         secret,
         name: "dipc-status".into(),
+        tls: None,
     };
     let (conn, _) = Conn::connect(addr, &auth, Role::Client, TIMEOUT)
         .await

@@ -309,6 +309,7 @@ fn auth(c: &Cluster) -> Auth {
         cluster: c.cluster_name().to_string(),
         secret: Arc::from(secret),
         name: "badinput-test".into(),
+        tls: None,
     }
 }
 

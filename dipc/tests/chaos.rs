@@ -243,6 +243,7 @@ fn a_peer_that_never_reads_leaves_the_node_bounded_and_serving_others() {
         cluster: c.cluster_name().to_string(),
         secret: Arc::from(secret),
         name: "stuck-peer".into(),
+        tls: None,
     };
     let (mut conn, _) = match rt.block_on(Conn::connect(
         &c.node_addr(0),

@@ -167,6 +167,7 @@ impl Server {
             cluster: config.cluster.clone(),
             secret: config.secret.clone(),
             name: "referee".into(),
+            tls: None,
         });
         let (tx, rx) = mpsc::channel(QUEUE);
         let (stop_tx, stop_rx) = watch::channel(false);

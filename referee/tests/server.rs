@@ -63,6 +63,7 @@ async fn connect(
         cluster: CLUSTER.into(),
         secret: Arc::from(secret),
         name: name.into(),
+        tls: None,
     };
     let (conn, _peer) = Conn::connect(addr, &auth, role, T).await?;
     Ok(rpc::<Request, Response, Event>(conn, T))
@@ -185,6 +186,7 @@ async fn objects_survive_a_restart_and_strangers_are_refused() -> TestResult {
         cluster: "other-cluster".into(),
         secret: Arc::from(SECRET),
         name: "foreign".into(),
+        tls: None,
     };
     assert!(
         Conn::connect(&srv.addr, &auth, Role::Node, T)

@@ -41,6 +41,7 @@ fn auth(name: &str) -> Auth {
         cluster: "bench".into(),
         secret: Arc::from(&b"latency"[..]),
         name: name.into(),
+        tls: None,
     }
 }
 

@@ -29,6 +29,7 @@ fn auth(name: &str) -> Auth {
         cluster: "lab".into(),
         secret: Arc::from(&b"s3cret"[..]),
         name: name.into(),
+        tls: None,
     }
 }
 

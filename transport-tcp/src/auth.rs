@@ -20,7 +20,9 @@
 //! [`HANDSHAKE_MAX`] bytes, so an unauthenticated peer cannot make us
 //! allocate much. Nothing after the handshake is encrypted or signed: this
 //! keeps out members of other clusters and misconfigured nodes, not an
-//! attacker who can rewrite packets on the cluster network.
+//! attacker who can rewrite packets on the cluster network, unless the
+//! connection runs under TLS ([`crate::tls`]), which then carries this
+//! handshake and everything after it.
 //!
 //! Every refusal is logged (`warn!`) with the peer's address and reason on
 //! the side that refuses and on the side that is refused.
@@ -54,6 +56,9 @@ pub struct Auth {
     pub secret: Arc<[u8]>,
     /// Our name, as the peer will see it (a node's name, "referee", ...).
     pub name: String,
+    /// TLS under the handshake ([`crate::tls`]); `None`: plain TCP. Both
+    /// sides of a connection must agree (the other way is refused).
+    pub tls: Option<Arc<crate::TlsConfig>>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -62,6 +67,7 @@ impl std::fmt::Debug for Auth {
             .field("cluster", &self.cluster)
             .field("secret", &"<hidden>")
             .field("name", &self.name)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -173,6 +179,29 @@ fn kind(m: &Hs) -> &'static str {
         Hs::Welcome => "Welcome",
         Hs::Refuse { .. } => "Refuse",
     }
+}
+
+/// We require TLS and a client spoke plaintext: read its Hello (so that it
+/// gets the refusal as the answer it waits for), refuse it, and return the
+/// error.
+pub(crate) async fn refuse_plaintext(mut conn: Conn, auth: &Auth) -> Error {
+    match recv(&mut conn).await {
+        Ok(Hs::Hello { name, role, .. }) => {
+            conn.peer.name = name;
+            conn.peer.role = role;
+        }
+        Ok(other) => return unexpected(&conn, &other, "Hello"),
+        Err(e) => {
+            warn!(peer = %conn.peer, error = %e, "handshake failed");
+            return e;
+        }
+    }
+    let reason = format!(
+        "{:?} requires TLS and this peer connected without it (give both sides \
+         --tls-cert, --tls-key and --tls-ca, or neither)",
+        auth.name
+    );
+    refuse(&mut conn, reason).await
 }
 
 /// Client side of the handshake on a fresh connection.
@@ -297,6 +326,7 @@ mod tests {
             cluster: "lab".into(),
             secret: Arc::from(secret),
             name: "server".into(),
+            tls: None,
         }
     }
 
@@ -312,7 +342,7 @@ mod tests {
             Conn::accept(s, &auth(b"right"), Duration::from_secs(5)).await
         });
         let stream = TcpStream::connect(addr).await.expect("connect");
-        (Conn::raw(stream, addr), server)
+        (Conn::raw(crate::conn::Stream::Plain(stream), addr), server)
     }
 
     fn hello(version: u32) -> Hs {

@@ -1,7 +1,8 @@
 //! Framed, authenticated TCP connections.
 //!
 //! [`Conn`] is a `TcpStream` (with `TCP_NODELAY`, since every message is a
-//! small request or a page someone is waiting for) plus a read buffer. It
+//! small request or a page someone is waiting for), TLS over it when
+//! [`Auth::tls`] is set ([`crate::tls`]), plus a read buffer. It
 //! only exists after the handshake of [`crate::auth`] succeeded, so holding
 //! a `Conn` means the peer knows the cluster secret.
 //!
@@ -27,19 +28,21 @@
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use dipc_wire::{Frame, FrameError, MAX_FRAME};
 use nix::sys::socket::{setsockopt, sockopt};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::debug;
 
 use crate::auth::{self, Auth};
-use crate::{Backoff, Error};
+use crate::{Backoff, Error, tls};
 
 /// What a peer said it is in the handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,16 +79,84 @@ impl std::fmt::Display for PeerInfo {
 /// small frames do not cost one allocation each.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// The byte stream under a [`Conn`]: plain TCP, or TLS over TCP
+/// ([`crate::tls`]).
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
+
 /// An authenticated, framed connection.
 pub struct Conn {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Stream,
     pub(crate) rbuf: BytesMut,
     pub(crate) peer: PeerInfo,
 }
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Conn").field("peer", &self.peer).finish()
+        f.debug_struct("Conn")
+            .field("peer", &self.peer)
+            .field("tls", &self.is_tls())
+            .finish()
     }
 }
 
@@ -132,7 +203,13 @@ impl Conn {
                 .set_nodelay(true)
                 .map_err(|e| Error::io(format!("set TCP_NODELAY on {peer_addr}"), e))?;
             bound_dead_peer(&stream, timeout)?;
-            auth::client(Conn::raw(stream, peer_addr), auth, role).await
+            let stream = match &auth.tls {
+                Some(tls) => tls::connect(tls, addr, stream).await?,
+                None => Stream::Plain(stream),
+            };
+            auth::client(Conn::raw(stream, peer_addr), auth, role)
+                .await
+                .map_err(|e| tls::explain(e, addr))
         };
         let (conn, peer) =
             tokio::time::timeout(timeout, fut)
@@ -195,7 +272,18 @@ impl Conn {
             .set_nodelay(true)
             .map_err(|e| Error::io(format!("set TCP_NODELAY on {peer_addr}"), e))?;
         bound_dead_peer(&stream, timeout)?;
-        tokio::time::timeout(timeout, auth::server(Conn::raw(stream, peer_addr), auth))
+        let label = peer_addr.to_string();
+        let fut = async {
+            match tls::accept(auth.tls.as_deref(), stream, &label).await? {
+                tls::Accepted::Ready(s) => auth::server(Conn::raw(s, peer_addr), auth)
+                    .await
+                    .map_err(|e| tls::explain(e, &label)),
+                tls::Accepted::Plaintext(s) => {
+                    Err(auth::refuse_plaintext(Conn::raw(Stream::Plain(s), peer_addr), auth).await)
+                }
+            }
+        };
+        tokio::time::timeout(timeout, fut)
             .await
             .map_err(|_| Error::Timeout {
                 what: format!("handshake with {peer_addr}"),
@@ -203,8 +291,13 @@ impl Conn {
             })?
     }
 
+    /// Is this connection TLS ([`Auth::tls`](crate::Auth::tls))?
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream, Stream::Tls(_))
+    }
+
     /// A connection before the handshake; the peer is only an address.
-    pub(crate) fn raw(stream: TcpStream, addr: SocketAddr) -> Conn {
+    pub(crate) fn raw(stream: Stream, addr: SocketAddr) -> Conn {
         Conn {
             stream,
             rbuf: BytesMut::new(),
@@ -247,8 +340,39 @@ impl Conn {
     /// Take the connection apart: the socket, bytes already read but not yet
     /// decoded, and the peer. For tests that need to misbehave after an
     /// honest handshake, and for protocols that take over the socket.
+    ///
+    /// A TLS connection leaves TLS here: what follows on the socket is raw
+    /// TCP (RDMA's control connection carries only a goodbye byte and the
+    /// end of the stream after its setup). Data TLS already decrypted is
+    /// returned with the read bytes; call this only when the peer sends
+    /// nothing more over TLS.
     pub fn into_parts(self) -> (TcpStream, BytesMut, PeerInfo) {
-        (self.stream, self.rbuf, self.peer)
+        let Conn {
+            stream,
+            mut rbuf,
+            peer,
+        } = self;
+        let tcp = match stream {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => {
+                let (tcp, mut session) = match *s {
+                    tokio_rustls::TlsStream::Client(c) => {
+                        let (tcp, conn) = c.into_inner();
+                        (tcp, rustls::Connection::Client(conn))
+                    }
+                    tokio_rustls::TlsStream::Server(c) => {
+                        let (tcp, conn) = c.into_inner();
+                        (tcp, rustls::Connection::Server(conn))
+                    }
+                };
+                let mut chunk = [0u8; 4096];
+                while let Ok(n @ 1..) = std::io::Read::read(&mut session.reader(), &mut chunk) {
+                    rbuf.extend_from_slice(&chunk[..n]);
+                }
+                tcp
+            }
+        };
+        (tcp, rbuf, peer)
     }
 }
 
@@ -301,7 +425,9 @@ pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
         }
         IoSlice::advance_slices(&mut bufs, n);
     }
-    Ok(())
+    // TLS may keep the last records buffered until flushed (a no-op on
+    // plain TCP).
+    w.flush().await
 }
 
 /// Why reading a frame failed, before we know how to name the peer.

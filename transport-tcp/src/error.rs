@@ -39,6 +39,10 @@ pub enum Error {
     /// The peer broke the protocol (unexpected message, frame cut short).
     #[error("protocol error with {peer}: {reason}")]
     Protocol { peer: String, reason: String },
+    /// TLS settings that cannot be used (unreadable or mismatched files,
+    /// an address that cannot be checked against a certificate).
+    #[error("TLS setup: {what}: {reason}")]
+    TlsConfig { what: String, reason: String },
     /// Too much is queued for sending: the peer does not read fast enough
     /// (or at all). Nothing was queued.
     #[error(
@@ -53,9 +57,14 @@ pub enum Error {
 
 impl Error {
     /// True for errors that retrying the same connection cannot fix: the
-    /// peer refused us, or we refused it (wrong cluster, secret, version).
+    /// peer refused us, or we refused it (wrong cluster, secret, version,
+    /// TLS certificate, TLS on one side only), or our TLS settings cannot
+    /// be used.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, Error::Refused { .. } | Error::AuthFailed { .. })
+        matches!(
+            self,
+            Error::Refused { .. } | Error::AuthFailed { .. } | Error::TlsConfig { .. }
+        )
     }
 
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {

@@ -19,6 +19,7 @@ pub fn auth(cluster: &str, secret: &[u8], name: &str) -> Auth {
         cluster: cluster.into(),
         secret: Arc::from(secret),
         name: name.into(),
+        tls: None,
     }
 }
 
