@@ -272,6 +272,7 @@ impl Cluster {
             data_dir: self.dir.path().join("referee"),
             cluster: CLUSTER.into(),
             secret: self.secret.clone(),
+            tls: None,
             heartbeat_ms: 500,
             down_after_ms: 3000,
         };
@@ -330,6 +331,7 @@ impl Cluster {
                 referee: self.referee_addr.clone(),
                 cluster: CLUSTER.into(),
                 secret: self.secret.clone(),
+                tls: None,
                 transport,
                 rdma,
                 call_timeout: CALL_TIMEOUT,

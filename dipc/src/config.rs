@@ -25,6 +25,9 @@ use serde::Deserialize;
 /// transport = "auto"            # node: peer links over tcp, rdma or auto
 /// rdma_device = "rxe0"          # node: RDMA device (default auto)
 /// gid_index = 1                 # node: GID table index of the RDMA port
+/// tls_cert = "/etc/dipc/node.pem" # TLS: all three or none (`dipc certgen`)
+/// tls_key = "/etc/dipc/node.key"
+/// tls_ca = "/etc/dipc/ca.pem"
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +46,9 @@ pub struct FileConfig {
     pub transport: Option<String>,
     pub rdma_device: Option<String>,
     pub gid_index: Option<u8>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -80,6 +86,36 @@ pub fn read_secret(path: &Path) -> anyhow::Result<Arc<[u8]>> {
         );
     }
     Ok(Arc::from(trimmed))
+}
+
+/// Load the TLS settings: all three files or none.
+pub fn tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+) -> anyhow::Result<Option<Arc<dipc_transport_tcp::TlsConfig>>> {
+    match (cert, key, ca) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), Some(ca)) => {
+            let cfg = dipc_transport_tcp::TlsConfig::from_pem_files(&ca, &cert, &key)?;
+            Ok(Some(Arc::new(cfg)))
+        }
+        (cert, key, ca) => {
+            let missing: Vec<&str> = [
+                (cert.is_none(), "--tls-cert"),
+                (key.is_none(), "--tls-key"),
+                (ca.is_none(), "--tls-ca"),
+            ]
+            .into_iter()
+            .filter_map(|(m, flag)| m.then_some(flag))
+            .collect();
+            bail!(
+                "TLS needs --tls-cert, --tls-key and --tls-ca together (or none of them); \
+                 missing {} (flags, DIPC_TLS_* variables or tls_* config keys)",
+                missing.join(", ")
+            )
+        }
+    }
 }
 
 /// Write a fresh random secret (hex) to `path`, mode 0600.

@@ -297,9 +297,10 @@ pub async fn show(
     referee: &str,
     cluster: &str,
     secret: Arc<[u8]>,
+    tls: Option<Arc<dipc_transport_tcp::TlsConfig>>,
     file: &crate::config::FileConfig,
 ) -> anyhow::Result<()> {
-    let st = crate::status::fetch(referee, cluster, secret).await?;
+    let st = crate::status::fetch(referee, cluster, secret, tls).await?;
     let socket = crate::ipcmk::socket_path(args.socket.clone(), file);
     let mut node = NodeConn::connect(&socket).ok();
     let all = !(args.shm || args.msg || args.sem);

@@ -6,11 +6,13 @@
 //! For applications: `run` starts a program once per node (`run.rs`),
 //! `ipcs`/`ipcrm`/`ipcmk` are the cluster-wide util-linux tools
 //! (`ipcs.rs`, `ipcrm.rs`, `ipcmk.rs`), `--metrics` on the daemons serves
-//! Prometheus text (`metrics.rs`), and the hidden `man DIR` writes the man
+//! Prometheus text (`metrics.rs`), `certgen` makes TLS certificates
+//! (`certgen.rs`), and the hidden `man DIR` writes the man
 //! pages `make install` installs. Tested end to end by `tests/*.rs` with
 //! the real binary (dipc-testkit).
 
 mod bench;
+mod certgen;
 mod config;
 mod demo;
 mod ipcmk;
@@ -49,6 +51,16 @@ struct ClusterArgs {
     /// File holding the cluster secret (never sent over the wire).
     #[arg(long, env = "DIPC_SECRET_FILE")]
     secret_file: Option<PathBuf>,
+    /// TLS: this side's certificate chain (PEM). With --tls-key and --tls-ca,
+    /// links to the referee and between nodes use mutual TLS.
+    #[arg(long, env = "DIPC_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: the private key of --tls-cert (PEM).
+    #[arg(long, env = "DIPC_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// TLS: the cluster CA certificate(s) that peers' certificates must chain to (PEM).
+    #[arg(long, env = "DIPC_TLS_CA")]
+    tls_ca: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -122,6 +134,8 @@ enum Cmd {
     },
     /// Write a new random cluster secret to FILE (mode 0600).
     Keygen { file: PathBuf },
+    /// Make a cluster CA (--ca) or a certificate signed by it (--name, --san) for TLS.
+    Certgen(certgen::CertgenArgs),
     /// Run the demo: embedded referee and nodes on loopback, a page-fault latency run.
     Demo,
     /// Measure fault latency and its floors (table on stdout, --json for a file).
@@ -202,6 +216,7 @@ async fn shutdown_signal() {
 struct Cluster {
     name: String,
     secret: std::sync::Arc<[u8]>,
+    tls: Option<std::sync::Arc<dipc_transport_tcp::TlsConfig>>,
 }
 
 fn cluster(args: &ClusterArgs, file: &FileConfig) -> anyhow::Result<Cluster> {
@@ -216,7 +231,12 @@ fn cluster(args: &ClusterArgs, file: &FileConfig) -> anyhow::Result<Cluster> {
         .or_else(|| file.secret_file.clone())
         .unwrap_or_else(|| PathBuf::from(config::DEFAULT_SECRET_FILE));
     let secret = config::read_secret(&secret_file)?;
-    Ok(Cluster { name, secret })
+    let tls = config::tls(
+        args.tls_cert.clone().or_else(|| file.tls_cert.clone()),
+        args.tls_key.clone().or_else(|| file.tls_key.clone()),
+        args.tls_ca.clone().or_else(|| file.tls_ca.clone()),
+    )?;
+    Ok(Cluster { name, secret, tls })
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -241,6 +261,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .unwrap_or_else(|| config::DEFAULT_DATA_DIR.into()),
                 cluster: c.name,
                 secret: c.secret,
+                tls: c.tls,
                 heartbeat_ms: heartbeat_ms.or(file.heartbeat_ms).unwrap_or(500),
                 down_after_ms: down_after_ms.or(file.down_after_ms).unwrap_or(3000),
             };
@@ -248,6 +269,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 referee: cfg.listen.clone(),
                 cluster: cfg.cluster.clone(),
                 secret: cfg.secret.clone(),
+                tls: cfg.tls.clone(),
                 node_socket: None,
             };
             runtime()?.block_on(async move {
@@ -296,6 +318,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .unwrap_or_else(|| config::DEFAULT_REFEREE.into()),
                 cluster: c.name,
                 secret: c.secret,
+                tls: c.tls,
                 transport: transport
                     .or(file.transport.clone())
                     .unwrap_or_else(|| "tcp".into()),
@@ -309,6 +332,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 referee: cfg.referee.clone(),
                 cluster: cfg.cluster.clone(),
                 secret: cfg.secret.clone(),
+                tls: cfg.tls.clone(),
                 node_socket: Some(cfg.socket.clone()),
             };
             runtime()?.block_on(async move {
@@ -329,9 +353,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let referee = referee
                 .or(file.referee.clone())
                 .unwrap_or_else(|| config::DEFAULT_REFEREE.into());
-            runtime()?.block_on(status::show(&referee, &c.name, c.secret, json))
+            runtime()?.block_on(status::show(&referee, &c.name, c.secret, c.tls, json))
         }
         Cmd::Keygen { file: path } => config::keygen(&path),
+        Cmd::Certgen(args) => certgen::run(args),
         Cmd::Demo => demo::run(),
         Cmd::Bench(args) => bench::run(args),
         Cmd::Agent => bench::agent(),
@@ -344,7 +369,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let referee = referee
                 .or(file.referee.clone())
                 .unwrap_or_else(|| config::DEFAULT_REFEREE.into());
-            runtime()?.block_on(ipcs::show(args, &referee, &c.name, c.secret, &file))
+            runtime()?.block_on(ipcs::show(args, &referee, &c.name, c.secret, c.tls, &file))
         }
         Cmd::Ipcrm(args) => match ipcrm::run(args, &file)? {
             0 => Ok(()),

@@ -49,6 +49,8 @@ pub struct Source {
     pub referee: String,
     pub cluster: String,
     pub secret: Arc<[u8]>,
+    /// TLS for the referee connection (the daemon's own settings).
+    pub tls: Option<Arc<dipc_transport_tcp::TlsConfig>>,
     /// A node's local socket (node daemons only).
     pub node_socket: Option<PathBuf>,
 }
@@ -131,7 +133,12 @@ pub async fn scrape(source: &Source) -> String {
     let mut out = String::new();
     let status = tokio::time::timeout(
         IO_TIMEOUT,
-        crate::status::fetch(&source.referee, &source.cluster, source.secret.clone()),
+        crate::status::fetch(
+            &source.referee,
+            &source.cluster,
+            source.secret.clone(),
+            source.tls.clone(),
+        ),
     )
     .await
     .unwrap_or_else(|_| Err(anyhow::anyhow!("referee timed out")));

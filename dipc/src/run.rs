@@ -270,7 +270,12 @@ impl TestCluster {
             self.check_alive()?;
             let sockets_ready = self.sockets.iter().all(|s| s.exists());
             if sockets_ready
-                && let Ok(st) = rt.block_on(crate::status::fetch(&referee, CLUSTER, secret.clone()))
+                && let Ok(st) = rt.block_on(crate::status::fetch(
+                    &referee,
+                    CLUSTER,
+                    secret.clone(),
+                    None,
+                ))
                 && st.members.iter().filter(|m| m.up).count() >= nodes
             {
                 return Ok(());

@@ -4,19 +4,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use dipc_transport_tcp::{Auth, Conn, Role, rpc};
+use dipc_transport_tcp::{Auth, Conn, Role, TlsConfig, rpc};
 use dipc_wire::referee::{ClusterStatus, Event, Request, Response};
 use dipc_wire::{Kind, Params};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Fetch the cluster status from the referee at `addr`.
-pub async fn fetch(addr: &str, cluster: &str, secret: Arc<[u8]>) -> anyhow::Result<ClusterStatus> {
+/// Fetch the cluster status from the referee at `addr` (over TLS with
+/// `tls`).
+pub async fn fetch(
+    addr: &str,
+    cluster: &str,
+    secret: Arc<[u8]>,
+    tls: Option<Arc<TlsConfig>>,
+) -> anyhow::Result<ClusterStatus> {
     let auth = Auth {
         cluster: cluster.to_string(),
         secret,
         name: "dipc-status".into(),
-        tls: None,
+        tls,
     };
     let (conn, _) = Conn::connect(addr, &auth, Role::Client, TIMEOUT)
         .await
@@ -29,13 +35,23 @@ pub async fn fetch(addr: &str, cluster: &str, secret: Arc<[u8]>) -> anyhow::Resu
     }
 }
 
-pub async fn show(addr: &str, cluster: &str, secret: Arc<[u8]>, json: bool) -> anyhow::Result<()> {
-    let s = fetch(addr, cluster, secret).await?;
+pub async fn show(
+    addr: &str,
+    cluster: &str,
+    secret: Arc<[u8]>,
+    tls: Option<Arc<TlsConfig>>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let over_tls = tls.is_some();
+    let s = fetch(addr, cluster, secret, tls).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
     }
     print!("{}", render(&s));
+    if over_tls {
+        println!("\nreferee {addr}: connected over TLS (certificate verified)");
+    }
     Ok(())
 }
 
@@ -69,6 +85,15 @@ pub fn render(s: &ClusterStatus) -> String {
             if m.up { "up" } else { "DOWN" },
             m.last_seen_ms as f64 / 1000.0,
             hosted
+        );
+    }
+    if s.members
+        .iter()
+        .any(|m| m.transport.starts_with("rdma(") && m.transport.ends_with("+tls"))
+    {
+        let _ = writeln!(
+            out,
+            "(rdma+tls: referee and link setup over TLS; RDMA page traffic is not encrypted)"
         );
     }
     if !s.objects.is_empty() {

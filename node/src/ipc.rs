@@ -1025,6 +1025,7 @@ mod tests {
             referee: "127.0.0.1:0".into(),
             cluster: "test".into(),
             secret: Arc::from(&b"secret"[..]),
+            tls: None,
             transport: "tcp".into(),
             rdma: Default::default(),
             call_timeout: Duration::from_secs(5),

@@ -50,6 +50,10 @@ pub struct NodeConfig {
     pub referee: String,
     pub cluster: String,
     pub secret: Arc<[u8]>,
+    /// Mutual TLS for the referee link and peer links (`--tls-*`); `None`:
+    /// plain TCP. RDMA links set up over TLS, but verbs traffic is not
+    /// encrypted.
+    pub tls: Option<Arc<dipc_transport_tcp::TlsConfig>>,
     /// `tcp`, `rdma` or `auto`, as asked (`--transport`). [`run`] replaces
     /// it with the transport its peer links use, `tcp` or `rdma(DEVICE)`,
     /// which is what the referee (and `dipc status`) is told.
@@ -68,6 +72,15 @@ impl NodeConfig {
     /// `transport`).
     pub fn rdma_links(&self) -> Option<&RdmaConfig> {
         self.transport.starts_with("rdma(").then_some(&self.rdma)
+    }
+
+    /// What the referee (and `dipc status`) is told about this node's
+    /// links: the transport, `+tls` when links run under TLS.
+    pub fn advertised_transport(&self) -> String {
+        match self.tls {
+            Some(_) => format!("{}+tls", self.transport),
+            None => self.transport.clone(),
+        }
     }
 
     /// Decide the transport of peer links: `tcp`; `rdma` (a usable device
@@ -100,13 +113,20 @@ impl NodeConfig {
                 });
             }
         };
+        let tcp = if self.tls.is_some() { "TLS" } else { "TCP" };
         if self.rdma_links().is_some() {
             info!(
-                "peer links use {} (GID index {}); TCP for the referee and link setup",
-                self.transport, self.rdma.gid_index
+                "peer links use {} (GID index {}); {tcp} for the referee and link setup{}",
+                self.transport,
+                self.rdma.gid_index,
+                if self.tls.is_some() {
+                    " (RDMA traffic itself is not encrypted)"
+                } else {
+                    ""
+                }
             );
         } else {
-            info!("peer links use TCP");
+            info!("peer links use {tcp}");
         }
         Ok(())
     }

@@ -106,7 +106,7 @@ impl Node {
             cluster: self.cfg.cluster.clone(),
             secret: self.cfg.secret.clone(),
             name: self.cfg.name.clone(),
-            tls: None,
+            tls: self.cfg.tls.clone(),
         }
     }
 

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dipc_transport_tcp::{Backoff, Conn, Error as TcpError, Incoming, Role, rpc};
+use dipc_transport_tcp::{Backoff, Conn, Incoming, Role, rpc};
 use dipc_wire::referee::{Event, Request, Response};
 use tracing::{error, info, warn};
 
@@ -26,7 +26,7 @@ pub async fn run(node: Arc<Node>) -> Result<(), Error> {
     loop {
         let conn = match Conn::connect(&addr, &auth, Role::Node, cfg.call_timeout).await {
             Ok((conn, _peer)) => conn,
-            Err(e @ (TcpError::Refused { .. } | TcpError::AuthFailed { .. })) => {
+            Err(e) if e.is_refusal() => {
                 error!("referee {addr} refused this node: {e}");
                 return Err(Error::Refused {
                     addr,
@@ -46,7 +46,7 @@ pub async fn run(node: Arc<Node>) -> Result<(), Error> {
         let join = Request::Join {
             name: cfg.name.clone(),
             listen: cfg.listen.clone(),
-            transport: cfg.transport.clone(),
+            transport: cfg.advertised_transport(),
             hosted: node.hosted_records(),
         };
         let heartbeat = match handle.call(&join).await {

@@ -67,6 +67,9 @@ pub struct ServerConfig {
     pub cluster: String,
     /// The cluster secret peers must prove they know.
     pub secret: Arc<[u8]>,
+    /// Mutual TLS for every connection (`None`: plain TCP); peers without
+    /// it are refused.
+    pub tls: Option<Arc<dipc_transport_tcp::TlsConfig>>,
     /// Heartbeat period told to nodes.
     pub heartbeat_ms: u64,
     /// Silence after which a node is marked down.
@@ -80,6 +83,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("data_dir", &self.data_dir)
             .field("cluster", &self.cluster)
             .field("secret", &"<hidden>")
+            .field("tls", &self.tls)
             .field("heartbeat_ms", &self.heartbeat_ms)
             .field("down_after_ms", &self.down_after_ms)
             .finish()
@@ -128,6 +132,7 @@ pub async fn bind(config: ServerConfig) -> Result<Server, Error> {
         store = %store.path().display(),
         objects = snapshot.objects.len(),
         nodes = snapshot.nodes.len(),
+        tls = config.tls.is_some(),
         "referee listening"
     );
     Ok(Server {
@@ -167,7 +172,7 @@ impl Server {
             cluster: config.cluster.clone(),
             secret: config.secret.clone(),
             name: "referee".into(),
-            tls: None,
+            tls: config.tls.clone(),
         });
         let (tx, rx) = mpsc::channel(QUEUE);
         let (stop_tx, stop_rx) = watch::channel(false);

@@ -41,6 +41,7 @@ async fn start(dir: &std::path::Path, down_after_ms: u64) -> Result<Running, Err
         data_dir: dir.to_path_buf(),
         cluster: CLUSTER.into(),
         secret: Arc::from(SECRET),
+        tls: None,
         heartbeat_ms: 20,
         down_after_ms,
     })
@@ -304,6 +305,7 @@ async fn a_busy_store_is_a_clear_error() -> TestResult {
         data_dir: dir.path().to_path_buf(),
         cluster: CLUSTER.into(),
         secret: Arc::from(SECRET),
+        tls: None,
         heartbeat_ms: 20,
         down_after_ms: 100,
     })

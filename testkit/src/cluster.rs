@@ -9,6 +9,8 @@
 //! <tmp>/node-<i>/         node i's data dir
 //! <tmp>/node-<i>.sock     node i's local socket (DIPC_SOCKET of programs "on node i")
 //! <tmp>/node-<i>.log      stdout+stderr of node i
+//! <tmp>/tls/              with ClusterBuilder::tls: ca.pem, and <name>.pem and
+//!                         <name>.key for the referee, each node and `tools`
 //! ```
 //!
 //! Ports are found by binding `127.0.0.1:0` and releasing, so another
@@ -45,6 +47,8 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 const PORT_ATTEMPTS: usize = 5;
 /// Lines of each log included in error messages and [`Cluster::logs`].
 const LOG_TAIL_LINES: usize = 200;
+/// Bound on one `dipc certgen` run.
+const CERTGEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Configuration of a [`Cluster`]; see [`Cluster::builder`].
 #[derive(Debug, Clone)]
@@ -62,6 +66,7 @@ pub struct ClusterBuilder {
     referee_args: Vec<OsString>,
     node_data_dirs: bool,
     start_timeout: Duration,
+    tls: bool,
 }
 
 impl Default for ClusterBuilder {
@@ -80,6 +85,7 @@ impl Default for ClusterBuilder {
             referee_args: Vec::new(),
             node_data_dirs: false,
             start_timeout: Duration::from_secs(30),
+            tls: false,
         }
     }
 }
@@ -161,6 +167,15 @@ impl ClusterBuilder {
         self
     }
 
+    /// Run every link under mutual TLS (default off): `dipc certgen` makes a
+    /// CA in `<tmp>/tls` and a certificate for the referee, each node
+    /// (named by `127.0.0.1`) and the kit's own `dipc status` (`tools`),
+    /// and every daemon and [`Cluster::dipc`] get `--tls-*`.
+    pub fn tls(mut self, on: bool) -> Self {
+        self.tls = on;
+        self
+    }
+
     /// Bound on each readiness wait (default 30 s).
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.start_timeout = timeout;
@@ -197,6 +212,11 @@ impl ClusterBuilder {
             nodes: Vec::new(),
             cfg: self,
         };
+        if cluster.cfg.tls {
+            cluster.certgen(&["--ca"])?;
+            cluster.certgen(&["--name", "referee", "--san", "127.0.0.1"])?;
+            cluster.certgen(&["--name", "tools"])?;
+        }
         cluster.start_referee(true)?;
         let idx: Vec<usize> = (0..n)
             .map(|_| cluster.spawn_node(None))
@@ -268,6 +288,49 @@ impl Cluster {
         &self.secret_file
     }
 
+    /// The directory of the TLS files (with [`ClusterBuilder::tls`]):
+    /// `ca.pem`, and `<name>.pem`/`<name>.key` for `referee`, `tools` and
+    /// each node (`node-<i>`).
+    pub fn tls_dir(&self) -> Option<PathBuf> {
+        self.cfg.tls.then(|| self.root.join("tls"))
+    }
+
+    /// `--tls-cert`, `--tls-key` and `--tls-ca` for the certificate `name`
+    /// (empty without TLS).
+    pub fn tls_args(&self, name: &str) -> Vec<OsString> {
+        let Some(dir) = self.tls_dir() else {
+            return Vec::new();
+        };
+        vec![
+            "--tls-cert".into(),
+            dir.join(format!("{name}.pem")).into(),
+            "--tls-key".into(),
+            dir.join(format!("{name}.key")).into(),
+            "--tls-ca".into(),
+            dir.join("ca.pem").into(),
+        ]
+    }
+
+    /// Run `dipc certgen --out <tmp>/tls ARGS`.
+    fn certgen(&self, args: &[&str]) -> anyhow::Result<()> {
+        let mut cmd = Command::new(&self.bin);
+        remove_dipc_env(&mut cmd);
+        cmd.arg("certgen")
+            .arg("--out")
+            .arg(self.root.join("tls"))
+            .args(args);
+        let shown = format!("{cmd:?}");
+        let out = run_bounded(cmd, CERTGEN_TIMEOUT)?;
+        if !out.status.success() {
+            bail!(
+                "{shown} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
     /// The `dipc` binary in use.
     pub fn bin(&self) -> &Path {
         &self.bin
@@ -335,6 +398,11 @@ impl Cluster {
         cmd.env("DIPC_REFEREE", self.referee_addr())
             .env("DIPC_CLUSTER", &self.cfg.cluster)
             .env("DIPC_SECRET_FILE", &self.secret_file);
+        if let Some(dir) = self.tls_dir() {
+            cmd.env("DIPC_TLS_CERT", dir.join("tools.pem"))
+                .env("DIPC_TLS_KEY", dir.join("tools.key"))
+                .env("DIPC_TLS_CA", dir.join("ca.pem"));
+        }
         cmd
     }
 
@@ -347,7 +415,8 @@ impl Cluster {
             .arg("--cluster")
             .arg(&self.cfg.cluster)
             .arg("--secret-file")
-            .arg(&self.secret_file);
+            .arg(&self.secret_file)
+            .args(self.tls_args("tools"));
         if json {
             cmd.arg("--json");
         }
@@ -522,6 +591,7 @@ impl Cluster {
         if let Some(ms) = self.cfg.down_after_ms {
             cmd.arg("--down-after-ms").arg(ms.to_string());
         }
+        cmd.args(self.tls_args("referee"));
         cmd.args(&self.cfg.referee_args);
         self.set_log_env(&mut cmd);
         cmd.envs(self.cfg.referee_env.iter().map(|(k, v)| (k, v)));
@@ -601,6 +671,9 @@ impl Cluster {
             }
             None => self.secret_file.clone(),
         };
+        if self.cfg.tls {
+            self.certgen(&["--name", &name, "--san", "127.0.0.1"])?;
+        }
         let log = self.root.join(format!("{name}.log"));
         let port = free_port()?;
         let mut cmd = Command::new(&self.bin);
@@ -614,7 +687,7 @@ impl Cluster {
             &name,
             self.cfg.node_data_dirs.then_some(data_dir.as_path()),
         );
-        let proc = Process::spawn(&name, self.finish_node_command(cmd), &log)?;
+        let proc = Process::spawn(&name, self.finish_node_command(cmd, &name), &log)?;
         self.nodes.push(Node {
             socket: self.root.join(format!("{name}.sock")),
             name,
@@ -627,7 +700,8 @@ impl Cluster {
         Ok(i)
     }
 
-    fn finish_node_command(&self, mut cmd: Command) -> Command {
+    fn finish_node_command(&self, mut cmd: Command, name: &str) -> Command {
+        cmd.args(self.tls_args(name));
         cmd.args(&self.cfg.node_args);
         self.set_log_env(&mut cmd);
         cmd.envs(self.cfg.node_env.iter().map(|(k, v)| (k, v)));
@@ -648,7 +722,7 @@ impl Cluster {
             &n.name,
             self.cfg.node_data_dirs.then_some(n.data_dir.as_path()),
         );
-        Process::spawn(&n.name, self.finish_node_command(cmd), &n.log)
+        Process::spawn(&n.name, self.finish_node_command(cmd, &n.name), &n.log)
     }
 
     /// Wait until every node in `idx` has its socket and is shown up;

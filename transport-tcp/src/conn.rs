@@ -468,7 +468,14 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
         if buf.capacity() - buf.len() < READ_CHUNK / 16 {
             buf.reserve(READ_CHUNK);
         }
-        let n = r.read_buf(buf).await.map_err(ReadError::Io)?;
+        let n = match r.read_buf(buf).await {
+            Ok(n) => n,
+            // TLS reports a peer that closed without close_notify (a
+            // process that exited) this way; between frames that is a
+            // clean close like plain TCP's, in a frame still a truncation.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(ReadError::Io(e)),
+        };
         if n == 0 {
             return if buf.is_empty() {
                 Ok(None)

@@ -285,6 +285,11 @@ fn describe(e: &rustls::Error, host: Option<&str>) -> String {
              (`dipc certgen --san`)",
             host.unwrap_or("the dialled host")
         ),
+        rustls::Error::InvalidCertificate(CertificateError::BadSignature) => {
+            "its certificate's signature does not verify: signed by another CA of the same \
+             name as ours?"
+                .into()
+        }
         rustls::Error::InvalidCertificate(c) => format!("its certificate is not valid: {c}"),
         rustls::Error::NoCertificatesPresented => "it presented no certificate".into(),
         other => format!("TLS failed: {other}"),
