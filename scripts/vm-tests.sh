@@ -6,8 +6,9 @@
 #   2. the end-to-end tests of dipc/tests with a real referee and nodes
 #      started with --transport rdma (testkit honours DIPC_TEST_TRANSPORT):
 #      shared memory (pattern, MP/SB litmus, atomic counter), msg/sem
-#      (ping-pong, semaphore mutex) and tests/transport.rs, which asserts
-#      that `dipc status` shows rdma(rxe0).
+#      (ping-pong, semaphore mutex), tests/transport.rs, which asserts
+#      that `dipc status` shows rdma(rxe0), and tests/tls.rs's sharing test
+#      (RDMA links set up over TLS).
 # Builds on the host first. Extra arguments replace the list of dipc tests.
 #
 #   scripts/vm-tests.sh
@@ -33,7 +34,8 @@ rxe=$(test_bin dipc-transport-rdma rxe)
 shm=$(test_bin dipc shm)
 msgsem=$(test_bin dipc msgsem)
 transport=$(test_bin dipc transport)
-for b in "$rxe" "$shm" "$msgsem" "$transport"; do
+tls=$(test_bin dipc tls)
+for b in "$rxe" "$shm" "$msgsem" "$transport" "$tls"; do
   [[ -n $b && -x $b ]] || { echo "vm-tests.sh: building the tests failed" >&2; exit 1; }
 done
 
@@ -49,6 +51,7 @@ echo "== on the host, over TCP (DIPC_TEST_SCALE=$scale)" >&2
 DIPC_TEST_SCALE=$scale "$transport" --test-threads=2 -q
 DIPC_TEST_SCALE=$scale "$shm" --test-threads=2 -q "${shm_tests[@]}"
 DIPC_TEST_SCALE=$scale "$msgsem" --test-threads=2 -q "${msgsem_tests[@]}"
+"$tls" --test-threads=2 -q tls_links
 # In the VM, testkit's `cargo build -p sysv` (libsysv is built already) is
 # skipped: CARGO=true.
 script=$(cat <<SH
@@ -62,6 +65,7 @@ echo "== dipc tests over RDMA (DIPC_TEST_SCALE=$scale)"
 $transport --test-threads=1
 $shm --test-threads=1 ${shm_tests[*]}
 $msgsem --test-threads=1 ${msgsem_tests[*]}
+$tls --test-threads=1 tls_links
 SH
 )
 start=$(date +%s)

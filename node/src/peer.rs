@@ -21,6 +21,10 @@
 //! node on TCP and a node on RDMA talk over TCP (logged once per link). A
 //! failed RDMA setup fails that dial like an unreachable peer; the next
 //! send dials again.
+//!
+//! With TLS (`NodeConfig::tls`) the TCP connection is TLS from its first
+//! byte, so `LinkSetup` and the RDMA connection data travel encrypted;
+//! the verbs traffic that follows is not encrypted.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
