@@ -1,4 +1,4 @@
-//! Calls and notifications over one [`Conn`], in both directions.
+//! Calls and notifications over one [`Conn`](crate::Conn), in both directions.
 //!
 //! [`rpc`] splits the connection and spawns two tasks on the current tokio
 //! runtime:
