@@ -3,6 +3,7 @@
 # report the crashes found.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
+#   scripts/fuzz.sh --build-only     # build every target, run none
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz`) and a nightly toolchain
 # (`cargo +nightly`); with only a stable toolchain it retries with
@@ -16,7 +17,9 @@
 # stable tests replay every file there.
 #
 # Environment: CARGO_TARGET_DIR (default target-fuzz at the repo root),
-# FUZZ_JOBS (parallel libFuzzer jobs per target, default 1).
+# FUZZ_JOBS (parallel libFuzzer jobs per target, default 1), FUZZ_SANITIZER
+# (cargo fuzz's --sanitizer, default address; scripts/test.sh uses none:
+# the fuzzed code is safe Rust, and the uninstrumented build is quicker).
 set -u
 secs=${1:-60}
 shift || true
@@ -36,6 +39,9 @@ else
     export RUSTC_BOOTSTRAP=1
 fi
 
+if [ "$secs" = --build-only ]; then
+    exec cargo "${toolchain[@]}" fuzz build --sanitizer "${FUZZ_SANITIZER:-address}"
+fi
 if [ $# -gt 0 ]; then
     targets=("$@")
 else
@@ -54,7 +60,7 @@ for t in "${targets[@]}"; do
     if [ -d "regressions/$t" ]; then
         cp -n "regressions/$t"/* "corpus/$t"/ 2>/dev/null || true
     fi
-    if ! cargo "${toolchain[@]}" fuzz run "$t" "corpus/$t" -- "${args[@]}"; then
+    if ! cargo "${toolchain[@]}" fuzz run --sanitizer "${FUZZ_SANITIZER:-address}" "$t" "corpus/$t" -- "${args[@]}"; then
         failed+=("$t")
     fi
 done

@@ -13,12 +13,38 @@ echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo build" >&2
 cargo build --workspace --quiet
+# The later stages' builds (the fuzz targets, and the optimised binaries
+# the soft-RoCE VM runs) go in the background at the lowest priority while
+# `cargo test` runs: its tests mostly wait on daemons and leave the CPUs
+# idle. The fuzz build has its own target dir (cargo-fuzz's flags differ).
+fuzz_secs=${DIPC_FUZZ_SECS:-10}
+fuzz=no
+if [ "$fuzz_secs" -gt 0 ] && cargo fuzz --version >/dev/null 2>&1; then fuzz=yes; fi
+export FUZZ_SANITIZER=none # the fuzzed code is safe Rust
+mkdir -p target
+# In its own process group (setsid), so that a failing test stops it all.
+setsid -w nice -n 19 bash -c '
+  set -e
+  CARGO_TARGET_DIR=target scripts/vm-tests.sh --build-only
+  if [ "$1" = yes ]; then
+    CARGO_TARGET_DIR="$PWD/target-fuzz" scripts/fuzz.sh --build-only </dev/null
+  fi' builds "$fuzz" >target/test-builds.log 2>&1 &
+builds=$!
+trap 'kill -- -$builds 2>/dev/null || true' EXIT
+
 echo "== cargo test" >&2
 cargo test --workspace --quiet 2>&1 | tee target/test.log
+echo "== waiting for the fuzz and soft-RoCE builds" >&2
+if ! wait $builds; then
+  cat target/test-builds.log >&2
+  echo "test.sh: the fuzz or soft-RoCE build failed (target/test-builds.log)" >&2
+  exit 1
+fi
+trap - EXIT
+
 # A short fuzz run of every cargo-fuzz target (DIPC_FUZZ_SECS each, 0 to
-# skip; its own target dir, so the sanitizer build is kept between runs).
-fuzz_secs=${DIPC_FUZZ_SECS:-10}
-if [ "$fuzz_secs" -gt 0 ] && cargo fuzz --version >/dev/null 2>&1; then
+# skip).
+if [ $fuzz = yes ]; then
   echo "== fuzz: ${fuzz_secs}s per target" >&2
   CARGO_TARGET_DIR="$PWD/target-fuzz" scripts/fuzz.sh "$fuzz_secs" </dev/null 2>&1 | tee target/test-fuzz.log | grep -E '^(===|fuzz.sh:|Done )'
 else

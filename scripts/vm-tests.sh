@@ -9,9 +9,10 @@
 #      (ping-pong, semaphore mutex), tests/transport.rs, which asserts
 #      that `dipc status` shows rdma(rxe0), and tests/tls.rs's sharing test
 #      (RDMA links set up over TLS).
-# Builds on the host first. Extra arguments replace the list of dipc tests.
+# Builds on the host first; `--build-only` stops after the build
+# (scripts/test.sh builds in the background while the other tests run).
 #
-#   scripts/vm-tests.sh
+#   scripts/vm-tests.sh [--build-only]
 #
 # Needs what scripts/setup.sh installs. RXE_VM overrides the VM's `run`.
 set -euo pipefail
@@ -38,6 +39,7 @@ tls=$(test_bin dipc tls)
 for b in "$rxe" "$shm" "$msgsem" "$transport" "$tls"; do
   [[ -n $b && -x $b ]] || { echo "vm-tests.sh: building the tests failed" >&2; exit 1; }
 done
+[[ ${1:-} = --build-only ]] && exit 0
 
 shm_tests=(pattern_of_64_mib message_passing_litmus store_buffering_litmus atomic_counter_of_six)
 msgsem_tests=(ping_pong_of_10000 a_semaphore_mutex_makes_a_plain_counter)
