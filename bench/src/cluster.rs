@@ -38,6 +38,10 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts to start a daemon whose port was taken meanwhile.
 const PORT_ATTEMPTS: usize = 5;
 const CLUSTER: &str = "dipc-bench";
+/// `msgmax` and `msgmnb` of the bench's nodes: the largest message of the
+/// msg rows (64 KiB), which the kernel rows raise `kernel.msgmax` and
+/// `kernel.msgmnb` to as well.
+pub const MSG_LIMIT: u32 = 64 * 1024;
 
 /// One daemon thread and the means to stop it.
 struct Daemon {
@@ -336,6 +340,10 @@ impl Cluster {
                 rdma,
                 call_timeout: CALL_TIMEOUT,
                 default_unit: dipc_shmem::page_size() as u32,
+                msg: dipc_node::MsgLimits {
+                    msgmax: MSG_LIMIT,
+                    msgmnb: u64::from(MSG_LIMIT),
+                },
             };
             let d = Daemon::spawn(&name, netns, move |stop| async move {
                 dipc_node::run(cfg, async {

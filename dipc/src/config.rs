@@ -28,6 +28,8 @@ use serde::Deserialize;
 /// tls_cert = "/etc/dipc/node.pem" # TLS: all three or none (`dipc certgen`)
 /// tls_key = "/etc/dipc/node.key"
 /// tls_ca = "/etc/dipc/ca.pem"
+/// msgmax = 65536                # node: longest message of its queues
+/// msgmnb = 131072               # node: msg_qbytes of its new queues
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +51,8 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_ca: Option<PathBuf>,
+    pub msgmax: Option<u32>,
+    pub msgmnb: Option<u64>,
 }
 
 impl FileConfig {

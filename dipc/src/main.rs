@@ -118,6 +118,14 @@ enum Cmd {
         /// GID table index of the RDMA port (soft-RoCE: 1 = IPv4 RoCEv2) [default: 1].
         #[arg(long, env = "DIPC_GID_INDEX")]
         gid_index: Option<u8>,
+        /// Longest message of the queues created here, bytes (as kernel.msgmax;
+        /// up to 524288) [default: 8192].
+        #[arg(long, env = "DIPC_MSGMAX")]
+        msgmax: Option<u32>,
+        /// Byte limit (msg_qbytes) of the queues created here (as kernel.msgmnb;
+        /// at least msgmax) [default: 16384, or msgmax if larger].
+        #[arg(long, env = "DIPC_MSGMNB")]
+        msgmnb: Option<u64>,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -292,9 +300,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             transport,
             rdma_device,
             gid_index,
+            msgmax,
+            msgmnb,
             cluster: c,
         } => {
             let c = cluster(&c, &file)?;
+            let msgmax = msgmax.or(file.msgmax).unwrap_or(8192);
+            let msgmnb = msgmnb
+                .or(file.msgmnb)
+                .unwrap_or_else(|| u64::from(msgmax).max(16384));
+            let msg = dipc_node::MsgLimits::new(msgmax, msgmnb).map_err(anyhow::Error::msg)?;
             let rdma = dipc_node::RdmaConfig {
                 device: rdma_device
                     .or(file.rdma_device.clone())
@@ -327,6 +342,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     call_timeout_ms.or(file.call_timeout_ms).unwrap_or(10_000),
                 ),
                 default_unit: page_size.or(file.page_size).unwrap_or(4096),
+                msg,
             };
             let source = metrics::Source {
                 referee: cfg.referee.clone(),

@@ -112,7 +112,7 @@ pub fn render(s: &ClusterStatus) -> String {
                     ),
                     None => size.to_string(),
                 },
-                Params::Msg { qbytes } => format!("qbytes {qbytes}"),
+                Params::Msg { qbytes, msgmax } => format!("qbytes {qbytes} msgmax {msgmax}"),
                 Params::Sem { nsems } => format!("{nsems} sems"),
             };
             let lost = s.lost.iter().find(|l| l.id == r.id);

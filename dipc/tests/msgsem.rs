@@ -252,6 +252,50 @@ fn ping_pong_of_10000_messages_between_two_nodes() {
     );
 }
 
+/// Nodes started with a raised `msgmax` and `msgmnb` (`--msgmax 65536`,
+/// `DIPC_MSGMNB=131072`, as `kernel.msgmax`/`msgmnb` raised): 64 KiB
+/// requests and replies cross between them whole and checked; one byte
+/// more is `EINVAL` from either node and queues nothing; `IPC_STAT` and
+/// `IPC_INFO` report the raised limits.
+#[test]
+fn messages_of_64_kib_cross_nodes_under_a_raised_msgmax() {
+    let c = match Cluster::builder()
+        .bin(env!("CARGO_BIN_EXE_dipc"))
+        .nodes(2)
+        .heartbeat_ms(300)
+        .down_after_ms(3000)
+        .node_arg("--msgmax")
+        .node_arg("65536")
+        .node_env("DIPC_MSGMNB", "131072")
+        .start()
+    {
+        Ok(c) => c,
+        Err(e) => panic!("cluster did not start: {e:#}"),
+    };
+    let prog = program(&c, MSG_C, "msgsem-msg");
+    let key = "0x0d1c5010";
+    run1(&c, 0, &prog, &["create", key]);
+    let n = scaled(200).to_string();
+    let pong = start(&c, 1, &prog, &["bigpong", key, "65536", &n]);
+    let ping = start(&c, 0, &prog, &["bigping", key, "65536", &n]);
+    assert_eq!(ping.finish(RUN_TIMEOUT), [format!("done {n}")]);
+    assert_eq!(pong.finish(RUN_TIMEOUT), [format!("done {n}")]);
+    for node in [0, 1] {
+        assert_eq!(
+            run1(&c, node, &prog, &["sendsize", key, "65537"]),
+            "errno EINVAL",
+            "node {node}\n{}",
+            c.logs()
+        );
+    }
+    assert_eq!(run1(&c, 1, &prog, &["sendsize", key, "65536"]), "sent");
+    assert_eq!(run1(&c, 1, &prog, &["stat", key]), "qnum 1 qbytes 131072");
+    assert_eq!(
+        run1(&c, 1, &prog, &["info", key]),
+        "msgmax 65536 msgmnb 131072 msgmni 32000"
+    );
+}
+
 #[test]
 fn a_receiver_blocked_on_one_node_is_woken_by_a_sender_on_another() {
     let c = cluster(3);

@@ -153,6 +153,12 @@ pub struct MsgQueue {
     receivers: VecDeque<Receiver>,
     senders: VecDeque<Sender>,
     removed: bool,
+    /// Largest message text (`msgsnd` fails with `EINVAL` above): the
+    /// kernel's `msgmax`, fixed when the queue is created.
+    msgmax: usize,
+    /// Largest `msg_qbytes` an unprivileged `IPC_SET` may ask for: the
+    /// kernel's `msgmnb`, fixed when the queue is created.
+    msgmnb: u64,
 }
 
 type Out = Vec<Completion<MsgResult>>;
@@ -164,14 +170,26 @@ impl MsgQueue {
         Self::with_qbytes(perm, limits::MSGMNB, now)
     }
 
-    /// A new queue whose `msg_qbytes` is `qbytes` (a node's configured
-    /// default may differ from `MSGMNB`, as `/proc/sys/kernel/msgmnb` can).
+    /// A new queue whose `msg_qbytes` is `qbytes`, under the default
+    /// limits (`MSGMAX`, `MSGMNB`).
     pub fn with_qbytes(perm: IpcPerm, qbytes: u64, now: i64) -> Self {
+        let mut q = Self::with_limits(perm, limits::MSGMAX, limits::MSGMNB, now);
+        q.qbytes = qbytes;
+        q
+    }
+
+    /// A new queue under limits other than the kernel's defaults, as
+    /// `/proc/sys/kernel/msgmax` and `msgmnb` can set them: messages of up
+    /// to `msgmax` bytes, `msg_qbytes` starting at `msgmnb` (which is also
+    /// the most an unprivileged `IPC_SET` may ask for). The limits stay
+    /// those of the queue's creation for its whole life, so every node
+    /// sees the same ones.
+    pub fn with_limits(perm: IpcPerm, msgmax: usize, msgmnb: u64, now: i64) -> Self {
         MsgQueue {
             perm,
             messages: VecDeque::new(),
             cbytes: 0,
-            qbytes,
+            qbytes: msgmnb,
             stime: 0,
             rtime: 0,
             ctime: now,
@@ -180,12 +198,20 @@ impl MsgQueue {
             receivers: VecDeque::new(),
             senders: VecDeque::new(),
             removed: false,
+            msgmax,
+            msgmnb,
         }
+    }
+
+    /// The queue's `msgmax`: its longest message text.
+    pub fn msgmax(&self) -> usize {
+        self.msgmax
     }
 
     /// `msgsnd(msqid, {mtype, text}, text.len(), flags)` by `caller`.
     ///
-    /// Errors: `EINVAL` (`mtype < 1` or `text` longer than `MSGMAX`),
+    /// Errors: `EINVAL` (`mtype < 1` or `text` longer than the queue's
+    /// `msgmax`),
     /// `EACCES` (no write permission), `EAGAIN` (full and `IPC_NOWAIT`),
     /// `EIDRM` (removed, also while parked); parked until there is room
     /// otherwise.
@@ -199,7 +225,7 @@ impl MsgQueue {
         now: i64,
     ) -> Out {
         let mut out = Vec::new();
-        if text.len() > limits::MSGMAX || mtype < 1 {
+        if text.len() > self.msgmax || mtype < 1 {
             return vec![Completion::err(op, errno::EINVAL)];
         }
         if let Some(e) = self.admission_error(op) {
@@ -333,7 +359,7 @@ impl MsgQueue {
     /// `msgctl(IPC_SET)`: new owner, mode bits and `msg_qbytes`.
     ///
     /// Errors: `EPERM` (caller neither owner, creator nor root; or raising
-    /// `qbytes` above `MSGMNB` without root), `EINVAL` (uid or gid is
+    /// `qbytes` above the queue's `msgmnb` without root), `EINVAL` (uid or gid is
     /// `(uid_t)-1`), `EIDRM`. On success `msg_ctime` is `now`, parked
     /// receivers re-check their permission and parked senders the room.
     pub fn set(
@@ -351,7 +377,7 @@ impl MsgQueue {
         if !may_control(&self.perm, caller) {
             return (Err(errno::EPERM), Vec::new());
         }
-        if qbytes > limits::MSGMNB && !caller.is_root() {
+        if qbytes > self.msgmnb && !caller.is_root() {
             return (Err(errno::EPERM), Vec::new());
         }
         if let Err(e) = update_perm(&mut self.perm, uid, gid, mode) {
@@ -499,9 +525,9 @@ impl MsgQueue {
             return Some(Err(errno::E2BIG));
         }
         if let Search::Number(_) = r.search {
-            // MSG_COPY: copy into a buffer of min(bufsz, MSGMAX) bytes;
+            // MSG_COPY: copy into a buffer of min(bufsz, msgmax) bytes;
             // a longer message does not fit it (copy_msg: EINVAL).
-            if len > r.bufsz.min(limits::MSGMAX) {
+            if len > r.bufsz.min(self.msgmax) {
                 return Some(Err(errno::EINVAL));
             }
             let m = &self.messages[i];

@@ -205,6 +205,77 @@ fn send_einval_for_bad_type_or_size() {
     assert_eq!((stat(&q).qnum, stat(&q).cbytes), (2, MSGMAX as u64));
 }
 
+/// A queue created under raised limits (`kernel.msgmax` = 64 KiB,
+/// `kernel.msgmnb` = 128 KiB): messages up to 64 KiB go through whole,
+/// `EINVAL` just above; `msg_qbytes` starts at the raised `msgmnb`, which
+/// also bounds an unprivileged `IPC_SET`.
+#[test]
+fn raised_msgmax_and_msgmnb() {
+    const MAX: usize = 64 * 1024;
+    const MNB: u64 = 128 * 1024;
+    let mut q = MsgQueue::with_limits(IpcPerm::new(42, &owner(), 0o600), MAX, MNB, T0);
+    assert_eq!(q.msgmax(), MAX);
+    assert_eq!(stat(&q).qbytes, MNB);
+    let big: Vec<u8> = (0..MAX).map(|i| (i % 251) as u8).collect();
+    put(&mut q, 1, 1, &big);
+    put(&mut q, 2, 2, &big);
+    assert_eq!(
+        q.send(3, &owner(), 1, vec![0; MAX + 1], IPC_NOWAIT, T0),
+        vec![err(3, EINVAL)]
+    );
+    // Two full messages fill msgmnb: a third one waits (here: EAGAIN).
+    assert_eq!(
+        q.send(4, &owner(), 1, vec![7], IPC_NOWAIT, T0),
+        vec![err(4, EAGAIN)]
+    );
+    assert_eq!((stat(&q).qnum, stat(&q).cbytes), (2, 2 * MAX as u64));
+    assert_eq!(
+        q.recv(5, &owner(), MAX, 2, IPC_NOWAIT, T0),
+        vec![got(5, 2, &big)]
+    );
+    // MSG_COPY copies up to the queue's msgmax, not the default one.
+    assert_eq!(
+        q.recv(6, &owner(), MAX, 0, MSG_COPY | IPC_NOWAIT, T0),
+        vec![got(6, 1, &big)]
+    );
+    // A waiting receiver gets a 64 KiB message handed over directly.
+    let mut q2 = MsgQueue::with_limits(IpcPerm::new(43, &owner(), 0o600), MAX, MNB, T0);
+    assert!(q2.recv(7, &peer(), MAX, 0, 0, T0).is_empty());
+    assert_eq!(
+        q2.send(8, &owner(), 9, big.clone(), 0, T0),
+        vec![sent(8), got(7, 9, &big)]
+    );
+    // IPC_SET: msgmnb (not MSGMNB) bounds the owner; root may exceed it.
+    assert_eq!(
+        q.set(&owner(), 1000, 1000, 0o600, MNB, T0).0,
+        Ok(()),
+        "up to the queue's msgmnb"
+    );
+    assert_eq!(
+        q.set(&owner(), 1000, 1000, 0o600, MNB + 1, T0).0,
+        Err(EPERM)
+    );
+    assert_eq!(q.set(&root(), 1000, 1000, 0o600, MNB * 2, T0).0, Ok(()));
+    q.check_invariants().expect("invariants");
+}
+
+/// A queue created under a lowered `msgmax` refuses what the default would
+/// take.
+#[test]
+fn lowered_msgmax() {
+    let mut q = MsgQueue::with_limits(IpcPerm::new(42, &owner(), 0o600), 100, MSGMNB, T0);
+    put(&mut q, 1, 1, &[1; 100]);
+    assert_eq!(
+        q.send(2, &owner(), 1, vec![1; 101], 0, T0),
+        vec![err(2, EINVAL)]
+    );
+    assert_eq!(
+        q.send(3, &owner(), 1, vec![1; MSGMAX], 0, T0),
+        vec![err(3, EINVAL)]
+    );
+    assert_eq!(stat(&q).qnum, 1);
+}
+
 /// msgop(2): "msg_lspid is set to the process ID of the calling process,
 /// msg_qnum is incremented by 1, msg_stime is set to the current time";
 /// after msgrcv "msg_lrpid is set to the process ID of the calling process,

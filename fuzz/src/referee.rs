@@ -104,6 +104,7 @@ fn params(p: ParamsIn) -> Params {
         },
         ParamsIn::Msg { qbytes } => Params::Msg {
             qbytes: u64::from(qbytes),
+            msgmax: u32::from(qbytes),
         },
         ParamsIn::Sem { nsems } => Params::Sem {
             nsems: u32::from(nsems % 40_000),

@@ -247,9 +247,11 @@ const IPC_64: c_int = 0x100;
 const MSG_STAT: c_int = 11;
 const MSG_INFO: c_int = 12;
 const MSG_STAT_ANY: c_int = 13;
-/// The kernel's `MSGMAX`: longer texts are `EINVAL` before anything is
-/// read from the caller's buffer.
-const MSGMAX: usize = 8192;
+/// The largest `msgmax` any distributed queue can have: longer texts are
+/// `EINVAL` before anything is read from the caller's buffer. Each queue's
+/// own `msgmax` (its creating node's `--msgmax`) is enforced at its home,
+/// whose `EINVAL` ends in the kernel's (see `msgsnd`).
+const MSGMAX: usize = dipc_wire::MAX_MSGMAX as usize;
 
 fn msgget_routed(key: i32, flags: i32) -> Result<Routed<i32, i32>, Error> {
     let Some(flags) = route::get_flags(key, flags, &Config::get().keys) else {

@@ -150,11 +150,12 @@ pub(crate) fn next_link() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// The kernel's default limits, which the engines enforce.
-pub fn ipc_limits() -> IpcLimits {
+/// The limits of this node: its configured `msgmax` and `msgmnb` (those
+/// of the queues created here), the kernel's defaults for the rest.
+pub fn ipc_limits(msg: crate::MsgLimits) -> IpcLimits {
     IpcLimits {
-        msgmax: limits::MSGMAX as u64,
-        msgmnb: limits::MSGMNB,
+        msgmax: u64::from(msg.msgmax),
+        msgmnb: msg.msgmnb,
         msgmni: limits::MSGMNI as u64,
         semmsl: limits::SEMMSL as u64,
         semopm: limits::SEMOPM as u64,
@@ -643,7 +644,8 @@ pub(crate) async fn local_request(node: &Arc<Node>, conn: u64, creds: Creds, req
                 key,
                 flags,
                 Params::Msg {
-                    qbytes: limits::MSGMNB,
+                    qbytes: node.config().msg.msgmnb,
+                    msgmax: node.config().msg.msgmax,
                 },
             )
             .await;
@@ -654,7 +656,7 @@ pub(crate) async fn local_request(node: &Arc<Node>, conn: u64, creds: Creds, req
             };
             return get(node, creds, key, flags, Params::Sem { nsems }).await;
         }
-        LReq::IpcLimits => return LResp::Limits(ipc_limits()),
+        LReq::IpcLimits => return LResp::Limits(ipc_limits(node.config().msg)),
         LReq::MsgSnd {
             id,
             mtype,
@@ -768,10 +770,9 @@ async fn get(node: &Arc<Node>, creds: Creds, key: i32, flags: i32, params: Param
             mode: rec.perm.mode & 0o777,
         };
         match rec.params {
-            Params::Msg { qbytes } if !inner.queues.contains_key(&id) => {
-                inner
-                    .queues
-                    .insert(id, MsgQueue::with_qbytes(perm, qbytes, rec.ctime));
+            Params::Msg { qbytes, msgmax } if !inner.queues.contains_key(&id) => {
+                let q = MsgQueue::with_limits(perm, msgmax as usize, qbytes, rec.ctime);
+                inner.queues.insert(id, q);
                 inner.records.insert(id, rec.clone());
             }
             Params::Sem { nsems } if !inner.sets.contains_key(&id) => {
@@ -1030,6 +1031,7 @@ mod tests {
             rdma: Default::default(),
             call_timeout: Duration::from_secs(5),
             default_unit: 4096,
+            msg: Default::default(),
         }));
         node.joined(1, Vec::new());
         let rec = ObjectRecord {

@@ -65,6 +65,48 @@ pub struct NodeConfig {
     pub call_timeout: Duration,
     /// Coherence unit of segments created here without an explicit one.
     pub default_unit: u32,
+    /// `msgmax` and `msgmnb` of the queues created here.
+    pub msg: MsgLimits,
+}
+
+/// The message-queue limits of a node, as the kernel's `kernel.msgmax`
+/// and `kernel.msgmnb` sysctls: every queue created on the node takes them
+/// (in its record, so the home enforces them whoever calls), and
+/// `msgctl(IPC_INFO/MSG_INFO)` on the node reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsgLimits {
+    /// Longest message text, 1 to [`dipc_wire::MAX_MSGMAX`] bytes.
+    pub msgmax: u32,
+    /// A new queue's `msg_qbytes`, `msgmax` to [`dipc_wire::MAX_MSGMNB`].
+    pub msgmnb: u64,
+}
+
+impl Default for MsgLimits {
+    /// The kernel's defaults: 8192 and 16384.
+    fn default() -> Self {
+        MsgLimits {
+            msgmax: dipc_dsm::ipc::limits::MSGMAX as u32,
+            msgmnb: dipc_dsm::ipc::limits::MSGMNB,
+        }
+    }
+}
+
+impl MsgLimits {
+    /// Check the limits (`msgmax` in range, `msgmnb` at least `msgmax`,
+    /// or no message of the largest size could ever be queued).
+    pub fn new(msgmax: u32, msgmnb: u64) -> Result<MsgLimits, String> {
+        let max = dipc_wire::MAX_MSGMAX;
+        if msgmax == 0 || msgmax > max {
+            return Err(format!("msgmax {msgmax} out of range (1 to {max} bytes)"));
+        }
+        if msgmnb < u64::from(msgmax) || msgmnb > dipc_wire::MAX_MSGMNB {
+            return Err(format!(
+                "msgmnb {msgmnb} out of range (msgmax {msgmax} to {} bytes)",
+                dipc_wire::MAX_MSGMNB
+            ));
+        }
+        Ok(MsgLimits { msgmax, msgmnb })
+    }
 }
 
 impl NodeConfig {

@@ -680,7 +680,20 @@ impl Registry {
                     return err(EINVAL, "a semaphore set needs at least one semaphore");
                 }
             }
-            Params::Msg { .. } => {}
+            Params::Msg { qbytes, msgmax } => {
+                if msgmax == 0 || msgmax > dipc_wire::MAX_MSGMAX {
+                    return err(
+                        EINVAL,
+                        format!(
+                            "msgmax {msgmax} out of range (1 to {})",
+                            dipc_wire::MAX_MSGMAX
+                        ),
+                    );
+                }
+                if qbytes > dipc_wire::MAX_MSGMNB {
+                    return err(EINVAL, format!("msg_qbytes {qbytes} out of range"));
+                }
+            }
         }
         if self.counts.get(&kind).copied().unwrap_or(0) >= MAX_OBJECTS_PER_KIND {
             return err(

@@ -28,9 +28,9 @@ const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
 
 /// Version of the layout above (2: a segment's `Params` carry its
-/// quantum and prefetch window; a format-1 file is refused by name rather
-/// than misread).
-const FORMAT: u32 = 2;
+/// quantum and prefetch window; 3: a queue's carry its `msgmax`; an older
+/// file is refused by name rather than misread).
+const FORMAT: u32 = 3;
 /// The file in the data directory.
 pub const FILE_NAME: &str = "registry.redb";
 /// redb's page cache; the registry is small.

@@ -78,6 +78,13 @@ pub enum ShmMode {
 pub const MAX_QUANTUM_US: u32 = 1_000_000;
 /// Largest sequential prefetch window of a segment, in units.
 pub const MAX_PREFETCH: u32 = 1024;
+/// Largest `msgmax` a node may be configured with (a message travels in
+/// one frame, libsysv to node and node to node): 512 KiB, well inside
+/// the node's 1 MiB bound on a local frame.
+pub const MAX_MSGMAX: u32 = 512 * 1024;
+/// Largest `msgmnb` a node may be configured with (the kernel's sysctl is
+/// an `int` too).
+pub const MAX_MSGMNB: u64 = i32::MAX as u64;
 
 /// Kind-specific creation parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,8 +104,12 @@ pub enum Params {
         prefetch: u32,
     },
     Msg {
-        /// Initial `msg_qbytes`.
+        /// Initial `msg_qbytes`: the creating node's `msgmnb`, also the
+        /// most an unprivileged `IPC_SET` may raise it to.
         qbytes: u64,
+        /// Longest message text (the creating node's `msgmax`, at most
+        /// [`MAX_MSGMAX`]). Fixed at creation, enforced at the home.
+        msgmax: u32,
     },
     Sem {
         nsems: u32,

@@ -56,7 +56,7 @@ fn params() -> impl Strategy<Value = Params> {
                 quantum_us,
                 prefetch
             }),
-        any::<u64>().prop_map(|qbytes| Params::Msg { qbytes }),
+        (any::<u64>(), any::<u32>()).prop_map(|(qbytes, msgmax)| Params::Msg { qbytes, msgmax }),
         any::<u32>().prop_map(|nsems| Params::Sem { nsems }),
     ]
 }

@@ -11,6 +11,9 @@
  *   rmid KEY               msgctl(IPC_RMID): "removed"
  *   stat KEY               msgctl(IPC_STAT): "qnum N qbytes N"
  *   info KEY               msgctl(IPC_INFO) on the queue's id: the limits
+ *   bigping KEY SIZE N     as ping with N requests of SIZE bytes (up to
+ *   bigpong KEY SIZE N     64 KiB + 1) and replies of SIZE bytes
+ *   sendsize KEY SIZE      msgsnd of SIZE bytes: "sent" or "errno NAME"
  */
 
 /* The text of message i: its length and bytes depend on i. */
@@ -26,6 +29,18 @@ struct msg {
     long mtype;
     char mtext[8192];
 };
+
+/* Messages up to a raised msgmax (64 KiB), one byte more to exceed it. */
+struct bigmsg {
+    long mtype;
+    char mtext[65536 + 1];
+};
+
+static void big_text(long i, int reply, size_t len, char *buf)
+{
+    for (size_t k = 0; k < len; k++)
+        buf[k] = (char)((i * 131 + k * 7 + (k >> 8) + reply * 29) & 0xff);
+}
 
 static int get(const char *key, int flags)
 {
@@ -88,6 +103,51 @@ int main(int argc, char **argv)
             }
         }
         printf("done %ld\n", n);
+        return 0;
+    }
+    if (!strcmp(cmd, "bigping") || !strcmp(cmd, "bigpong")) {
+        static struct bigmsg b;
+        static char bwant[sizeof b.mtext];
+        size_t len = (size_t)arg_num(argv[3]);
+        long n = arg_num(argv[4]);
+        int pong = !strcmp(cmd, "bigpong");
+        if (len > sizeof b.mtext)
+            FAIL("size %zu", len);
+        for (long i = 0; i < n; i++) {
+            if (!pong) {
+                b.mtype = 1;
+                big_text(i, 0, len, b.mtext);
+                if (msgsnd(id, &b, len, 0) < 0)
+                    FAIL("msgsnd request %ld of %zu bytes", i, len);
+            }
+            long want_type = pong ? 1 : 4;
+            ssize_t got = msgrcv(id, &b, sizeof b.mtext, want_type, 0);
+            if (got < 0)
+                FAIL("msgrcv %ld", i);
+            big_text(i, !pong, len, bwant);
+            if ((size_t)got != len || memcmp(b.mtext, bwant, len))
+                FAIL("message %ld: %zd bytes, expected %zu", i, got, len);
+            if (pong) {
+                b.mtype = 4;
+                big_text(i, 1, len, b.mtext);
+                if (msgsnd(id, &b, len, 0) < 0)
+                    FAIL("msgsnd reply %ld of %zu bytes", i, len);
+            }
+        }
+        printf("done %ld\n", n);
+        return 0;
+    }
+    if (!strcmp(cmd, "sendsize")) {
+        static struct bigmsg b;
+        size_t len = (size_t)arg_num(argv[3]);
+        if (len > sizeof b.mtext)
+            FAIL("size %zu", len);
+        b.mtype = 1;
+        memset(b.mtext, 'x', len);
+        if (msgsnd(id, &b, len, IPC_NOWAIT) < 0)
+            printf("errno %s\n", strerrorname_np(errno));
+        else
+            printf("sent\n");
         return 0;
     }
     if (!strcmp(cmd, "recv")) {

@@ -49,7 +49,10 @@ fn sem(nsems: u32) -> Params {
 }
 
 fn msg() -> Params {
-    Params::Msg { qbytes: 16384 }
+    Params::Msg {
+        qbytes: 16384,
+        msgmax: 8192,
+    }
 }
 
 /// A registry with nodes "n1".."nN" joined at time 0.
