@@ -29,6 +29,11 @@
 //!                              counter from `start` (unix ns: agents begin together); with
 //!                              `work` ns, each increment is followed by a sleep that long
 //!                              (work elsewhere: I/O, another core), timed with it
+//! tincw <page> <start> <end>   -> ok <ns>...  atomic increments of the page's counter, as
+//!                              many as fit from `start` to `end` (unix ns: the agents run
+//!                              for the same window); one sample per increment, the time
+//!                              since the previous one ended (the first: since `start`), so
+//!                              an agent's samples add up to its window
 //! getc <page>                  -> ok <value>   the page's counter
 //! detach                       -> ok           shmdt
 //! rmid                         -> ok           shmctl(IPC_RMID)
@@ -449,6 +454,35 @@ fn execute(line: &str, seg: &mut Option<Attached>) -> Result<String, String> {
             }
             Ok(out.join(" "))
         }
+        "tincw" => {
+            let page: u64 = num(w.next(), "page")?;
+            let start: u64 = num(w.next(), "start time")?;
+            let end: u64 = num(w.next(), "end time")?;
+            let a = seg.as_ref().ok_or("not attached")?;
+            let off = page.saturating_mul(dipc_shmem::page_size());
+            a.load(off).ok_or("counter outside the segment")?;
+            while unix_ns() < u128::from(start) {
+                std::hint::spin_loop();
+            }
+            // The window in this process's monotonic clock, from the
+            // common start.
+            let t0 = Instant::now();
+            let window = Duration::from_nanos(end.saturating_sub(start));
+            let mut out = String::new();
+            let mut last = Duration::ZERO;
+            let mut n = 0u64;
+            while last < window && n < MAX_WINDOW_INCREMENTS {
+                a.fetch_add(off).ok_or("counter outside the segment")?;
+                let now = t0.elapsed();
+                if n > 0 {
+                    out.push(' ');
+                }
+                out.push_str(&(now - last).as_nanos().to_string());
+                last = now;
+                n += 1;
+            }
+            Ok(out)
+        }
         "detach" => {
             let a = seg.take().ok_or("not attached")?;
             a.detach().map_err(|e| format!("shmdt: {e}"))?;
@@ -463,6 +497,10 @@ fn execute(line: &str, seg: &mut Option<Attached>) -> Result<String, String> {
             .unwrap_or_else(|| Err(format!("unknown command {line:?}"))),
     }
 }
+
+/// Bound on the increments of one `tincw` (memory for its samples; at
+/// local speed, ~30 ns each, about 0.5 s).
+pub const MAX_WINDOW_INCREMENTS: u64 = 16_000_000;
 
 /// Nanoseconds since the epoch (0 for a clock before it).
 pub fn unix_ns() -> u128 {

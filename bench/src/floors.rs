@@ -257,6 +257,16 @@ pub fn tcp_rtt_8k(total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
     tcp_rtt(total, pb, 8192, 8192)
 }
 
+/// As [`tcp_rtt_4k`] with 16 KiB each way.
+pub fn tcp_rtt_16k(total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    tcp_rtt(total, pb, 16384, 16384)
+}
+
+/// As [`tcp_rtt_4k`] with 64 KiB each way.
+pub fn tcp_rtt_64k(total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    tcp_rtt(total, pb, 65536, 65536)
+}
+
 /// A call of 8 bytes answered with 1 MiB: the transport's bandwidth for
 /// large fetches.
 pub fn tcp_bw_1m(total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {

@@ -8,13 +8,24 @@
 //! between two local processes and a peer a user would pick for queues
 //! (Redis, [`crate::redis`]).
 //!
-//! * message round trip ([`msg_rtt_8`] ...): the agent on node 2 sends a
-//!   message of type 1 to a queue homed on node 1 and waits for the
-//!   answer of type 2 that node 1's agent echoes (`msgrcv` + `msgsnd`
-//!   there); one sample per round trip, content checked.
-//! * message stream ([`msg_tput_8`]): node 2 sends, node 1 drains; one
-//!   sample per `msgsnd` (the queue's limit makes a fast sender wait for
-//!   the drain, so the mean is the sustained rate).
+//! * message round trip ([`msg_rtt_8`] ... [`msg_rtt_64k`], 8 B to 64 KiB):
+//!   the agent on node 2 sends a message of type 1 to a queue homed on
+//!   node 1 and waits for the answer of type 2 that node 1's agent echoes
+//!   (`msgrcv` + `msgsnd` there); one sample per round trip, content
+//!   checked.
+//! * message stream ([`msg_tput_8`] ... [`msg_tput_64k`]): node 2 sends,
+//!   node 1 drains; one sample per `msgsnd` (the queue's limit makes a
+//!   fast sender wait for the drain, so the mean is the sustained rate).
+//!   Every queue, dipc's and the kernel's, gets `msg_qbytes` =
+//!   max(16 KiB, size) ([`qbytes`]), so both buffer alike.
+//!
+//! Messages above 8 KiB need a raised `msgmax`: the bench's nodes run
+//! with `--msgmax 65536 --msgmnb 65536` ([`crate::cluster::MSG_LIMIT`]),
+//! and the kernel rows raise `kernel.msgmax` and `kernel.msgmnb` to the
+//! same for the time of each measurement and put the old values back
+//! afterwards, also on an error or a panic ([`RaisedMsgLimits`]). Without
+//! root (or with a read-only `/proc/sys`) those kernel rows are skipped
+//! with the limit in force ("not measured: kernel.msgmax=8192").
 //! * [`semop`]: one uncontended `+1` or `-1` from node 2.
 //! * [`sem_lock_3`]: agents on three nodes lock and unlock one semaphore
 //!   (`-1` then `+1`); one sample per lock+unlock, contended.
@@ -65,14 +76,90 @@ fn id_of(words: &[String]) -> Result<i32, Error> {
         })
 }
 
+/// `msg_qbytes` of every queue of a scenario with `size`-byte messages:
+/// the kernel's default `msgmnb`, or one message when that is larger.
+pub fn qbytes(size: usize) -> u64 {
+    (size as u64).max(16384)
+}
+
+const PROC_KERNEL: &str = "/proc/sys/kernel";
+
+fn read_limit(name: &str) -> Result<u64, Error> {
+    let path = format!("{PROC_KERNEL}/{name}");
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {path}"), e))?;
+    text.trim().parse().map_err(|_| Error::WrongData {
+        detail: format!("{path} holds {text:?}"),
+    })
+}
+
+/// `kernel.msgmax` and `kernel.msgmnb` raised for a kernel row whose
+/// messages exceed them; dropping it writes the old values back (a
+/// panic unwinds through it too: the release profile unwinds).
+pub struct RaisedMsgLimits {
+    /// (sysctl, value before) of what was raised, in raising order.
+    old: Vec<(&'static str, u64)>,
+}
+
+impl RaisedMsgLimits {
+    /// Raise `msgmax` and `msgmnb` to at least `msgmax` and `msgmnb` bytes
+    /// (a limit already that high is left alone). `Unavailable` ("not
+    /// measured: kernel.msgmax=8192 ...") when it cannot be written.
+    pub fn raise(msgmax: u64, msgmnb: u64) -> Result<RaisedMsgLimits, Error> {
+        let mut raised = RaisedMsgLimits { old: Vec::new() };
+        for (name, want) in [("msgmax", msgmax), ("msgmnb", msgmnb)] {
+            let cur = read_limit(name)?;
+            if cur >= want {
+                continue;
+            }
+            let path = format!("{PROC_KERNEL}/{name}");
+            if let Err(e) = std::fs::write(&path, want.to_string()) {
+                // `raised` puts back what was raised already.
+                return Err(Error::Unavailable {
+                    what: format!(
+                        "not measured: kernel.{name}={cur} (raising it to {want} needs root: {e})"
+                    ),
+                });
+            }
+            raised.old.push((name, cur));
+        }
+        Ok(raised)
+    }
+}
+
+impl Drop for RaisedMsgLimits {
+    fn drop(&mut self) {
+        for (name, old) in self.old.drain(..).rev() {
+            let path = format!("{PROC_KERNEL}/{name}");
+            if let Err(e) = std::fs::write(&path, old.to_string()) {
+                tracing::warn!("could not restore kernel.{name}={old}: {e}");
+            }
+        }
+    }
+}
+
+/// Raise the kernel's limits if `size`-byte messages need it (`None`
+/// when the defaults do).
+fn kernel_limits_for(size: usize) -> Result<Option<RaisedMsgLimits>, Error> {
+    let limit = u64::from(crate::cluster::MSG_LIMIT);
+    if size <= KERNEL_MSGMAX {
+        return Ok(None);
+    }
+    RaisedMsgLimits::raise(limit, limit).map(Some)
+}
+
+/// The kernel's default `msgmax`: no row up to it touches `/proc/sys`.
+const KERNEL_MSGMAX: usize = 8192;
+
 /// Where the two ends of a queue scenario run.
 enum Ends<'a> {
     Kernel(&'a AgentCommand),
     Dipc(&'a Cluster),
 }
 
-/// Open a queue and two agents: `(home/echo side, client side, via, id)`.
-fn queue(ends: &Ends) -> Result<(Agent, Agent, &'static str, i32), Error> {
+/// Open a queue with `msg_qbytes` = `qbytes` and two agents: `(home/echo
+/// side, client side, via, id)`.
+fn queue(ends: &Ends, qbytes: u64) -> Result<(Agent, Agent, &'static str, i32), Error> {
     match ends {
         Ends::Kernel(cmd) => {
             let mut a = local_agents(cmd, 2)?;
@@ -81,7 +168,7 @@ fn queue(ends: &Ends) -> Result<(Agent, Agent, &'static str, i32), Error> {
                     detail: "two local agents expected".into(),
                 });
             };
-            let id = id_of(&home.call("msgget k 0 1", bound(1))?)?;
+            let id = id_of(&home.call(&format!("msgget k 0 1 {qbytes}"), bound(1))?)?;
             Ok((home, client, "k", id))
         }
         Ends::Dipc(c) => {
@@ -89,7 +176,7 @@ fn queue(ends: &Ends) -> Result<(Agent, Agent, &'static str, i32), Error> {
             let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
             let mut home = c.agent(1)?;
             let mut client = c.agent(2)?;
-            let id = id_of(&home.call(&format!("msgget d {key} 1"), bound(1))?)?;
+            let id = id_of(&home.call(&format!("msgget d {key} 1 {qbytes}"), bound(1))?)?;
             let id2 = id_of(&client.call(&format!("msgget d {key} 0"), bound(1))?)?;
             if id != id2 {
                 return Err(Error::WrongData {
@@ -102,7 +189,11 @@ fn queue(ends: &Ends) -> Result<(Agent, Agent, &'static str, i32), Error> {
 }
 
 fn msg_rtt(ends: Ends, size: usize, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
-    let (mut home, mut client, via, id) = queue(&ends)?;
+    let _raised = match ends {
+        Ends::Kernel(_) => kernel_limits_for(size)?,
+        Ends::Dipc(_) => None,
+    };
+    let (mut home, mut client, via, id) = queue(&ends, qbytes(size))?;
     let echo = format!("msgecho {via} {id} {total} {size}");
     home.send(&echo)?;
     let out = client.samples(&format!("msgrtt {via} {id} {total} {size}"), bound(total))?;
@@ -114,7 +205,11 @@ fn msg_rtt(ends: Ends, size: usize, total: usize, pb: &ProgressBar) -> Result<Ve
 }
 
 fn msg_tput(ends: Ends, size: usize, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
-    let (mut home, mut client, via, id) = queue(&ends)?;
+    let _raised = match ends {
+        Ends::Kernel(_) => kernel_limits_for(size)?,
+        Ends::Dipc(_) => None,
+    };
+    let (mut home, mut client, via, id) = queue(&ends, qbytes(size))?;
     let drain = format!("msgdrain {via} {id} {total} {size}");
     home.send(&drain)?;
     let out = client.samples(&format!("msgsend {via} {id} {total} {size}"), bound(total))?;
@@ -241,21 +336,62 @@ fn barrier(ends: Ends, n: usize, total: usize, pb: &ProgressBar) -> Result<Vec<u
     Ok(out)
 }
 
-/// Kernel msg round trip, 8 bytes.
-pub fn kmsg_rtt_8(a: &AgentCommand, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
-    msg_rtt(Ends::Kernel(a), 8, total, pb)
+macro_rules! sized {
+    ($($(#[$doc:meta])* $name:ident($ends:ident, $f:ident, $size:expr);)*) => {$(
+        $(#[$doc])*
+        pub fn $name(
+            x: &$ends,
+            total: usize,
+            pb: &ProgressBar,
+        ) -> Result<Vec<u64>, Error> {
+            $f(sized!(@ends $ends, x), $size, total, pb)
+        }
+    )*};
+    (@ends AgentCommand, $x:ident) => { Ends::Kernel($x) };
+    (@ends Cluster, $x:ident) => { Ends::Dipc($x) };
 }
-/// Kernel msg round trip, 1 KiB.
-pub fn kmsg_rtt_1k(a: &AgentCommand, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
-    msg_rtt(Ends::Kernel(a), 1024, total, pb)
-}
-/// Kernel msg round trip, 8 KiB.
-pub fn kmsg_rtt_8k(a: &AgentCommand, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
-    msg_rtt(Ends::Kernel(a), 8192, total, pb)
-}
-/// Kernel msg stream, 8 bytes.
-pub fn kmsg_tput_8(a: &AgentCommand, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
-    msg_tput(Ends::Kernel(a), 8, total, pb)
+
+sized! {
+    /// Kernel msg round trip, 8 bytes.
+    kmsg_rtt_8(AgentCommand, msg_rtt, 8);
+    /// Kernel msg round trip, 1 KiB.
+    kmsg_rtt_1k(AgentCommand, msg_rtt, 1024);
+    /// Kernel msg round trip, 8 KiB.
+    kmsg_rtt_8k(AgentCommand, msg_rtt, 8192);
+    /// Kernel msg round trip, 16 KiB (`kernel.msgmax` raised).
+    kmsg_rtt_16k(AgentCommand, msg_rtt, 16384);
+    /// Kernel msg round trip, 64 KiB (`kernel.msgmax` raised).
+    kmsg_rtt_64k(AgentCommand, msg_rtt, 65536);
+    /// Kernel msg stream, 8 bytes.
+    kmsg_tput_8(AgentCommand, msg_tput, 8);
+    /// Kernel msg stream, 1 KiB.
+    kmsg_tput_1k(AgentCommand, msg_tput, 1024);
+    /// Kernel msg stream, 8 KiB.
+    kmsg_tput_8k(AgentCommand, msg_tput, 8192);
+    /// Kernel msg stream, 16 KiB (`kernel.msgmax` raised).
+    kmsg_tput_16k(AgentCommand, msg_tput, 16384);
+    /// Kernel msg stream, 64 KiB (`kernel.msgmax` raised).
+    kmsg_tput_64k(AgentCommand, msg_tput, 65536);
+    /// dipc msg round trip, 8 bytes.
+    msg_rtt_8(Cluster, msg_rtt, 8);
+    /// dipc msg round trip, 1 KiB.
+    msg_rtt_1k(Cluster, msg_rtt, 1024);
+    /// dipc msg round trip, 8 KiB.
+    msg_rtt_8k(Cluster, msg_rtt, 8192);
+    /// dipc msg round trip, 16 KiB.
+    msg_rtt_16k(Cluster, msg_rtt, 16384);
+    /// dipc msg round trip, 64 KiB.
+    msg_rtt_64k(Cluster, msg_rtt, 65536);
+    /// dipc msg stream, 8 bytes.
+    msg_tput_8(Cluster, msg_tput, 8);
+    /// dipc msg stream, 1 KiB.
+    msg_tput_1k(Cluster, msg_tput, 1024);
+    /// dipc msg stream, 8 KiB.
+    msg_tput_8k(Cluster, msg_tput, 8192);
+    /// dipc msg stream, 16 KiB.
+    msg_tput_16k(Cluster, msg_tput, 16384);
+    /// dipc msg stream, 64 KiB.
+    msg_tput_64k(Cluster, msg_tput, 65536);
 }
 /// Kernel semop, uncontended.
 pub fn ksemop(a: &AgentCommand, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
@@ -268,22 +404,6 @@ pub fn klock_3(a: &AgentCommand, total: usize, pb: &ProgressBar) -> Result<Vec<u
 /// Kernel barrier, 2 processes.
 pub fn kbarrier_2(a: &AgentCommand, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
     barrier(Ends::Kernel(a), 2, total, pb)
-}
-/// dipc msg round trip, 8 bytes.
-pub fn msg_rtt_8(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
-    msg_rtt(Ends::Dipc(c), 8, total, pb)
-}
-/// dipc msg round trip, 1 KiB.
-pub fn msg_rtt_1k(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
-    msg_rtt(Ends::Dipc(c), 1024, total, pb)
-}
-/// dipc msg round trip, 8 KiB.
-pub fn msg_rtt_8k(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
-    msg_rtt(Ends::Dipc(c), 8192, total, pb)
-}
-/// dipc msg stream, 8 bytes.
-pub fn msg_tput_8(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
-    msg_tput(Ends::Dipc(c), 8, total, pb)
 }
 /// dipc semop, uncontended, from node 2.
 pub fn semop(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {

@@ -8,7 +8,7 @@
 //! coordinator), so a broken path is an error, never a number.
 //!
 //! ```text
-//! msgget <via> <key> <create>             -> ok <id>
+//! msgget <via> <key> <create> [<qbytes>]  -> ok <id>   with qbytes: msg_qbytes set (IPC_SET)
 //! msgrm <via> <id>                        -> ok
 //! msgecho <via> <id> <count> <size>       -> ok       receive type 1, send it back as type 2
 //! msgrtt <via> <id> <count> <size>        -> ok <ns>... send type 1, receive type 2, timed
@@ -95,8 +95,13 @@ fn run<'a>(cmd: &str, w: &mut impl Iterator<Item = &'a str>) -> Result<String, S
             } else {
                 sys::semget(via, key, nsems, flags)
             };
-            id.map(|id| id.to_string())
-                .map_err(|e| format!("{cmd}({key:#x}): {e}"))
+            let id = id.map_err(|e| format!("{cmd}({key:#x}): {e}"))?;
+            if let Some(q) = w.next().filter(|_| cmd == "msgget") {
+                let qbytes: u64 = num(Some(q), "qbytes")?;
+                sys::msg_set_qbytes(via, id, qbytes)
+                    .map_err(|e| format!("msgctl({id}, IPC_SET, qbytes {qbytes}): {e}"))?;
+            }
+            Ok(id.to_string())
         }
         "msgrm" | "semrm" => {
             let id: i32 = num(w.next(), "id")?;
@@ -245,7 +250,7 @@ mod tests {
     /// ends (send type 1, echo... here: send type 3 then drain).
     #[test]
     fn kernel_queue_send_and_drain() {
-        let id = exec(&format!("msgget k {} 1", libc::IPC_PRIVATE))
+        let id = exec(&format!("msgget k {} 1 4096", libc::IPC_PRIVATE))
             .expect("ipc")
             .expect("msgget");
         let sent = exec(&format!("msgsend k {id} 5 100"))

@@ -249,6 +249,14 @@ pub fn rtt_1k(total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
 pub fn rtt_8k(total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
     rtt(8192, total, pb)
 }
+/// Redis round trip, 16 KiB.
+pub fn rtt_16k(total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    rtt(16384, total, pb)
+}
+/// Redis round trip, 64 KiB.
+pub fn rtt_64k(total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    rtt(65536, total, pb)
+}
 
 #[cfg(test)]
 mod tests {

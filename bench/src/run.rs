@@ -134,7 +134,10 @@ impl Plan {
 /// floors alike and the ratios stay meaningful. Each slice drops its own
 /// warm-up, since each starts afresh (new mapping, connection, agents).
 pub fn run(opts: &Options) -> Result<Report, Error> {
-    let selected = scenario::select(&opts.scenarios)?;
+    let mut selected = scenario::select(&opts.scenarios)?;
+    if opts.scenarios.is_empty() {
+        selected.retain(|s| s.in_profile(opts.profile));
+    }
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -145,7 +148,7 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         .map(|s| {
             let samples = opts
                 .samples
-                .unwrap_or_else(|| s.samples_for(opts.profile))
+                .unwrap_or_else(|| s.samples_when_named(opts.profile))
                 .max(1);
             Plan::new(s, samples, slices.min(samples))
         })

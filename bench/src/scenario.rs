@@ -97,12 +97,28 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    /// Counted samples for `profile`.
+    /// Counted samples for `profile`; 0: the row is not part of that
+    /// profile's default selection (see [`Scenario::in_profile`]).
     pub fn samples_for(&self, profile: Profile) -> usize {
         match profile {
             Profile::Demo => self.samples[0],
             Profile::Quick => self.samples[1],
             Profile::Full => self.samples[2],
+        }
+    }
+
+    /// Is the row part of `profile`'s run of every scenario? (`--quick`
+    /// runs a subset of the message sizes.)
+    pub fn in_profile(&self, profile: Profile) -> bool {
+        self.samples_for(profile) > 0
+    }
+
+    /// Counted samples when the row was asked for by name: its profile's
+    /// count, or the full run's for a row that profile leaves out.
+    pub fn samples_when_named(&self, profile: Profile) -> usize {
+        match self.samples_for(profile) {
+            0 => self.samples[2],
+            n => n,
         }
     }
 
@@ -205,6 +221,15 @@ const FAULT_FLOOR: &[&str] = &["uffd-local", "tcp-rtt-4k"];
 const SCAN: [usize; 3] = [2_048, 4_096, 65_536];
 const RAND: [usize; 3] = [1_024, 2_048, 16_384];
 const MSG: [usize; 3] = [1_000, 1_000, 10_000];
+/// Rows of the large sizes that `--quick` keeps (64 KiB round trips) and
+/// those it leaves to the full run (16 KiB, the streams above 8 B): a
+/// count of 0 leaves a row out of that profile.
+const MSG_QUICK: [usize; 3] = [300, 300, 5_000];
+const MSG_FULL: [usize; 3] = [0, 0, 10_000];
+const TCP_QUICK: [usize; 3] = [1_000, 1_000, 20_000];
+const TCP_FULL: [usize; 3] = [0, 0, 20_000];
+const KFLOOR_QUICK: [usize; 3] = [1_000, 1_000, 50_000];
+const KFLOOR_FULL: [usize; 3] = [0, 0, 50_000];
 const SEM: [usize; 3] = [1_000, 1_000, 10_000];
 const KFLOOR: [usize; 3] = [5_000, 5_000, 50_000];
 const QUANTUM: [usize; 3] = [4_000, 6_000, 100_000];
@@ -261,6 +286,22 @@ pub const SCENARIOS: &[Scenario] = &[
         floors::tcp_rtt_8k,
     ),
     fl(
+        "tcp-rtt-16k",
+        "tcp round trip 16k",
+        "call with 16 KiB each way over dipc's TCP transport",
+        &[],
+        TCP_FULL,
+        floors::tcp_rtt_16k,
+    ),
+    fl(
+        "tcp-rtt-64k",
+        "tcp round trip 64k",
+        "call with 64 KiB each way over dipc's TCP transport",
+        &[],
+        TCP_QUICK,
+        floors::tcp_rtt_64k,
+    ),
+    fl(
         "tcp-bw-1m",
         "tcp 1 MiB fetch",
         "call answered with 1 MiB over dipc's TCP transport (bandwidth)",
@@ -286,9 +327,23 @@ pub const SCENARIOS: &[Scenario] = &[
     kp(
         "kmsg-rtt-8k",
         "kernel msg rtt 8k",
-        "as kmsg-rtt-8 with 8 KiB messages (MSGMAX)",
+        "as kmsg-rtt-8 with 8 KiB messages (the kernel's default msgmax)",
         KFLOOR,
         crate::ipc::kmsg_rtt_8k,
+    ),
+    kp(
+        "kmsg-rtt-16k",
+        "kernel msg rtt 16k",
+        "as kmsg-rtt-8 with 16 KiB messages (kernel.msgmax and msgmnb raised to 64 KiB for the run; needs root)",
+        KFLOOR_FULL,
+        crate::ipc::kmsg_rtt_16k,
+    ),
+    kp(
+        "kmsg-rtt-64k",
+        "kernel msg rtt 64k",
+        "as kmsg-rtt-16k with 64 KiB messages",
+        KFLOOR_QUICK,
+        crate::ipc::kmsg_rtt_64k,
     ),
     kp(
         "kmsg-tput-8",
@@ -298,6 +353,38 @@ pub const SCENARIOS: &[Scenario] = &[
         crate::ipc::kmsg_tput_8,
     )
     .rate(Rate::Ops(1)),
+    kp(
+        "kmsg-tput-1k",
+        "kernel msg stream 1k",
+        "as kmsg-tput-8 with 1 KiB messages",
+        KFLOOR_FULL,
+        crate::ipc::kmsg_tput_1k,
+    )
+    .rate(Rate::Bytes(1024)),
+    kp(
+        "kmsg-tput-8k",
+        "kernel msg stream 8k",
+        "as kmsg-tput-8 with 8 KiB messages",
+        KFLOOR_FULL,
+        crate::ipc::kmsg_tput_8k,
+    )
+    .rate(Rate::Bytes(8192)),
+    kp(
+        "kmsg-tput-16k",
+        "kernel msg stream 16k",
+        "as kmsg-tput-8 with 16 KiB messages (kernel.msgmax raised; needs root)",
+        KFLOOR_FULL,
+        crate::ipc::kmsg_tput_16k,
+    )
+    .rate(Rate::Bytes(16384)),
+    kp(
+        "kmsg-tput-64k",
+        "kernel msg stream 64k",
+        "as kmsg-tput-8 with 64 KiB messages (kernel.msgmax raised; needs root)",
+        KFLOOR_FULL,
+        crate::ipc::kmsg_tput_64k,
+    )
+    .rate(Rate::Bytes(65536)),
     kp(
         "ksemop",
         "kernel semop",
@@ -342,6 +429,22 @@ pub const SCENARIOS: &[Scenario] = &[
         &[],
         MSG,
         crate::redis::rtt_8k,
+    ),
+    fl(
+        "redis-rtt-16k",
+        "redis rtt 16k",
+        "as redis-rtt-8 with 16 KiB values",
+        &[],
+        MSG_FULL,
+        crate::redis::rtt_16k,
+    ),
+    fl(
+        "redis-rtt-64k",
+        "redis rtt 64k",
+        "as redis-rtt-8 with 64 KiB values",
+        &[],
+        MSG_QUICK,
+        crate::redis::rtt_64k,
     ),
     dp(
         "remote-read",
@@ -509,13 +612,33 @@ pub const SCENARIOS: &[Scenario] = &[
     dp(
         "msg-rtt-8k",
         "msg rtt 8k",
-        "as msg-rtt-8 with 8 KiB messages (MSGMAX)",
+        "as msg-rtt-8 with 8 KiB messages (the kernel's default msgmax)",
         &["tcp-rtt-8k"],
         2,
         MSG,
         crate::ipc::msg_rtt_8k,
     )
     .also(&["kmsg-rtt-8k", "redis-rtt-8k"]),
+    dp(
+        "msg-rtt-16k",
+        "msg rtt 16k",
+        "as msg-rtt-8 with 16 KiB messages (the nodes run with --msgmax 65536)",
+        &["tcp-rtt-16k"],
+        2,
+        MSG_FULL,
+        crate::ipc::msg_rtt_16k,
+    )
+    .also(&["kmsg-rtt-16k", "redis-rtt-16k"]),
+    dp(
+        "msg-rtt-64k",
+        "msg rtt 64k",
+        "as msg-rtt-8 with 64 KiB messages (the nodes run with --msgmax 65536)",
+        &["tcp-rtt-64k"],
+        2,
+        MSG_QUICK,
+        crate::ipc::msg_rtt_64k,
+    )
+    .also(&["kmsg-rtt-64k", "redis-rtt-64k"]),
     dp(
         "msg-tput-8",
         "msg stream 8 B",
@@ -526,6 +649,46 @@ pub const SCENARIOS: &[Scenario] = &[
         crate::ipc::msg_tput_8,
     )
     .rate(Rate::Ops(1)),
+    dp(
+        "msg-tput-1k",
+        "msg stream 1k",
+        "as msg-tput-8 with 1 KiB messages",
+        &["kmsg-tput-1k"],
+        2,
+        MSG_FULL,
+        crate::ipc::msg_tput_1k,
+    )
+    .rate(Rate::Bytes(1024)),
+    dp(
+        "msg-tput-8k",
+        "msg stream 8k",
+        "as msg-tput-8 with 8 KiB messages",
+        &["kmsg-tput-8k"],
+        2,
+        MSG_FULL,
+        crate::ipc::msg_tput_8k,
+    )
+    .rate(Rate::Bytes(8192)),
+    dp(
+        "msg-tput-16k",
+        "msg stream 16k",
+        "as msg-tput-8 with 16 KiB messages",
+        &["kmsg-tput-16k"],
+        2,
+        MSG_FULL,
+        crate::ipc::msg_tput_16k,
+    )
+    .rate(Rate::Bytes(16384)),
+    dp(
+        "msg-tput-64k",
+        "msg stream 64k",
+        "as msg-tput-8 with 64 KiB messages",
+        &["kmsg-tput-64k"],
+        2,
+        MSG_FULL,
+        crate::ipc::msg_tput_64k,
+    )
+    .rate(Rate::Bytes(65536)),
     dp(
         "semop",
         "semop, remote",
@@ -744,13 +907,30 @@ mod tests {
     #[test]
     fn profiles_grow() {
         for s in SCENARIOS {
-            assert!(s.samples_for(Profile::Demo) > 0, "{}", s.name);
+            assert!(s.in_profile(Profile::Full), "{}", s.name);
             assert!(
                 s.samples_for(Profile::Demo) <= s.samples_for(Profile::Quick)
                     && s.samples_for(Profile::Quick) <= s.samples_for(Profile::Full),
                 "{}",
                 s.name
             );
+            // A row of a profile brings its references along.
+            for p in [Profile::Demo, Profile::Quick] {
+                if s.in_profile(p) {
+                    for r in s.references() {
+                        assert!(find(r).is_some_and(|f| f.in_profile(p)), "{}: {r}", s.name);
+                    }
+                }
+            }
         }
+        let quick: Vec<_> = SCENARIOS
+            .iter()
+            .filter(|s| s.name.starts_with("msg-rtt-") && s.in_profile(Profile::Quick))
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(
+            quick,
+            ["msg-rtt-8", "msg-rtt-1k", "msg-rtt-8k", "msg-rtt-64k"]
+        );
     }
 }

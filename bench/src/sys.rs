@@ -249,6 +249,25 @@ pub fn msgrm(via: Via, id: i32) -> io::Result<()> {
     check(rc).map(|_| ())
 }
 
+/// `msgctl(id, IPC_STAT)`, then `msgctl(id, IPC_SET)` with `msg_qbytes`
+/// set to `qbytes` (lowering it needs no privilege).
+pub fn msg_set_qbytes(via: Via, id: i32, qbytes: u64) -> io::Result<()> {
+    // SAFETY: msqid_ds is plain data; all zeros is a valid value.
+    let mut ds: libc::msqid_ds = unsafe { std::mem::zeroed() };
+    let ctl = |cmd: i32, ds: &mut libc::msqid_ds| {
+        let p: *mut libc::msqid_ds = ds;
+        match via {
+            // SAFETY: `p` points to a msqid_ds that outlives the call.
+            Via::Kernel => unsafe { libc::syscall(libc::SYS_msgctl, id, cmd, p) },
+            // SAFETY: as above.
+            Via::Dipc => i64::from(unsafe { abi::msgctl(id, cmd, p) }),
+        }
+    };
+    check(ctl(libc::IPC_STAT, &mut ds))?;
+    ds.msg_qbytes = qbytes as libc::msglen_t;
+    check(ctl(libc::IPC_SET, &mut ds)).map(|_| ())
+}
+
 /// `semget(key, nsems, flags)` (`IPC_DIPC` added for [`Via::Dipc`]).
 pub fn semget(via: Via, key: i32, nsems: i32, flags: i32) -> io::Result<i32> {
     let flags = flags | via.flag();
