@@ -91,6 +91,7 @@ pub enum PeerReq {
         caller: IpcCaller,
         token: u64,
         mtype: i64,
+        #[serde(with = "dipc_wire::byte_buf")]
         text: Vec<u8>,
         flags: i32,
         now: i64,
@@ -165,6 +166,7 @@ pub enum PeerResp {
     /// A received message.
     Msg {
         mtype: i64,
+        #[serde(with = "dipc_wire::byte_buf")]
         text: Vec<u8>,
     },
     MsgStat(MsgStat),

@@ -81,6 +81,7 @@ pub enum Request {
     MsgSnd {
         id: ObjectId,
         mtype: i64,
+        #[serde(with = "crate::byte_buf")]
         text: Vec<u8>,
         flags: i32,
     },
@@ -196,6 +197,7 @@ pub enum Response {
     /// A received message (`MsgRcv`).
     Msg {
         mtype: i64,
+        #[serde(with = "crate::byte_buf")]
         text: Vec<u8>,
     },
     MsgStat(MsgStat),

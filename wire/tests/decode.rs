@@ -584,3 +584,35 @@ fn trailing_bytes_after_a_frame_are_refused() {
     wire.push(0);
     assert!(Frame::from_slice(&wire, MAX_FRAME).is_err());
 }
+
+/// A message text travels as one byte string (`dipc_wire::byte_buf`): the
+/// same bytes postcard gives a plain `Vec<u8>` (a sequence of `u8`), so
+/// the change of encoder changed no protocol; and it decodes back, also
+/// at 64 KiB.
+#[test]
+fn message_texts_encode_as_a_plain_byte_sequence() {
+    #[derive(serde::Serialize)]
+    enum Plain {
+        _Hello { version: u32 },
+        _Ok,
+        _Err(i32),
+        _Id(i32),
+        _ShmAttach { size: u64, unit: u32 },
+        _ShmStat(local::ShmStat),
+        Msg { mtype: i64, text: Vec<u8> },
+    }
+    for len in [0usize, 1, 127, 128, 8192, 65536] {
+        let text: Vec<u8> = (0..len).map(|i| (i * 7 % 256) as u8).collect();
+        let ours = local::Response::Msg {
+            mtype: 3,
+            text: text.clone(),
+        };
+        let plain = Plain::Msg {
+            mtype: 3,
+            text: text.clone(),
+        };
+        let bytes = dipc_wire::encode(&ours);
+        assert_eq!(bytes, dipc_wire::encode(&plain), "{len} bytes");
+        assert_eq!(dipc_wire::decode::<local::Response>(&bytes), Ok(ours));
+    }
+}
