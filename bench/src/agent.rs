@@ -468,18 +468,22 @@ fn execute(line: &str, seg: &mut Option<Attached>) -> Result<String, String> {
             // common start.
             let t0 = Instant::now();
             let window = Duration::from_nanos(end.saturating_sub(start));
-            let mut out = String::new();
-            let mut last = Duration::ZERO;
-            let mut n = 0u64;
-            while last < window && n < MAX_WINDOW_INCREMENTS {
+            // Completion times, formatted after the window.
+            let mut ends: Vec<u64> = Vec::with_capacity(1 << 20);
+            let mut last = 0u64;
+            while last < window.as_nanos() as u64 && (ends.len() as u64) < MAX_WINDOW_INCREMENTS {
                 a.fetch_add(off).ok_or("counter outside the segment")?;
-                let now = t0.elapsed();
-                if n > 0 {
+                last = t0.elapsed().as_nanos() as u64;
+                ends.push(last);
+            }
+            let mut out = String::with_capacity(ends.len() * 4);
+            let mut prev = 0;
+            for (i, &e) in ends.iter().enumerate() {
+                if i > 0 {
                     out.push(' ');
                 }
-                out.push_str(&(now - last).as_nanos().to_string());
-                last = now;
-                n += 1;
+                out.push_str(&(e - prev).to_string());
+                prev = e;
             }
             Ok(out)
         }

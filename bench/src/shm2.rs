@@ -373,6 +373,15 @@ fn counter(c: &Cluster, k: usize, total: usize, pb: &ProgressBar) -> Result<Vec<
     let cmd = format!("tincw 0 {start} {end}");
     let per = all_samples(&mut g.agents, &(1..=k).collect::<Vec<_>>(), &cmd, 1)?;
     let done: usize = per.iter().map(Vec::len).sum();
+    // How the page was shared: increments and waits (> 2 us: the page
+    // was elsewhere) per agent.
+    tracing::info!(
+        "counter on {k} nodes: increments per agent {:?}, waits per agent {:?}",
+        per.iter().map(Vec::len).collect::<Vec<_>>(),
+        per.iter()
+            .map(|s| s.iter().filter(|&&ns| ns > 2_000).count())
+            .collect::<Vec<_>>()
+    );
     let got = g.agents[0].call("getc 0", bound(1))?;
     if got.first().map(String::as_str) != Some(&done.to_string()) {
         return Err(Error::WrongData {
