@@ -29,11 +29,12 @@
 //!                              counter from `start` (unix ns: agents begin together); with
 //!                              `work` ns, each increment is followed by a sleep that long
 //!                              (work elsewhere: I/O, another core), timed with it
-//! tincw <page> <start> <end>   -> ok <ns>...  atomic increments of the page's counter, as
-//!                              many as fit from `start` to `end` (unix ns: the agents run
-//!                              for the same window); one sample per increment, the time
-//!                              since the previous one ended (the first: since `start`), so
-//!                              an agent's samples add up to its window
+//! tincw <page> <go> <start> <end> -> ok <settle> <ns>...  atomic increments of the page's
+//!                              counter from `go` to `end` (unix ns: the agents run for the
+//!                              same window); those before `start` (settling, counted in
+//!                              `settle`) are not timed; after it one sample per increment,
+//!                              the time since the previous one ended (the first: since
+//!                              `start`), so every agent's samples add up to the window
 //! getc <page>                  -> ok <value>   the page's counter
 //! detach                       -> ok           shmdt
 //! rmid                         -> ok           shmctl(IPC_RMID)
@@ -456,32 +457,45 @@ fn execute(line: &str, seg: &mut Option<Attached>) -> Result<String, String> {
         }
         "tincw" => {
             let page: u64 = num(w.next(), "page")?;
+            let go: u64 = num(w.next(), "go time")?;
             let start: u64 = num(w.next(), "start time")?;
             let end: u64 = num(w.next(), "end time")?;
+            if !(go <= start && start < end) {
+                return Err("tincw wants go <= start < end".into());
+            }
             let a = seg.as_ref().ok_or("not attached")?;
             let off = page.saturating_mul(dipc_shmem::page_size());
             a.load(off).ok_or("counter outside the segment")?;
-            while unix_ns() < u128::from(start) {
+            while unix_ns() < u128::from(go) {
                 std::hint::spin_loop();
             }
-            // The window in this process's monotonic clock, from the
-            // common start.
-            let t0 = Instant::now();
-            let window = Duration::from_nanos(end.saturating_sub(start));
+            // The times in this process's monotonic clock, from the common
+            // `go` (an agent that got the CPU late counts the delay).
+            let late = unix_ns().saturating_sub(u128::from(go));
+            let now = Instant::now();
+            let t0 = now
+                .checked_sub(Duration::from_nanos(late as u64))
+                .unwrap_or(now);
+            let (from, to) = (start - go, end - go);
+            // Settling: every agent gets the page once or more, unrecorded.
+            let mut settle = 0u64;
+            while (t0.elapsed().as_nanos() as u64) < from {
+                a.fetch_add(off).ok_or("counter outside the segment")?;
+                settle += 1;
+            }
             // Completion times, formatted after the window.
             let mut ends: Vec<u64> = Vec::with_capacity(1 << 20);
-            let mut last = 0u64;
-            while last < window.as_nanos() as u64 && (ends.len() as u64) < MAX_WINDOW_INCREMENTS {
+            let mut last = from;
+            while last < to && (ends.len() as u64) < MAX_WINDOW_INCREMENTS {
                 a.fetch_add(off).ok_or("counter outside the segment")?;
                 last = t0.elapsed().as_nanos() as u64;
                 ends.push(last);
             }
-            let mut out = String::with_capacity(ends.len() * 4);
-            let mut prev = 0;
-            for (i, &e) in ends.iter().enumerate() {
-                if i > 0 {
-                    out.push(' ');
-                }
+            let mut out = String::with_capacity(ends.len() * 4 + 12);
+            out.push_str(&settle.to_string());
+            let mut prev = from;
+            for &e in &ends {
+                out.push(' ');
                 out.push_str(&(e - prev).to_string());
                 prev = e;
             }

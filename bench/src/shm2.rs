@@ -30,10 +30,11 @@
 //!   then k nodes read it at once.
 //! * atomic counter ([`counter_1`] ...): k agents on nodes 2..=k+1
 //!   `fetch_add` one 8-byte counter in a segment homed on node 1 as fast
-//!   as they can, all for the same window of time ([`counter_window`]),
-//!   so with k >= 2 the page is contended from the first increment to the
-//!   last; the final value must be the number of increments the agents
-//!   report. One sample per increment, the time since that agent's
+//!   as they can, all for the same window of time ([`counter_window`],
+//!   after [`COUNTER_SETTLE`] of untimed increments in which the page
+//!   reaches every agent), so with k >= 2 the page is contended from the
+//!   first increment to the last; the final value must be the number of
+//!   increments the agents report. One sample per increment, the time since that agent's
 //!   previous one: each agent's samples add up to the window, so k / mean
 //!   is the increments per second of all of them together. An owner keeps
 //!   the page until another node's request is served, so increments come
@@ -363,16 +364,43 @@ pub fn counter_window(total: usize) -> Duration {
         .clamp(Duration::from_millis(20), Duration::from_millis(100))
 }
 
+/// Increments before the window of [`counter`], untimed: the page reaches
+/// every agent at least once and the window measures the steady state.
+pub const COUNTER_SETTLE: Duration = Duration::from_millis(5);
+
 /// `k` agents on nodes 2..=k+1 increment one counter for the same window.
 fn counter(c: &Cluster, k: usize, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
     let nodes: Vec<usize> = (1..=k + 1).collect();
     let mut g = Group::open(c, &nodes, 1, &[])?;
-    // A common start 50 ms ahead (the agents share this machine's clock).
-    let start = crate::agent::unix_ns() + 50_000_000;
+    // A common go 50 ms ahead (the agents share this machine's clock),
+    // then 5 ms for the page to reach every agent before the window.
+    let go = crate::agent::unix_ns() + 50_000_000;
+    let start = go + COUNTER_SETTLE.as_nanos();
     let end = start + counter_window(total).as_nanos();
-    let cmd = format!("tincw 0 {start} {end}");
-    let per = all_samples(&mut g.agents, &(1..=k).collect::<Vec<_>>(), &cmd, 1)?;
-    let done: usize = per.iter().map(Vec::len).sum();
+    let cmd = format!("tincw 0 {go} {start} {end}");
+    for a in &mut g.agents[1..] {
+        a.send(&cmd)?;
+    }
+    let mut per = Vec::with_capacity(k);
+    let mut settled = 0u64;
+    for a in &mut g.agents[1..] {
+        let words = a.answer(&cmd, bound(1))?;
+        let nums: Vec<u64> = words
+            .iter()
+            .map(|w| w.parse::<u64>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| Error::WrongData {
+                detail: format!("`{cmd}` answered {:?}...", words.first()),
+            })?;
+        let Some((&settle, samples)) = nums.split_first() else {
+            return Err(Error::WrongData {
+                detail: format!("`{cmd}` answered nothing"),
+            });
+        };
+        settled += settle;
+        per.push(samples.to_vec());
+    }
+    let done: usize = per.iter().map(Vec::len).sum::<usize>() + settled as usize;
     // How the page was shared: increments and waits (> 2 us: the page
     // was elsewhere) per agent.
     tracing::info!(
