@@ -38,6 +38,7 @@
 
 pub mod auth;
 pub mod backoff;
+pub mod chunk;
 pub mod conn;
 mod error;
 pub mod rpc;
@@ -48,6 +49,6 @@ pub use auth::{Auth, PROTOCOL_VERSION};
 pub use backoff::Backoff;
 pub use conn::{Conn, PeerInfo, Role};
 pub use error::Error;
-pub use rpc::{Head, Incoming, Replier, RpcHandle, rpc};
+pub use rpc::{Head, Incoming, Replier, RpcHandle, rpc, rpc_with};
 pub use tls::TlsConfig;
 pub use transport::{FrameSink, FrameSource, TcpSink, TcpSource, Transport};

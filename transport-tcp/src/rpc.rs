@@ -39,6 +39,16 @@
 //! Do not wait for a call's answer inside the loop that drains the incoming
 //! receiver of the same connection without bounding it: while that loop
 //! waits, a full incoming channel stops the reader, and with it the reply.
+//!
+//! A message's payload may be larger than one frame: [`rpc()`] accepts
+//! messages up to `MAX_FRAME` on the wire, [`rpc_with`] up to a limit the
+//! application chooses (the node links: a whole segment-mode segment).
+//! The writer cuts a payload larger than [`CHUNK`] into parts and the
+//! reader puts them back together, refusing more than the limit
+//! ([`crate::chunk`] describes the format and the checks). The writer sends
+//! at most about one chunk per write-stall bound, so a large message on a
+//! slow link is not mistaken for a peer that stopped reading; between two
+//! parts, the reader waits at most that bound too.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -47,7 +57,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dipc_wire::{Frame, FrameError};
+use dipc_wire::{Frame, FrameError, MAX_FRAME};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -55,7 +65,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::Error;
-use crate::conn::{MAX_BATCH, PeerInfo, check_len};
+use crate::chunk::{self, CHUNK, Reassembly};
+use crate::conn::{MAX_BATCH, PeerInfo};
 use crate::transport::{FrameSink, FrameSource, Transport};
 
 /// The envelope in front of every message: a frame's header is
@@ -68,14 +79,18 @@ pub enum Head {
     Reply(u64),
     /// A one-way message.
     Notify,
+    /// A piece of the payload of the next message that is not a part (see
+    /// [`crate::chunk`]): bytes `offset..offset + len` of `total`.
+    Part { total: u64, offset: u64 },
 }
 
 /// Capacity of the channel of incoming calls and notifications.
 pub const INCOMING_CAPACITY: usize = 256;
 /// Most frames waiting in the outgoing queue of one connection.
 pub const MAX_QUEUED_FRAMES: usize = 65_536;
-/// Most bytes waiting in the outgoing queue of one connection (a single
-/// frame larger than this is still accepted into an empty queue).
+/// Most bytes waiting in the outgoing queue of one connection: a message
+/// is refused once this many are queued (so one message larger than this
+/// still goes, on a link that keeps up).
 pub const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 /// While this many frames are queued, the peer's next call is not read.
 pub const PAUSE_CALLS_FRAMES: usize = MAX_QUEUED_FRAMES / 4;
@@ -115,6 +130,11 @@ struct Link {
     queued_bytes: AtomicUsize,
     /// Woken after every batch the writer sent.
     drained: Notify,
+    /// Largest message (header and payload, on the wire) sent or accepted.
+    max_message: usize,
+    /// How long one write may take, and the reader may wait between two
+    /// parts of a message.
+    stall: Duration,
 }
 
 impl Link {
@@ -133,8 +153,7 @@ impl Link {
         let len = frame.wire_len();
         let frames = self.queued_frames.fetch_add(1, Ordering::Relaxed);
         let bytes = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        if bounded && (frames >= MAX_QUEUED_FRAMES || (bytes > 0 && bytes + len > MAX_QUEUED_BYTES))
-        {
+        if bounded && (frames >= MAX_QUEUED_FRAMES || bytes >= MAX_QUEUED_BYTES) {
             self.dequeued(1, len);
             return Err(Error::Backlog {
                 peer: self.label.clone(),
@@ -223,8 +242,10 @@ impl<Resp> Drop for SlotGuard<'_, Resp> {
     }
 }
 
-/// Encode `postcard(head) ++ postcard(body)` as a frame header.
-fn encode<T: Serialize>(head: Head, body: &T, payload: Bytes) -> Result<Frame, Error> {
+/// Encode `postcard(head) ++ postcard(body)` as a frame header, refusing a
+/// message larger than the link's limit, or whose header leaves no room
+/// for a chunk in its frame.
+fn encode<T: Serialize>(link: &Link, head: Head, body: &T, payload: Bytes) -> Result<Frame, Error> {
     let mut v = dipc_wire::encode(&head);
     v = postcard::to_extend(body, v)
         .map_err(|e| FrameError::Decode(format!("cannot encode message: {e}")))?;
@@ -232,7 +253,18 @@ fn encode<T: Serialize>(head: Head, body: &T, payload: Bytes) -> Result<Frame, E
         header: Bytes::from(v),
         payload,
     };
-    check_len(&frame)?;
+    let (len, max) = (frame.wire_len(), link.max_message);
+    if len > max {
+        return Err(FrameError::TooLarge { len, max }.into());
+    }
+    let piece = chunk::largest_piece(&frame);
+    if piece > MAX_FRAME {
+        return Err(FrameError::TooLarge {
+            len: piece,
+            max: MAX_FRAME,
+        }
+        .into());
+    }
     Ok(frame)
 }
 
@@ -249,7 +281,7 @@ impl Replier {
     /// the connection is gone, or `resp` cannot be encoded or is too large,
     /// the caller gets no answer and runs into its timeout; this is logged.
     pub fn send<Resp: Serialize>(self, resp: &Resp, payload: Bytes) {
-        let sent = encode(Head::Reply(self.id), resp, payload)
+        let sent = encode(&self.link, Head::Reply(self.id), resp, payload)
             .and_then(|frame| self.link.enqueue(&self.queue, frame, false));
         match sent {
             Ok(()) => {}
@@ -310,7 +342,7 @@ impl<Req: Serialize, Resp: DeserializeOwned, Ev: Serialize> RpcHandle<Req, Resp,
         timeout: Duration,
     ) -> Result<(Resp, Bytes), Error> {
         let id = self.link.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = encode(Head::Call(id), req, payload)?;
+        let frame = encode(&self.link, Head::Call(id), req, payload)?;
         let (tx, rx) = oneshot::channel();
         let inserted = self.pending.with(|p| match p {
             Some(map) => {
@@ -340,7 +372,7 @@ impl<Req: Serialize, Resp: DeserializeOwned, Ev: Serialize> RpcHandle<Req, Resp,
     /// Queue a one-way message (never blocks; FIFO with calls and replies
     /// sent on this connection). Fails with `Closed` or `Backlog`.
     pub fn notify(&self, ev: &Ev, payload: Bytes) -> Result<(), Error> {
-        let frame = encode(Head::Notify, ev, payload)?;
+        let frame = encode(&self.link, Head::Notify, ev, payload)?;
         self.link.enqueue(&self.queue, frame, true)
     }
 }
@@ -372,7 +404,7 @@ impl<Req, Resp, Ev> RpcHandle<Req, Resp, Ev> {
 /// [`Transport`]): spawns the reader and writer tasks on the current tokio
 /// runtime (panics outside one, like `tokio::spawn`). The peer's calls and
 /// notifications arrive on the returned receiver; it yields `None` once the
-/// connection is closed.
+/// connection is closed. Messages are at most `MAX_FRAME` bytes.
 pub fn rpc<Req, Resp, Ev>(
     conn: impl Transport,
     default_timeout: Duration,
@@ -382,7 +414,25 @@ where
     Resp: DeserializeOwned + Send + 'static,
     Ev: DeserializeOwned + Send + 'static,
 {
+    rpc_with(conn, default_timeout, MAX_FRAME)
+}
+
+/// [`rpc()`] with messages of up to `max_message` bytes (header and
+/// payload) each way: larger ones are refused before sending, and a peer
+/// announcing one loses the connection. Both ends should use the same
+/// limit. The reader buffers at most one message of that size.
+pub fn rpc_with<Req, Resp, Ev>(
+    conn: impl Transport,
+    default_timeout: Duration,
+    max_message: usize,
+) -> (RpcHandle<Req, Resp, Ev>, mpsc::Receiver<Incoming<Req, Ev>>)
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: DeserializeOwned + Send + 'static,
+    Ev: DeserializeOwned + Send + 'static,
+{
     let (wr, rd, peer) = conn.split();
+    let stall = (default_timeout * WRITE_STALL_FACTOR).max(MIN_WRITE_STALL);
     let link = Arc::new(Link {
         label: peer.to_string(),
         peer,
@@ -391,14 +441,16 @@ where
         queued_frames: AtomicUsize::new(0),
         queued_bytes: AtomicUsize::new(0),
         drained: Notify::new(),
+        max_message,
+        stall,
     });
     let pending = Arc::new(Pending(Mutex::new(Some(HashMap::new()))));
     let (queue, queue_rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::channel(INCOMING_CAPACITY);
-    let stall = (default_timeout * WRITE_STALL_FACTOR).max(MIN_WRITE_STALL);
-    tokio::spawn(writer(wr, queue_rx, link.clone(), stall));
+    tokio::spawn(writer(wr, queue_rx, link.clone()));
     let reader = Reader {
         rd,
+        parts: Reassembly::new(max_message),
         link: link.clone(),
         pending: pending.clone(),
         incoming: Some(in_tx),
@@ -421,9 +473,9 @@ async fn writer(
     mut wr: impl FrameSink,
     mut queue: mpsc::UnboundedReceiver<Frame>,
     link: Arc<Link>,
-    stall: Duration,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut wire = Vec::with_capacity(MAX_BATCH);
     loop {
         let n = tokio::select! {
             biased;
@@ -436,26 +488,18 @@ async fn writer(
             break;
         }
         let bytes: usize = batch.iter().map(Frame::wire_len).sum();
-        let res = tokio::select! {
-            biased;
-            _ = link.token.cancelled() => break,
-            r = tokio::time::timeout(stall, wr.send_batch(&mut batch)) => r,
-        };
+        for frame in batch.drain(..) {
+            chunk::split(frame, &mut wire);
+        }
+        let res = send_all(&mut wr, &mut wire, &link).await;
+        wire.clear();
         link.dequeued(n, bytes);
         link.drained.notify_waiters();
-        batch.clear();
         match res {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                warn!(peer = %link.label, error = %e, "send failed; closing connection");
-                break;
-            }
-            Err(_) => {
-                warn!(
-                    peer = %link.label,
-                    "the peer stopped reading: {n} frames ({bytes} bytes) not sent within \
-                     {stall:?}; closing connection"
-                );
+            Ok(()) => {}
+            Err(None) => break,
+            Err(Some(e)) => {
+                warn!(peer = %link.label, "{e}; closing connection");
                 break;
             }
         }
@@ -463,9 +507,48 @@ async fn writer(
     link.token.cancel();
 }
 
+/// Send `frames` in order, in writes of at most [`MAX_BATCH`] frames and
+/// about [`CHUNK`] bytes, each bounded by the link's write-stall time.
+/// `Err(None)`: the connection was closed meanwhile.
+async fn send_all(
+    wr: &mut impl FrameSink,
+    frames: &mut Vec<Frame>,
+    link: &Link,
+) -> Result<(), Option<String>> {
+    let mut group = Vec::with_capacity(frames.len().min(MAX_BATCH));
+    let mut rest = frames.drain(..).peekable();
+    while rest.peek().is_some() {
+        let mut bytes = 0;
+        while let Some(f) = rest.next_if(|_| group.len() < MAX_BATCH && bytes < CHUNK) {
+            bytes += f.wire_len();
+            group.push(f);
+        }
+        let n = group.len();
+        let res = tokio::select! {
+            biased;
+            _ = link.token.cancelled() => return Err(None),
+            r = tokio::time::timeout(link.stall, wr.send_batch(&mut group)) => r,
+        };
+        group.clear();
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Some(format!("send failed: {e}"))),
+            Err(_) => {
+                return Err(Some(format!(
+                    "the peer stopped reading: {n} frames ({bytes} bytes) not sent within {:?}",
+                    link.stall
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The reading half and what it needs to dispatch frames.
 struct Reader<S, Req, Resp, Ev> {
     rd: S,
+    /// The message being received in parts, if any.
+    parts: Reassembly,
     link: Arc<Link>,
     pending: Arc<Pending<Resp>>,
     /// `None` once the application dropped the receiver.
@@ -509,6 +592,17 @@ where
                     None => std::future::pending().await,
                 }
             };
+            // Between two parts of a message, the rest must come within the
+            // write-stall bound.
+            let between_parts = self.parts.in_progress();
+            let stall = self.link.stall;
+            let rd = &mut self.rd;
+            let recv = async move {
+                match between_parts {
+                    None => Some(rd.recv().await),
+                    Some(_) => tokio::time::timeout(stall, rd.recv()).await.ok(),
+                }
+            };
             let read = tokio::select! {
                 biased;
                 _ = self.link.token.cancelled() => break,
@@ -517,18 +611,29 @@ where
                     self.queue = None;
                     continue;
                 }
-                r = self.rd.recv() => r,
+                r = recv => r,
             };
-            let stop = match read {
-                Ok(Some(frame)) => match self.dispatch(frame).await {
+            let stop = match (read, between_parts) {
+                (Some(Ok(Some(frame))), _) => match self.dispatch(frame).await {
                     Ok(()) => continue,
                     Err(stop) => stop,
                 },
-                Ok(None) => {
+                (Some(Ok(None)), None) => {
                     debug!(peer = %self.link.label, "peer closed the connection");
                     Stop::Quiet
                 }
-                Err(e) => Stop::Bad(e.to_string()),
+                (Some(Ok(None)), Some((got, total))) => Stop::Bad(format!(
+                    "connection closed in the middle of a {total}-byte message ({got} bytes of \
+                     it received)"
+                )),
+                (Some(Err(e)), _) => Stop::Bad(e.to_string()),
+                (None, progress) => {
+                    let (got, total) = progress.unwrap_or_default();
+                    Stop::Bad(format!(
+                        "no part of a {total}-byte message within {stall:?} ({got} bytes of it \
+                         received)"
+                    ))
+                }
             };
             if let Stop::Bad(reason) = stop {
                 warn!(peer = %self.link.label, %reason, "dropping connection");
@@ -540,13 +645,26 @@ where
     async fn dispatch(&mut self, frame: Frame) -> Result<(), Stop> {
         let (head, body) = postcard::take_from_bytes::<Head>(&frame.header)
             .map_err(|e| Stop::Bad(format!("undecodable frame head: {e}")))?;
+        // A message's payload is that of its parts (if any) and its frame.
         match head {
+            Head::Part { total, offset } => {
+                if !body.is_empty() {
+                    return Err(Stop::Bad(format!(
+                        "{} trailing bytes after a part head",
+                        body.len()
+                    )));
+                }
+                self.parts
+                    .part(total, offset, &frame.payload)
+                    .map_err(Stop::Bad)
+            }
             Head::Reply(id) => {
                 let resp: Resp = dipc_wire::decode(body)
                     .map_err(|e| Stop::Bad(format!("undecodable reply {id}: {e}")))?;
+                let payload = self.parts.finish(frame.payload).map_err(Stop::Bad)?;
                 match self.pending.remove(id) {
                     // The caller may have just given up; fine.
-                    Some(slot) => drop(slot.send(Ok((resp, frame.payload)))),
+                    Some(slot) => drop(slot.send(Ok((resp, payload)))),
                     None => {
                         debug!(peer = %self.link.label, id, "reply to a call no longer waiting")
                     }
@@ -556,6 +674,7 @@ where
             Head::Call(id) => {
                 let req: Req = dipc_wire::decode(body)
                     .map_err(|e| Stop::Bad(format!("undecodable call {id}: {e}")))?;
+                let payload = self.parts.finish(frame.payload).map_err(Stop::Bad)?;
                 // The answers of earlier calls are still queued (the peer
                 // reads slowly, or not at all): take no more calls until
                 // they leave, so the queue stays bounded.
@@ -573,7 +692,7 @@ where
                 };
                 self.deliver(Incoming::Call {
                     req,
-                    payload: frame.payload,
+                    payload,
                     reply,
                 })
                 .await
@@ -581,11 +700,8 @@ where
             Head::Notify => {
                 let ev: Ev = dipc_wire::decode(body)
                     .map_err(|e| Stop::Bad(format!("undecodable notification: {e}")))?;
-                self.deliver(Incoming::Notify {
-                    ev,
-                    payload: frame.payload,
-                })
-                .await
+                let payload = self.parts.finish(frame.payload).map_err(Stop::Bad)?;
+                self.deliver(Incoming::Notify { ev, payload }).await
             }
         }
     }
