@@ -86,7 +86,7 @@ static inline int dipc_is_distributed_id(int id)
  * two >= 4096 (otherwise a distributed shmget fails with EINVAL). */
 #define DIPC_ENV_PAGE_SIZE "DIPC_PAGE_SIZE"
 /* "page" (default) or "segment": how segments created here move.
- * Segment mode moves the whole segment as one unit (at most 16 MiB;
+ * Segment mode moves the whole segment as one unit (at most 1 GiB;
  * bigger ones fail with EINVAL). */
 #define DIPC_ENV_SHM_MODE "DIPC_SHM_MODE"
 /* Hold-time quantum of segments created here, in microseconds, 0 to

@@ -252,9 +252,90 @@ fn segment_mode_runs_pattern_litmus_and_counter() {
     // The counter's key is in segment mode by the nodes' configuration
     // (DIPC_SEGMENT_KEYS), the rest by the programs' DIPC_SHM_MODE.
     let c = cluster(&[("DIPC_SEGMENT_KEYS", "0x5d200110")]);
-    // At most 16 MiB moves as one unit.
     pattern_litmus_counter(&c, &[("DIPC_SHM_MODE", "segment")], 0x5d20_0100, 4 * MIB);
     counter(&c, &[], 0x5d20_0110, 2000);
+}
+
+/// A 64 MiB segment in segment mode (four times a frame's limit: it moves
+/// in parts of 4 MiB) written on node 0, read and rewritten on node 1,
+/// read back on node 0: the whole segment moves each way, intact.
+#[test]
+fn segment_mode_moves_a_segment_larger_than_a_frame_whole_both_ways() {
+    let c = cluster(&[]);
+    let env = [("DIPC_SHM_MODE", "segment")];
+    let (key, size) = (0x5d20_0500, 64 * MIB);
+    let (first, second) = (0x5eed_0064_u64, 0xbacc_0064_u64);
+    let pattern = program("pattern", PATTERN);
+    let run = |node: usize, a: &[&dyn std::fmt::Display], last: &str| {
+        let mut p = Proc::start(&c, node, &pattern, &args(a), &env);
+        let id = p.line();
+        p.ends_with(last);
+        id
+    };
+    let id = run(0, &[&"write", &key, &size, &first], "written");
+    let row = ipcs_segment(&c, key);
+    assert_eq!(row["transfer"]["mode"], "segment", "{row}");
+    let again = run(1, &[&"rewrite", &key, &size, &first, &second], "rewritten");
+    assert_eq!(again, id, "node 1 found another segment");
+    let back = run(
+        0,
+        &[&"read", &key, &size, &second],
+        &format!("verified {size}"),
+    );
+    assert_eq!(back, id, "node 0 found another segment");
+}
+
+/// The home of a 64 MiB segment-mode segment dies just as another node
+/// starts fetching it: the process there ends with `SIGBUS` (the rewrite
+/// needs the home even if the whole segment arrived first), never with
+/// zeros or part of the segment, and never hangs.
+#[test]
+fn a_home_dying_during_a_large_segment_transfer_ends_in_sigbus() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut c = Cluster::builder()
+        .bin(env!("CARGO_BIN_EXE_dipc"))
+        .nodes(2)
+        .node_arg("--call-timeout-ms")
+        .node_arg("1000")
+        .start()
+        .unwrap_or_else(|e| panic!("cluster did not start: {e:#}"));
+    let env = [("DIPC_SHM_MODE", "segment")];
+    let (key, size, seed) = (0x5d20_0510, 64 * MIB, 0x5eed_0510_u64);
+    let pattern = program("pattern", PATTERN);
+    let mut w = Proc::start(
+        &c,
+        0,
+        &pattern,
+        &args(&[&"write", &key, &size, &seed]),
+        &env,
+    );
+    w.line();
+    w.ends_with("written");
+    let a = args(&[&"rewrite", &key, &size, &seed, &1]);
+    let mut r = Proc::start(&c, 1, &pattern, &a, &env);
+    r.line();
+    // The reader faults on its first word right after printing its id.
+    c.kill_node(0).expect("kill node 0");
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Ok(Some(s)) = r.child.try_wait() {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            panic!("the reader hangs: {}\n{}", r.describe(), c.logs());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let out = r.describe();
+    assert_eq!(
+        status.signal(),
+        Some(nix::libc::SIGBUS),
+        "the reader ended with {status:?}: {out}"
+    );
+    assert!(
+        !out.contains("rewritten") && !out.contains("differ"),
+        "the reader saw data it cannot have: {out}"
+    );
 }
 
 #[test]

@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use dipc_dsm::coherence::CohMsg;
 use dipc_dsm::ipc::{Caller as IpcCaller, ProcId};
-use dipc_transport_tcp::{Conn, Incoming, Role, RpcHandle, rpc};
+use dipc_transport_tcp::{Conn, Incoming, Role, RpcHandle, rpc_with};
 use dipc_wire::Frame;
 use dipc_wire::local::{MsgCtlCmd, MsgStat, SemBuf, SemCtlCmd, SemStat, ShmStat};
 use dipc_wire::referee::Caller;
@@ -180,6 +180,12 @@ pub enum PeerResp {
 pub type PeerHandle = RpcHandle<PeerReq, PeerResp, PeerMsg>;
 type PeerIncoming = tokio::sync::mpsc::Receiver<Incoming<PeerReq, PeerMsg>>;
 
+/// Largest message on a peer link: a whole segment-mode segment and its
+/// header. Larger payloads than one frame travel in parts
+/// (`dipc_transport_tcp::chunk`), so this bounds what one message can make
+/// the receiving node buffer, not the frames.
+pub const MAX_PEER_MESSAGE: usize = crate::shm::MAX_SEGMENT_MODE_SIZE as usize + 64 * 1024;
+
 /// The first exchange on a peer link, before RPC starts: which transport
 /// carries it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -234,7 +240,7 @@ async fn start_link(
             let conn = dipc_transport_rdma::establish(conn, cfg)
                 .await
                 .map_err(|e| format!("RDMA setup failed: {e}"))?;
-            let (h, rx) = rpc(conn, timeout);
+            let (h, rx) = rpc_with(conn, timeout, MAX_PEER_MESSAGE);
             Ok((h, rx, "rdma"))
         }
         (true, None) => Err("peer accepted RDMA that this node did not offer".into()),
@@ -242,7 +248,7 @@ async fn start_link(
             if mine.is_some() {
                 info!("{peer} uses TCP for peer links; this link falls back to TCP");
             }
-            let (h, rx) = rpc(conn, timeout);
+            let (h, rx) = rpc_with(conn, timeout, MAX_PEER_MESSAGE);
             Ok((h, rx, "tcp"))
         }
     }

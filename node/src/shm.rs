@@ -238,8 +238,11 @@ pub fn transfer_opts(rec: &ObjectRecord) -> SegOpts {
     }
 }
 
-/// Largest segment movable in segment mode: one unit travels in one frame.
-pub const MAX_SEGMENT_MODE_SIZE: u64 = 16 * 1024 * 1024;
+/// Largest segment movable in segment mode (1 GiB): the whole segment is
+/// one message on a peer link (sent in parts of 4 MiB, but buffered whole
+/// by the receiver before it is installed), and the node holding it reads
+/// it whole into memory to send it.
+pub const MAX_SEGMENT_MODE_SIZE: u64 = 1 << 30;
 
 /// `SHM_DEST` in `shm_perm.mode`.
 pub const SHM_DEST: u32 = 0o1000;
