@@ -195,7 +195,7 @@ pub struct IpcmkArgs {
     /// the node's), as DIPC_PAGE_SIZE.
     #[arg(long, value_name = "BYTES", value_parser = parse_size, requires = "shm")]
     unit: Option<u64>,
-    /// With -M: move the segment as one unit (segment mode, at most 16M).
+    /// With -M: move the segment as one unit (segment mode, at most 1G).
     #[arg(long, requires = "shm")]
     segment_mode: bool,
     /// With -M: hold-time quantum in microseconds (0: none; default: the

@@ -115,6 +115,25 @@ fn status_shows_the_transport_the_links_use() {
     }
 }
 
+/// A segment-mode segment larger than a frame (20 MiB, moved as one
+/// message in 4 MiB parts) crosses the links whole, whatever they are
+/// (RDMA in the soft-RoCE VM).
+#[test]
+fn a_segment_larger_than_a_frame_moves_whole() {
+    let c = cluster(2);
+    let prog = pattern_program();
+    let (key, size) = ("0x7d100003", (20u64 << 20).to_string());
+    let mut w = c.run_on(0, &prog);
+    w.env("DIPC_SHM_MODE", "segment")
+        .args(["write", key, &size, "11"]);
+    let out = run(w, "pattern write (segment mode)", &c);
+    assert!(out.contains("written"), "{out}");
+    let mut r = c.run_on(1, &prog);
+    r.args(["read", key, &size, "11"]);
+    let out = run(r, "pattern read (segment mode)", &c);
+    assert!(out.contains(&format!("verified {size}")), "{out}");
+}
+
 /// A node started by hand with `args` in `c`'s cluster; killed on drop.
 struct Extra(std::process::Child, std::path::PathBuf);
 
