@@ -544,9 +544,17 @@ pub const SCENARIOS: &[Scenario] = &[
     )
     .rate(Rate::Bytes(4096))
     .also(&["tcp-bw-1m"]),
-    dp("scan-seq-seg", "scan 16M seq, segment",
-        "sequential read of a whole remote 16 MiB segment in segment mode (DIPC_SHM_MODE=segment: one unit, the largest), per scan",
-        &[], 2, [5, 20, 100], crate::shm2::scan_seq_segment).rate(Rate::Bytes(16 << 20)).also(&["tcp-bw-1m"]),
+    dp(
+        "scan-seq-seg",
+        "scan 256M seq, segment",
+        "sequential read of a whole remote 256 MiB segment in segment mode (DIPC_SHM_MODE=segment: one unit, one message in 4 MiB parts), per scan",
+        &[],
+        2,
+        [3, 6, 20],
+        crate::shm2::scan_seq_segment,
+    )
+    .rate(Rate::Bytes(256 << 20))
+    .also(&["tcp-bw-1m"]),
     dp(
         "scan-rand",
         "rand 4k reads, 4k, pf 8",

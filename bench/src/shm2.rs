@@ -21,8 +21,9 @@
 //!   mean gives the bandwidth and the distribution shows the unit (one
 //!   fault per 16 pages with 64 KiB units) and the prefetch (most reads
 //!   local).
-//! * segment mode ([`scan_seq_segment`]): whole scans of a 16 MiB segment
-//!   (the largest segment mode moves), one sample per scan.
+//! * segment mode ([`scan_seq_segment`]): whole scans of a 256 MiB
+//!   segment in segment mode (one unit, moved as one message in 4 MiB
+//!   parts), one sample per scan.
 //! * ownership ping-pong with a hold-time quantum ([`quantum_0`] ...):
 //!   two writers on one page, each write followed by some local work;
 //!   the segment is created with `DIPC_QUANTUM_US`.
@@ -264,13 +265,12 @@ pub fn scan_rand_64k(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<
     scan(c, true, 65536, 8, total, pb)
 }
 
-/// Pages of the segment-mode scan: 16 MiB, the most a segment-mode
-/// segment may hold.
-pub const SEGMENT_MODE_PAGES: u64 = 4096;
+/// Pages of the segment-mode scan: 256 MiB, as the page-mode scans.
+pub const SEGMENT_MODE_PAGES: u64 = SCAN_PAGES;
 
-/// Whole sequential scans of a 16 MiB segment in segment mode (one
+/// Whole sequential scans of a 256 MiB segment in segment mode (one
 /// unit): node 1 rewrites it (taking the unit back), node 2 reads every
-/// page; one sample per scan, so the one 16 MiB fetch of each is counted.
+/// page; one sample per scan, so the one 256 MiB fetch of each is counted.
 pub fn scan_seq_segment(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
     let n = SEGMENT_MODE_PAGES;
     let mut g = Group::open(c, &[1, 2], n, &[("DIPC_SHM_MODE", "segment")])?;
