@@ -278,7 +278,10 @@ impl Cluster {
             secret: self.secret.clone(),
             tls: None,
             heartbeat_ms: 500,
-            down_after_ms: 3000,
+            // A node copying a 256 MiB segment-mode unit (the scan row)
+            // sends no heartbeat meanwhile: over a second on a loaded
+            // 2-vCPU machine. Nothing here measures failure detection.
+            down_after_ms: 10_000,
         };
         let (addr_tx, addr_rx) = mpsc::channel();
         let d = Daemon::spawn("referee", None, move |stop| async move {

@@ -26,7 +26,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use dipc_dsm::coherence::{Action, CohMsg, SegOpts};
 use dipc_shmem::{Memfd, Uffd, UffdEvent};
 use dipc_wire::local::ShmStat;
@@ -333,6 +333,9 @@ pub struct ShmState {
     /// The lost pages last reported to the referee, per segment (the
     /// node's record of what it lost with failed nodes).
     lost_reported: HashMap<ObjectId, Vec<(u64, u64)>>,
+    /// The bytes of the last large unit sent, to reuse their buffer once
+    /// the link has sent them (see [`data_of`]).
+    send_buf: Option<Bytes>,
 }
 
 impl ShmState {
@@ -754,14 +757,33 @@ fn data_of(shm: &mut ShmState, msg: &CohMsg) -> Bytes {
         return Bytes::new();
     };
     let (off, len) = s.unit_range(unit);
-    let mut buf = vec![0u8; len as usize];
+    let len = len as usize;
+    // A large unit (segment mode) reuses the buffer of the last one once
+    // the link has sent it: fresh memory costs a page fault per page.
+    let reuse = len >= REUSE_SEND_BUF;
+    let mut buf = shm
+        .send_buf
+        .take()
+        .filter(|_| reuse)
+        .and_then(|b| b.try_into_mut().ok())
+        .filter(|b| b.capacity() >= len)
+        .unwrap_or_else(|| BytesMut::with_capacity(len));
+    buf.clear();
+    buf.resize(len, 0);
     if s.present[unit as usize]
         && let Err(e) = s.memfd.read_at(off, &mut buf)
     {
         warn!(seg, unit, "reading a unit failed: {e}");
     }
-    Bytes::from(buf)
+    let bytes = buf.freeze();
+    if reuse {
+        shm.send_buf = Some(bytes.clone());
+    }
+    bytes
 }
+
+/// Units from this size on are read into a reused buffer by [`data_of`].
+const REUSE_SEND_BUF: usize = 1 << 20;
 
 /// Revoke write access to (seg, unit) in every local mapping.
 fn write_protect_unit(shm: &mut ShmState, seg: ObjectId, unit: u32) {
