@@ -29,7 +29,7 @@
 //! * the message's own frame does not carry exactly the rest (a missing
 //!   end, or a frame of another message in the middle);
 //! * the connection ends, or no frame comes for the write-stall bound,
-//!   between two parts ([`crate::rpc`] enforces that one).
+//!   between two parts ([`mod@crate::rpc`] enforces that one).
 //!
 //! A message is handed to the application only when it is complete, so a
 //! peer that dies in the middle of one leaves no partial message behind.
