@@ -45,10 +45,12 @@
 //! application chooses (the node links: a whole segment-mode segment).
 //! The writer cuts a payload larger than [`CHUNK`] into parts and the
 //! reader puts them back together, refusing more than the limit
-//! ([`crate::chunk`] describes the format and the checks). The writer sends
-//! at most about one chunk per write-stall bound, so a large message on a
-//! slow link is not mistaken for a peer that stopped reading; between two
-//! parts, the reader waits at most that bound too.
+//! ([`crate::chunk`] describes the format and the checks). The writer bounds
+//! each write of about one chunk by the write-stall time (not the whole
+//! message), so a large message on a slow link is not mistaken for a peer
+//! that stopped reading; between two parts, the reader waits at most that
+//! bound too. Such a link may queue its largest message on top of the
+//! usual backlog bound ([`MAX_QUEUED_BYTES`]).
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -88,9 +90,11 @@ pub enum Head {
 pub const INCOMING_CAPACITY: usize = 256;
 /// Most frames waiting in the outgoing queue of one connection.
 pub const MAX_QUEUED_FRAMES: usize = 65_536;
-/// Most bytes waiting in the outgoing queue of one connection: a message
-/// is refused once this many are queued (so one message larger than this
-/// still goes, on a link that keeps up).
+/// Most bytes waiting in the outgoing queue of one connection (a single
+/// frame larger than this is still accepted into an empty queue). A link
+/// of [`rpc_with`] whose messages may exceed `MAX_FRAME` allows that excess
+/// on top, so that one of its largest messages being written never makes
+/// the small ones behind it fail.
 pub const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 /// While this many frames are queued, the peer's next call is not read.
 pub const PAUSE_CALLS_FRAMES: usize = MAX_QUEUED_FRAMES / 4;
@@ -132,6 +136,8 @@ struct Link {
     drained: Notify,
     /// Largest message (header and payload, on the wire) sent or accepted.
     max_message: usize,
+    /// [`MAX_QUEUED_BYTES`] plus what `max_message` exceeds a frame by.
+    max_queued_bytes: usize,
     /// How long one write may take, and the reader may wait between two
     /// parts of a message.
     stall: Duration,
@@ -153,7 +159,9 @@ impl Link {
         let len = frame.wire_len();
         let frames = self.queued_frames.fetch_add(1, Ordering::Relaxed);
         let bytes = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        if bounded && (frames >= MAX_QUEUED_FRAMES || bytes >= MAX_QUEUED_BYTES) {
+        if bounded
+            && (frames >= MAX_QUEUED_FRAMES || (bytes > 0 && bytes + len > self.max_queued_bytes))
+        {
             self.dequeued(1, len);
             return Err(Error::Backlog {
                 peer: self.label.clone(),
@@ -442,6 +450,7 @@ where
         queued_bytes: AtomicUsize::new(0),
         drained: Notify::new(),
         max_message,
+        max_queued_bytes: MAX_QUEUED_BYTES + max_message.saturating_sub(MAX_FRAME),
         stall,
     });
     let pending = Arc::new(Pending(Mutex::new(Some(HashMap::new()))));

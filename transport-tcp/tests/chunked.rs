@@ -45,11 +45,28 @@ async fn connect(addr: std::net::SocketAddr) -> Conn {
 /// A client and an echo server, both with `rpc_with(LIMIT)`: the client's
 /// handle and receiver, the server's handle and notifications.
 async fn pair() -> (Handle, Rx, Handle, Notes) {
+    pair_with(LIMIT).await
+}
+
+/// [`pair`] with another limit.
+async fn pair_with(limit: usize) -> (Handle, Rx, Handle, Notes) {
     let (addr, accepted) = listen().await;
-    let (h, rx) = rpc_with(connect(addr).await, T, LIMIT);
+    let (h, rx) = rpc_with(connect(addr).await, T, limit);
     let conn = within("accept", accepted).await.expect("accepted");
-    let (sh, srx): (Handle, Rx) = rpc_with(conn, T, LIMIT);
+    let (sh, srx): (Handle, Rx) = rpc_with(conn, T, limit);
     (h, rx, sh, respond(srx))
+}
+
+/// `len` position-dependent bytes (a pattern of a prime period, so a part
+/// out of place shows), made quickly even in a debug build.
+fn data(len: usize) -> Bytes {
+    let block = pattern(1_000_003);
+    let mut v = Vec::with_capacity(len);
+    while v.len() < len {
+        let n = (len - v.len()).min(block.len());
+        v.extend_from_slice(&block[..n]);
+    }
+    Bytes::from(v)
 }
 
 fn part(total: usize, offset: usize, payload: Bytes) -> Frame {
@@ -77,7 +94,7 @@ async fn large_messages_cross_whole_and_in_order() {
     let (h, rx, sh, mut notes) = pair().await;
     let _client_notes = respond(rx);
     // A call and its answer of 40 MiB each (10 parts each way).
-    let big = pattern(40 << 20);
+    let big = data(40 << 20);
     let (resp, back) = h
         .call_payload(&Req::Echo(1), big.clone(), T)
         .await
@@ -88,23 +105,42 @@ async fn large_messages_cross_whole_and_in_order() {
     // multiple of the chunk, or one byte over, come back whole.
     let sizes = [3, CHUNK, 17 << 20, 0, CHUNK + 1, 2 * CHUNK, 5];
     for (i, len) in sizes.iter().enumerate() {
-        h.notify(&Ev::Seq(i as u32), pattern(*len)).expect("notify");
+        h.notify(&Ev::Seq(i as u32), data(*len)).expect("notify");
     }
     for (i, len) in sizes.iter().enumerate() {
         let (ev, p) = within("notification", notes.recv()).await.expect("open");
         assert_eq!(ev, Ev::Seq(i as u32));
-        assert!(
-            p == pattern(*len),
-            "notification {i} of {len} bytes changed"
-        );
+        assert!(p == data(*len), "notification {i} of {len} bytes changed");
     }
     // The other direction too.
     let (resp, back) = sh
-        .call_payload(&Req::Echo(7), pattern(9 << 20), T)
+        .call_payload(&Req::Echo(7), data(9 << 20), T)
         .await
         .expect("server's call");
     assert_eq!(resp, Resp::Echo(8));
-    assert!(back == pattern(9 << 20));
+    assert!(back == data(9 << 20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_messages_queued_behind_one_larger_than_the_backlog_bound_go_too() {
+    // 72 MiB is above the 64 MiB backlog bound: on a link whose messages
+    // may be that large, what is queued behind it is still accepted.
+    let big = 72 << 20;
+    let (h, _rx, _sh, mut notes) = pair_with(80 << 20).await;
+    h.notify(&Ev::Seq(0), Bytes::from(vec![7u8; big]))
+        .expect("the large message");
+    for i in 1..=100 {
+        h.notify(&Ev::Seq(i), pattern(1000))
+            .expect("a small message behind the large one");
+    }
+    let (ev, p) = within("the large message", notes.recv())
+        .await
+        .expect("open");
+    assert_eq!((ev, p.len()), (Ev::Seq(0), big));
+    for i in 1..=100 {
+        let (ev, _) = within("a small message", notes.recv()).await.expect("open");
+        assert_eq!(ev, Ev::Seq(i));
+    }
 }
 
 #[tokio::test]
