@@ -761,10 +761,8 @@ fn data_of(shm: &mut ShmState, msg: &CohMsg) -> Bytes {
     // A large unit (segment mode) reuses the buffer of the last one once
     // the link has sent it: fresh memory costs a page fault per page.
     let reuse = len >= REUSE_SEND_BUF;
-    let mut buf = shm
-        .send_buf
-        .take()
-        .filter(|_| reuse)
+    let spare = if reuse { shm.send_buf.take() } else { None };
+    let mut buf = spare
         .and_then(|b| b.try_into_mut().ok())
         .filter(|b| b.capacity() >= len)
         .unwrap_or_else(|| BytesMut::with_capacity(len));
