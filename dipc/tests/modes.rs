@@ -286,9 +286,10 @@ fn segment_mode_moves_a_segment_larger_than_a_frame_whole_both_ways() {
 }
 
 /// The home of a 64 MiB segment-mode segment dies just as another node
-/// starts fetching it: the process there ends with `SIGBUS` (the rewrite
-/// needs the home even if the whole segment arrived first), never with
-/// zeros or part of the segment, and never hangs.
+/// starts fetching it (the kill is not synchronised with the transfer,
+/// which takes longer than the kill): the process there ends with
+/// `SIGBUS` (the rewrite needs the home even if the whole segment arrived
+/// first), never with zeros or part of the segment, and never hangs.
 #[test]
 fn a_home_dying_during_a_large_segment_transfer_ends_in_sigbus() {
     use std::os::unix::process::ExitStatusExt;
@@ -327,9 +328,12 @@ fn a_home_dying_during_a_large_segment_transfer_ends_in_sigbus() {
         std::thread::sleep(Duration::from_millis(10));
     };
     let out = r.describe();
-    assert_eq!(
-        status.signal(),
-        Some(nix::libc::SIGBUS),
+    // SIGBUS at its read or its write. Only if this test was descheduled
+    // long enough for the whole transfer and the write to complete before
+    // the kill does the reader get as far as IPC_STAT, which fails.
+    let stat_failed = status.code() == Some(1) && out.contains("shmctl(id, IPC_STAT");
+    assert!(
+        status.signal() == Some(nix::libc::SIGBUS) || stat_failed,
         "the reader ended with {status:?}: {out}"
     );
     assert!(
