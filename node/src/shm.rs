@@ -17,7 +17,7 @@
 //! it is created, from its `shmget` or else the creating node's settings
 //! ([`TransferSettings`]), and kept in its record ([`transfer_opts`]); the
 //! quantum's timers run here on tokio and are fed back to the engine
-//! ([`Node::quantum_over`]).
+//! (`Node::quantum_over`).
 //!
 //! The home of a segment (the node that created it) also keeps its
 //! `shmid_ds`: permissions, times, pids and the attach count per node; other
