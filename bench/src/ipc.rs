@@ -44,6 +44,7 @@ use indicatif::ProgressBar;
 use crate::Error;
 use crate::agent::{Agent, AgentCommand};
 use crate::cluster::Cluster;
+use crate::stats::interleave;
 
 /// Keys of the dipc queues and sets this process creates.
 static NEXT_KEY: AtomicU32 = AtomicU32::new(0x0D1B_D000);
@@ -305,15 +306,7 @@ fn together(
     if leader_only {
         return Ok(all.swap_remove(0));
     }
-    let mut out = Vec::with_capacity(total);
-    for k in 0.. {
-        let before = out.len();
-        out.extend(all.iter().filter_map(|s| s.get(k)));
-        if out.len() == before {
-            break;
-        }
-    }
-    Ok(out)
+    Ok(interleave(&all))
 }
 
 fn sem_lock(ends: Ends, n: usize, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {

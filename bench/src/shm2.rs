@@ -58,6 +58,7 @@ use crate::Error;
 use crate::agent::Agent;
 use crate::cluster::Cluster;
 use crate::shm::ROUND_PAGES;
+use crate::stats::interleave;
 
 /// Keys of the segments this module creates.
 static NEXT_KEY: AtomicU32 = AtomicU32::new(0x0D1B_E000);
@@ -410,23 +411,22 @@ fn counter(c: &Cluster, k: usize, total: usize, pb: &ProgressBar) -> Result<Vec<
             .map(|s| s.iter().filter(|&&ns| ns > 2_000).count())
             .collect::<Vec<_>>()
     );
-    let got = g.agents[0].call("getc 0", bound(1))?;
+    check_counter(&mut g.agents[0], done)?;
+    let out = interleave(&per);
+    pb.inc(total as u64);
+    g.finish()?;
+    Ok(out)
+}
+
+/// The counter (read by `agent`) must equal the `done` increments made.
+fn check_counter(agent: &mut Agent, done: usize) -> Result<(), Error> {
+    let got = agent.call("getc 0", bound(1))?;
     if got.first().map(String::as_str) != Some(&done.to_string()) {
         return Err(Error::WrongData {
             detail: format!("counter: {done} increments left the counter at {got:?}"),
         });
     }
-    let mut out = Vec::with_capacity(done);
-    for j in 0.. {
-        let before = out.len();
-        out.extend(per.iter().filter_map(|s| s.get(j)));
-        if out.len() == before {
-            break;
-        }
-    }
-    pb.inc(total as u64);
-    g.finish()?;
-    Ok(out)
+    Ok(())
 }
 
 /// `k` agents on nodes 2..=k+1 each make their share of `total`
@@ -460,20 +460,8 @@ fn counter_in(
     for (i, cmd) in cmds.iter().enumerate() {
         per.push(g.agents[i + 1].answer_samples(cmd, bound(counts[i]))?);
     }
-    let got = g.agents[0].call("getc 0", bound(1))?;
-    if got.first().map(String::as_str) != Some(&total.to_string()) {
-        return Err(Error::WrongData {
-            detail: format!("counter: {total} increments left the counter at {got:?}"),
-        });
-    }
-    let mut out = Vec::with_capacity(total);
-    for j in 0.. {
-        let before = out.len();
-        out.extend(per.iter().filter_map(|s| s.get(j)));
-        if out.len() == before {
-            break;
-        }
-    }
+    check_counter(&mut g.agents[0], total)?;
+    let out = interleave(&per);
     pb.inc(total as u64);
     g.finish()?;
     Ok(out)

@@ -16,6 +16,21 @@ use crate::Error;
 /// clamped to it (no operation measured here comes close).
 const MAX_NS: u64 = 3_600_000_000_000;
 
+/// The samples of several agents in one list, round-robin (the first of
+/// each, then the second of each, ...), so that warm-up drops the first
+/// samples of every agent, not all of the first agent's.
+pub(crate) fn interleave(per: &[Vec<u64>]) -> Vec<u64> {
+    let mut out = Vec::with_capacity(per.iter().map(Vec::len).sum());
+    for j in 0.. {
+        let before = out.len();
+        out.extend(per.iter().filter_map(|s| s.get(j)));
+        if out.len() == before {
+            break;
+        }
+    }
+    out
+}
+
 /// Summary of one scenario's latencies, in nanoseconds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {

@@ -12,11 +12,11 @@
 //!   all, cannot join: it exits with the reason, and the referee logs it.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dipc_testkit::{Cluster, Link, Program, compile_c_with_header, free_port};
 use nix::sys::socket::{
@@ -52,21 +52,8 @@ fn share_program() -> Program {
 }
 
 /// Run `cmd` to its end within [`BOUND`]; its output.
-fn run_bounded(mut cmd: Command, what: &str, c: &Cluster) -> Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-    let start = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if start.elapsed() > BOUND {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not finish within {BOUND:?}\n{}", c.logs());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
+fn run_bounded(cmd: Command, what: &str, c: &Cluster) -> Output {
+    dipc_testkit::run_bounded(cmd, BOUND).unwrap_or_else(|e| panic!("{what}: {e:#}\n{}", c.logs()))
 }
 
 /// Run the program on node `i`; its stdout (it must succeed).
@@ -275,17 +262,13 @@ fn nodes_without_a_certificate_of_the_cluster_ca_cannot_join() {
         ]
     };
 
+    // The other CA's certificate, with `ca` as the node's CA bundle.
+    let intruder =
+        |ca: &std::path::Path| flags(&other.join("intruder.pem"), &other.join("intruder.key"), ca);
+
     // Another cluster's CA and certificate: the node does not trust the
     // referee, and says why.
-    let err = refused_node(
-        &c,
-        "intruder",
-        &flags(
-            &other.join("intruder.pem"),
-            &other.join("intruder.key"),
-            &other.join("ca.pem"),
-        ),
-    );
+    let err = refused_node(&c, "intruder", &intruder(&other.join("ca.pem")));
     assert!(err.contains("refused this node"), "{err}");
     assert!(err.contains("not signed by a CA of our bundle"), "{err}");
 
@@ -298,28 +281,12 @@ fn nodes_without_a_certificate_of_the_cluster_ca_cannot_join() {
     ]
     .concat();
     std::fs::write(&both, bundle).expect("bundle");
-    let err = refused_node(
-        &c,
-        "intruder",
-        &flags(
-            &other.join("intruder.pem"),
-            &other.join("intruder.key"),
-            &both,
-        ),
-    );
+    let err = refused_node(&c, "intruder", &intruder(&both));
     assert!(err.contains("does not accept our TLS certificate"), "{err}");
 
     // A certificate the node's own CA file does not vouch for is caught at
     // start.
-    let err = refused_node(
-        &c,
-        "mixed",
-        &flags(
-            &other.join("intruder.pem"),
-            &other.join("intruder.key"),
-            &dir.join("ca.pem"),
-        ),
-    );
+    let err = refused_node(&c, "mixed", &intruder(&dir.join("ca.pem")));
     assert!(err.contains("does not verify against CA"), "{err}");
 
     // No TLS at all.

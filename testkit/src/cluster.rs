@@ -38,7 +38,7 @@ use dipc_wire::referee::{ClusterStatus, Member};
 use crate::cc::{Link, Program, remove_dipc_env};
 use crate::local::LocalClient;
 use crate::paths::{dipc_bin, libsysv};
-use crate::process::{DEFAULT_GRACE, Process, run_bounded, stop_all};
+use crate::process::{DEFAULT_GRACE, Process, run_ok, stop_all};
 use crate::wait::{POLL_EVERY, free_port, poll_until};
 
 /// Bound on one `dipc status` run.
@@ -319,16 +319,7 @@ impl Cluster {
             .arg("--out")
             .arg(self.root.join("tls"))
             .args(args);
-        let shown = format!("{cmd:?}");
-        let out = run_bounded(cmd, CERTGEN_TIMEOUT)?;
-        if !out.status.success() {
-            bail!(
-                "{shown} failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
+        run_ok(cmd, CERTGEN_TIMEOUT).map(drop)
     }
 
     /// The `dipc` binary in use.
@@ -424,16 +415,7 @@ impl Cluster {
     }
 
     fn run_status(&self, json: bool) -> anyhow::Result<String> {
-        let cmd = self.status_command(json);
-        let shown = format!("{cmd:?}");
-        let out = run_bounded(cmd, STATUS_TIMEOUT)?;
-        if !out.status.success() {
-            bail!(
-                "{shown} failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
+        let out = run_ok(self.status_command(json), STATUS_TIMEOUT)?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 

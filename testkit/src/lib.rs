@@ -71,5 +71,5 @@ pub use cluster::{Cluster, ClusterBuilder};
 pub use local::LocalClient;
 pub use netns::NetnsPair;
 pub use paths::{dipc_bin, include_dir, libsysv, repo_root, target_dir};
-pub use process::{Process, stop_all};
+pub use process::{Process, run_bounded, stop_all};
 pub use wait::{free_port, poll_until};

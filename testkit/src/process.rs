@@ -205,12 +205,27 @@ pub fn stop_all<'a>(
     }
 }
 
+/// [`run_bounded`], and an error naming the command and its stderr unless
+/// it succeeded.
+pub(crate) fn run_ok(cmd: Command, timeout: Duration) -> anyhow::Result<Output> {
+    let shown = format!("{cmd:?}");
+    let out = run_bounded(cmd, timeout)?;
+    if !out.status.success() {
+        bail!(
+            "{shown} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
 /// Run `cmd` to completion with stdout and stderr captured, killing it if it
 /// takes longer than `timeout`.
 ///
 /// Output goes to anonymous temporary files rather than pipes, so a
 /// grandchild that keeps the pipe open cannot make us wait past the bound.
-pub(crate) fn run_bounded(mut cmd: Command, timeout: Duration) -> anyhow::Result<Output> {
+pub fn run_bounded(mut cmd: Command, timeout: Duration) -> anyhow::Result<Output> {
     let mut out = tempfile::tempfile().context("creating a temporary file")?;
     let mut err = tempfile::tempfile().context("creating a temporary file")?;
     cmd.stdin(Stdio::null())

@@ -342,7 +342,7 @@ mod tests {
             Conn::accept(s, &auth(b"right"), Duration::from_secs(5)).await
         });
         let stream = TcpStream::connect(addr).await.expect("connect");
-        (Conn::raw(crate::conn::Stream::Plain(stream), addr), server)
+        (Conn::raw(crate::conn::Stream::Left(stream), addr), server)
     }
 
     fn hello(version: u32) -> Hs {

@@ -28,17 +28,16 @@
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use dipc_wire::{Frame, FrameError, MAX_FRAME};
 use nix::sys::socket::{setsockopt, sockopt};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_util::either::Either;
 use tracing::debug;
 
 use crate::auth::{self, Auth};
@@ -79,70 +78,11 @@ impl std::fmt::Display for PeerInfo {
 /// small frames do not cost one allocation each.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// The byte stream under a [`Conn`]: plain TCP, or TLS over TCP
-/// ([`crate::tls`]).
-pub(crate) enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Stream::Plain(s) => s.is_write_vectored(),
-            Stream::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
-        }
-    }
-}
+/// The byte stream under a [`Conn`]: plain TCP (`Left`), or TLS over TCP
+/// (`Right`, [`crate::tls`]). tokio-util's `Either` forwards every
+/// `AsyncRead`/`AsyncWrite` call (vectored writes included) to the side in
+/// use.
+pub(crate) type Stream = Either<TcpStream, Box<tokio_rustls::TlsStream<TcpStream>>>;
 
 /// An authenticated, framed connection.
 pub struct Conn {
@@ -205,7 +145,7 @@ impl Conn {
             bound_dead_peer(&stream, timeout)?;
             let stream = match &auth.tls {
                 Some(tls) => tls::connect(tls, addr, stream).await?,
-                None => Stream::Plain(stream),
+                None => Stream::Left(stream),
             };
             auth::client(Conn::raw(stream, peer_addr), auth, role)
                 .await
@@ -279,7 +219,7 @@ impl Conn {
                     .await
                     .map_err(|e| tls::explain(e, &label)),
                 tls::Accepted::Plaintext(s) => {
-                    Err(auth::refuse_plaintext(Conn::raw(Stream::Plain(s), peer_addr), auth).await)
+                    Err(auth::refuse_plaintext(Conn::raw(Stream::Left(s), peer_addr), auth).await)
                 }
             }
         };
@@ -293,7 +233,7 @@ impl Conn {
 
     /// Is this connection TLS ([`Auth::tls`](crate::Auth::tls))?
     pub fn is_tls(&self) -> bool {
-        matches!(self.stream, Stream::Tls(_))
+        matches!(self.stream, Stream::Right(_))
     }
 
     /// A connection before the handshake; the peer is only an address.
@@ -353,8 +293,8 @@ impl Conn {
             peer,
         } = self;
         let tcp = match stream {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => {
+            Stream::Left(s) => s,
+            Stream::Right(s) => {
                 let (tcp, mut session) = match *s {
                     tokio_rustls::TlsStream::Client(c) => {
                         let (tcp, conn) = c.into_inner();

@@ -182,7 +182,7 @@ pub(crate) async fn connect(tls: &TlsConfig, addr: &str, tcp: TcpStream) -> Resu
         .connect(name, tcp)
         .await
         .map_err(|e| explain_io(e, addr, "TLS handshake with"))?;
-    Ok(Stream::Tls(Box::new(s.into())))
+    Ok(Stream::Right(Box::new(s.into())))
 }
 
 /// What the first bytes of an accepted connection were.
@@ -243,7 +243,7 @@ pub(crate) async fn accept(
                 .accept(tcp)
                 .await
                 .map_err(|e| explain_io(e, peer, "TLS handshake with"))?;
-            Ok(Accepted::Ready(Stream::Tls(Box::new(s.into()))))
+            Ok(Accepted::Ready(Stream::Right(Box::new(s.into()))))
         }
         (Some(_), false) => Ok(Accepted::Plaintext(tcp)),
         (None, true) => {
@@ -259,7 +259,7 @@ pub(crate) async fn accept(
                 reason,
             })
         }
-        (None, false) => Ok(Accepted::Ready(Stream::Plain(tcp))),
+        (None, false) => Ok(Accepted::Ready(Stream::Left(tcp))),
     }
 }
 

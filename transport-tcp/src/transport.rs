@@ -8,14 +8,12 @@
 //! `Protocol`, ...), so callers of `rpc()` see the same clear errors.
 
 use std::future::Future;
-use std::io::IoSlice;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use dipc_wire::{Frame, MAX_FRAME};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_util::either::Either;
 
 use crate::Error;
 use crate::conn::{Conn, PeerInfo, Stream, read_frame, write_frames};
@@ -81,75 +79,10 @@ impl std::fmt::Debug for TcpSource {
 
 type TlsStream = tokio_rustls::TlsStream<tokio::net::TcpStream>;
 
-/// Plain TCP splits into independent halves; TLS (one session state for
-/// both directions) through tokio's lock.
-enum WriteHalf {
-    Plain(OwnedWriteHalf),
-    Tls(tokio::io::WriteHalf<TlsStream>),
-}
-
-enum ReadHalf {
-    Plain(OwnedReadHalf),
-    Tls(tokio::io::ReadHalf<TlsStream>),
-}
-
-impl AsyncRead for ReadHalf {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            ReadHalf::Plain(r) => Pin::new(r).poll_read(cx, buf),
-            ReadHalf::Tls(r) => Pin::new(r).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for WriteHalf {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            WriteHalf::Plain(w) => Pin::new(w).poll_write(cx, buf),
-            WriteHalf::Tls(w) => Pin::new(w).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            WriteHalf::Plain(w) => Pin::new(w).poll_write_vectored(cx, bufs),
-            WriteHalf::Tls(w) => Pin::new(w).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            WriteHalf::Plain(w) => w.is_write_vectored(),
-            WriteHalf::Tls(w) => w.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            WriteHalf::Plain(w) => Pin::new(w).poll_flush(cx),
-            WriteHalf::Tls(w) => Pin::new(w).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            WriteHalf::Plain(w) => Pin::new(w).poll_shutdown(cx),
-            WriteHalf::Tls(w) => Pin::new(w).poll_shutdown(cx),
-        }
-    }
-}
+/// Plain TCP splits into independent halves (`Left`); TLS (one session
+/// state for both directions) through tokio's lock (`Right`).
+type WriteHalf = Either<OwnedWriteHalf, tokio::io::WriteHalf<TlsStream>>;
+type ReadHalf = Either<OwnedReadHalf, tokio::io::ReadHalf<TlsStream>>;
 
 impl Transport for Conn {
     type Sink = TcpSink;
@@ -158,13 +91,13 @@ impl Transport for Conn {
     fn split(self) -> (TcpSink, TcpSource, PeerInfo) {
         let Conn { stream, rbuf, peer } = self;
         let (rd, wr) = match stream {
-            Stream::Plain(s) => {
+            Stream::Left(s) => {
                 let (rd, wr) = s.into_split();
-                (ReadHalf::Plain(rd), WriteHalf::Plain(wr))
+                (Either::Left(rd), Either::Left(wr))
             }
-            Stream::Tls(s) => {
+            Stream::Right(s) => {
                 let (rd, wr) = tokio::io::split(*s);
-                (ReadHalf::Tls(rd), WriteHalf::Tls(wr))
+                (Either::Right(rd), Either::Right(wr))
             }
         };
         let label = peer.to_string();
