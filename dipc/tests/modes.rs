@@ -258,7 +258,8 @@ fn segment_mode_runs_pattern_litmus_and_counter() {
 
 /// A 64 MiB segment in segment mode (four times a frame's limit: it moves
 /// in parts of 4 MiB) written on node 0, read and rewritten on node 1,
-/// read back on node 0: the whole segment moves each way, intact.
+/// then on node 0 and node 1 again, read back on node 0: the whole segment
+/// moves each way, intact, also when a node sends it a second time.
 #[test]
 fn segment_mode_moves_a_segment_larger_than_a_frame_whole_both_ways() {
     let c = cluster(&[]);
@@ -277,9 +278,14 @@ fn segment_mode_moves_a_segment_larger_than_a_frame_whole_both_ways() {
     assert_eq!(row["transfer"]["mode"], "segment", "{row}");
     let again = run(1, &[&"rewrite", &key, &size, &first, &second], "rewritten");
     assert_eq!(again, id, "node 1 found another segment");
+    // Each node sends the segment a second time, from the reused buffer of
+    // its first send: it must carry the new contents, not the old.
+    let (third, fourth) = (0x7417_0064_u64, 0xf047_0064_u64);
+    run(0, &[&"rewrite", &key, &size, &second, &third], "rewritten");
+    run(1, &[&"rewrite", &key, &size, &third, &fourth], "rewritten");
     let back = run(
         0,
-        &[&"read", &key, &size, &second],
+        &[&"read", &key, &size, &fourth],
         &format!("verified {size}"),
     );
     assert_eq!(back, id, "node 0 found another segment");

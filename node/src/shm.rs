@@ -766,12 +766,21 @@ fn data_of(shm: &mut ShmState, msg: &CohMsg) -> Bytes {
         .and_then(|b| b.try_into_mut().ok())
         .filter(|b| b.capacity() >= len)
         .unwrap_or_else(|| BytesMut::with_capacity(len));
-    buf.clear();
-    buf.resize(len, 0);
-    if s.present[unit as usize]
-        && let Err(e) = s.memfd.read_at(off, &mut buf)
-    {
+    // A reused buffer of the same length is overwritten below, not zeroed
+    // first (a 256 MiB memset per transfer otherwise).
+    let reused = buf.len() == len;
+    if !reused {
+        buf.clear();
+        buf.resize(len, 0);
+    }
+    let read = s.present[unit as usize].then(|| s.memfd.read_at(off, &mut buf));
+    if let Some(Err(e)) = &read {
         warn!(seg, unit, "reading a unit failed: {e}");
+    }
+    if reused && !matches!(read, Some(Ok(()))) {
+        // An absent unit is zeros (and a failed read sends zeros, not the
+        // last unit's bytes).
+        buf.fill(0);
     }
     let bytes = buf.freeze();
     if reuse {
