@@ -233,17 +233,32 @@ fn pattern_litmus_counter(c: &Cluster, env: &[(&str, &str)], keys: i32, size: u6
     counter(c, env, keys + 3, 2000);
 }
 
-/// Two processes on two nodes each add `iters` to one counter (yielding
-/// after every increment); both must see the exact total.
+/// Two processes on two nodes each add up to `iters` to one counter
+/// (yielding after every increment, stopping early after 20 s on an
+/// oversubscribed machine); both must see the exact sum of the increments
+/// they report.
 fn counter(c: &Cluster, env: &[(&str, &str)], key: i32, iters: u64) {
     let prog = program("counter", COUNTER);
     let mut procs: Vec<Proc> = (0..2)
-        .map(|node| Proc::start(c, node, &prog, &args(&[&key, &2, &iters, &1]), env))
+        .map(|node| Proc::start(c, node, &prog, &args(&[&key, &2, &iters, &1, &20]), env))
         .collect();
     let ids: Vec<String> = procs.iter_mut().map(Proc::line).collect();
     assert_eq!(ids[0], ids[1], "the processes found different segments");
-    for p in &mut procs {
-        p.ends_with(&format!("counter {}", 2 * iters));
+    let rests: Vec<Vec<String>> = procs.iter_mut().map(Proc::success).collect();
+    let mut total = 0;
+    for (p, rest) in procs.iter_mut().zip(&rests) {
+        let did = rest
+            .get(1)
+            .and_then(|l| l.strip_prefix("did "))
+            .and_then(|n| n.parse::<u64>().ok())
+            .filter(|&n| n > 0 && n <= iters);
+        total += did.unwrap_or_else(|| panic!("expected `did <1..={iters}>`: {}", p.describe()));
+    }
+    for (p, rest) in procs.iter_mut().zip(&rests) {
+        let want = format!("counter {total}");
+        if rest.last() != Some(&want) {
+            panic!("expected a last line {want:?}: {}", p.describe());
+        }
     }
 }
 
