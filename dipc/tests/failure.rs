@@ -346,3 +346,68 @@ fn waiters_on_a_queue_and_a_semaphore_homed_on_the_dead_node_get_eidrm() {
     assert_eq!(rcv.line(), "err EIDRM", "{}", rcv.describe());
     sem.expect(&format!("semop {sid} 1"), "err EIDRM");
 }
+
+/// A node declared down while alive (its daemon stopped longer than the
+/// referee's bound, as a starved or frozen machine would be) fences
+/// itself as soon as it runs again: the other nodes dropped its copies and
+/// took its objects for gone, so its process gets `SIGBUS` instead of the
+/// stale copy it held (never the stale value), the queue homed on it is
+/// gone, and it then works again, empty: a new process there reads the
+/// latest value.
+#[test]
+fn a_node_declared_down_while_alive_drops_its_copies_and_rejoins_empty() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let mut c = cluster();
+    let prog = failtool();
+    let (key, qkey) = (0x5d20_f005, 0x5d20_f006);
+    let mut a = Tool::start(&c, 0, &prog);
+    let id = a.id(&format!("shmget {key} 2 excl"));
+    a.expect(&format!("at {id}"), "attached");
+    a.expect("write 0 1", "wrote");
+    let mut b = Tool::start(&c, 1, &prog);
+    b.expect(&format!("shmget {key} 2 open"), &format!("id {id}"));
+    b.expect(&format!("at {id}"), "attached");
+    b.expect("read 0", "value 1");
+    let qid = b.id(&format!("msgget {qkey} excl"));
+    a.expect(&format!("msgget {qkey} open"), &format!("id {qid}"));
+
+    // Stop node 1's daemon (not its process) until the referee declares
+    // it down; the home's write, which must invalidate node 1's copy,
+    // completes then.
+    let pid = Pid::from_raw(c.node_process(1).pid() as i32);
+    kill(pid, Signal::SIGSTOP).expect("SIGSTOP node 1");
+    let stopped = c.wait_node_state(1, false, DOWN_TIMEOUT);
+    if let Err(e) = stopped {
+        let _ = kill(pid, Signal::SIGCONT);
+        panic!("{e:#}");
+    }
+    a.expect("write 0 2", "wrote");
+    kill(pid, Signal::SIGCONT).expect("SIGCONT node 1");
+    c.wait_until("node 1 to fence", DOWN_TIMEOUT, |c| {
+        Ok(c.node_log(1).contains("fenced: holding nothing"))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.logs()));
+
+    // Its copy is gone: SIGBUS, never the stale 1; the process's next
+    // calls work (it reconnects), its queue is gone.
+    b.expect("read 0", "sigbus");
+    b.expect("read 0", "sigbus");
+    c.wait_until("node 1 to be up again", DOWN_TIMEOUT, |c| {
+        Ok(c.member(&c.node_name(1))?.is_some_and(|m| m.up))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    // As after a restart: the node re-joined without the queue, so the
+    // referee dropped its record and the id is no longer valid.
+    a.expect(&format!("msgsnd {qid} 1"), "err EINVAL");
+    a.expect(&format!("msgget {qkey} open"), "err ENOENT");
+    // A new process on node 1 shares the segment again, from its home.
+    let mut b2 = Tool::start(&c, 1, &prog);
+    b2.expect(&format!("shmget {key} 2 open"), &format!("id {id}"));
+    b2.expect(&format!("at {id}"), "attached");
+    b2.expect("read 0", "value 2");
+    b2.expect("write 1 7", "wrote");
+    a.expect("read 1", "value 7");
+    a.expect("read 0", "value 2");
+}

@@ -315,6 +315,11 @@ impl Inner {
         Start::Wait(rx)
     }
 
+    /// True if this node is the home of object `id`.
+    fn knows(&self, id: ObjectId) -> bool {
+        self.queues.contains_key(&id) || self.sets.contains_key(&id)
+    }
+
     /// End parked `op` with `errno` (signal, timeout, lost link).
     fn cancel_op(&mut self, op: OpId, errno: Errno) {
         let Some(id) = self.parked.get(&op).map(|p| p.id) else {
@@ -547,6 +552,30 @@ fn removed(node: &Arc<Node>, inner: &mut Inner, id: ObjectId) -> Start {
 /// A message-queue or semaphore call from peer `from` on link `link`:
 /// started here, in arrival order; answered when it completes.
 pub(crate) fn peer_call(node: &Arc<Node>, from: NodeId, link: u64, req: PeerReq, reply: Replier) {
+    // An object this home does not know may be one whose create is still
+    // on its way back from the referee: answer once it is settled.
+    let object = match &req {
+        PeerReq::MsgSnd { id, .. }
+        | PeerReq::MsgRcv { id, .. }
+        | PeerReq::SemOp { id, .. }
+        | PeerReq::MsgCtl { id, .. }
+        | PeerReq::SemCtl { id, .. } => Some(*id),
+        _ => None,
+    };
+    if let Some(id) = object
+        && !node.ipc().lock().knows(id)
+    {
+        let node = node.clone();
+        tokio::spawn(async move {
+            node.settle_creates(|| node.ipc().lock().knows(id)).await;
+            answer_peer(&node, from, link, req, reply);
+        });
+        return;
+    }
+    answer_peer(node, from, link, req, reply);
+}
+
+fn answer_peer(node: &Arc<Node>, from: NodeId, link: u64, req: PeerReq, reply: Replier) {
     match start(node, from, Some(link), req) {
         Start::Done(resp) => reply.send(&resp, Bytes::new()),
         Start::Wait(rx) => {
@@ -615,6 +644,20 @@ pub(crate) fn node_down(node: &Node, dead: NodeId) {
     }
     for (id, p) in gone {
         g.proc_exit(p, &[id], now);
+    }
+}
+
+/// The node fenced itself ([`Node::fence`]): every queue and set homed
+/// here is gone, and the operations parked on them end with `EIDRM`.
+pub(crate) fn fence(node: &Node) {
+    let mut g = node.ipc().lock();
+    g.queues.clear();
+    g.sets.clear();
+    g.records.clear();
+    g.undo_procs.clear();
+    let ops: Vec<OpId> = g.parked.keys().copied().collect();
+    for op in ops {
+        g.cancel_op(op, errno::EIDRM);
     }
 }
 
@@ -744,6 +787,7 @@ async fn get(node: &Arc<Node>, creds: Creds, key: i32, flags: i32, params: Param
         },
         now: now_secs(),
     };
+    let _creating = node.begin_create();
     let rec = match node.referee_call(&req).await {
         Ok(Response::Record(rec)) if rec.kind == params.kind() => rec,
         Ok(Response::Err { errno, .. }) => return LResp::Err(errno),

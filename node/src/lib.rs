@@ -210,13 +210,20 @@ pub async fn run(
             }
         })
     };
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let (link_msgs, link_end) = referee_link::spawn(node.clone(), stopped);
+    let apply_task = tokio::spawn(referee_link::apply(node.clone(), link_msgs));
     let result = tokio::select! {
-        r = referee_link::run(node.clone()) => r,
+        r = link_end => r.unwrap_or_else(|_| Err(Error::Transport {
+            reason: "the referee link's thread ended".into(),
+        })),
         _ = shutdown => Ok(()),
     };
+    drop(stop);
     local_task.abort();
     peers_task.abort();
     watchdog.abort();
+    apply_task.abort();
     let _ = std::fs::remove_file(&socket);
     info!("node stopped");
     result

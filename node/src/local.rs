@@ -142,7 +142,7 @@ pub async fn serve(listener: UnixListener, node: Arc<Node>) {
                     tokio::select! {
                         _ = serve_conn(&mut conn, &node, creds) => {}
                         _ = kill.notified() => {
-                            warn!(pid = creds.pid, "closing the local connection of a process whose page fault cannot be served");
+                            warn!(pid = creds.pid, "closing the local connection of a process (the reason is logged above)");
                         }
                     }
                     node.conn_closed(conn.id);

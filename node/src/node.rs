@@ -35,6 +35,21 @@ pub struct Node {
     ipc: crate::ipc::Ipc,
     /// One "close now" switch per local connection.
     conns: Mutex<HashMap<u64, Arc<tokio::sync::Notify>>>,
+    /// Creates asked of the referee and not yet installed here: a peer
+    /// that learnt of a new object from the referee may ask this home
+    /// about it before the create's answer has reached this node
+    /// ([`Node::settle_creates`]).
+    creating: watch::Sender<usize>,
+}
+
+/// One create in flight ([`Node::begin_create`]); dropped once the answer
+/// is installed (or the create failed).
+pub(crate) struct CreateGuard<'a>(&'a watch::Sender<usize>);
+
+impl Drop for CreateGuard<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 /// The node's mutable state, behind one lock.
@@ -70,7 +85,33 @@ impl Node {
             peers: Arc::new(Peers::default()),
             conns: Mutex::new(HashMap::new()),
             ipc: crate::ipc::Ipc::default(),
+            creating: watch::channel(0).0,
         }
+    }
+
+    /// Count a create from its call to the referee until the guard drops.
+    pub(crate) fn begin_create(&self) -> CreateGuard<'_> {
+        self.creating.send_modify(|n| *n += 1);
+        CreateGuard(&self.creating)
+    }
+
+    /// A peer asked this node, as home, about an object it does not know:
+    /// if creates are in flight, wait (at most a call timeout) until
+    /// `known()` or none is left, so that the answer is not `EINVAL` for an
+    /// object the referee already named this node the home of.
+    pub(crate) async fn settle_creates(&self, known: impl Fn() -> bool) {
+        let mut rx = self.creating.subscribe();
+        let settle = async {
+            loop {
+                if *rx.borrow_and_update() == 0 || known() {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(self.cfg.call_timeout, settle).await;
     }
 
     pub(crate) fn ipc(&self) -> &crate::ipc::Ipc {
@@ -217,10 +258,8 @@ impl Node {
     pub(crate) fn member_down(self: &Arc<Self>, node: NodeId) {
         info!(node, "member down");
         if self.node_id() == Some(node) {
-            warn!(
-                "the referee declared this node down: the others no longer track its \
-                 copies; restart it to take part again"
-            );
+            // The link fences instead ([`Node::fence`]).
+            return;
         }
         {
             let mut st = self.state();
@@ -231,6 +270,62 @@ impl Node {
         }
         self.coherence_node_down(node);
         crate::ipc::node_down(self, node);
+    }
+
+    /// The referee declared this node down (it was silent longer than the
+    /// referee's bound: stopped, starved or cut off). The other nodes
+    /// dropped its copies and took its objects for gone, so every copy
+    /// here may be stale: every local process loses its connection
+    /// (libsysv turns its attachments into `SIGBUS`, never a stale read;
+    /// its next call reconnects), and the node forgets every segment,
+    /// copy, queue and semaphore set it held, answering the operations
+    /// parked at its homes with `EIDRM`. The link then re-joins empty, so
+    /// the referee drops the records of the objects homed here.
+    pub(crate) async fn fence(self: &Arc<Self>) {
+        warn!(
+            "the referee declared this node down: dropping every copy and object it \
+             held (its processes get SIGBUS on their segments), then re-joining empty"
+        );
+        {
+            // Drop the bytes first, so that an access before the
+            // process's connection closes faults instead of reading.
+            let st = self.state();
+            for s in st.shm.segments.values() {
+                if let Err(e) = s.memfd.punch_hole(0, s.size()) {
+                    warn!(seg = s.rec.id, "fence: cannot drop the copy: {e}");
+                }
+            }
+        }
+        let conns: Vec<u64> = self
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        for conn in conns {
+            self.disconnect(conn);
+        }
+        // Their close paths detach and cancel what they had in flight.
+        let deadline = tokio::time::Instant::now() + self.cfg.call_timeout;
+        while !self
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        {
+            let mut st = self.state();
+            st.engine = Engine::new(self.node_id().unwrap_or(0));
+            st.shm = ShmState::default();
+            st.hosted.clear();
+            st.cache.clear();
+        }
+        crate::ipc::fence(self);
+        info!("fenced: holding nothing");
     }
 
     /// True if the referee declared `node` down (and it did not come back).
@@ -461,6 +556,16 @@ impl Node {
 
     /// Home side of the shm calls; `from` is the asking node.
     async fn serve_home(self: &Arc<Self>, from: NodeId, req: PeerReq) -> PeerResp {
+        if let PeerReq::ShmAttach { id, .. }
+        | PeerReq::ShmDetach { id, .. }
+        | PeerReq::ShmStat { id, .. }
+        | PeerReq::ShmSet { id, .. }
+        | PeerReq::ShmRmid { id, .. } = &req
+        {
+            let id = *id;
+            self.settle_creates(|| self.state().shm.segments.contains_key(&id))
+                .await;
+        }
         let mut destroy = None;
         // Referee updates the answer must wait for (a key freed by IPC_RMID
         // must be free when shmctl returns), sent after the lock is released.
@@ -732,6 +837,7 @@ impl Node {
             },
             now: now_secs(),
         };
+        let _creating = self.begin_create();
         match self.referee_call(&req).await {
             Ok(Response::Record(rec)) => {
                 let id = rec.id;

@@ -378,6 +378,7 @@ impl Registry {
             out.writes.push(self.meta());
         }
 
+        let was_down = self.live.get(&id).is_some_and(|l| !l.up);
         self.live.insert(
             id,
             Live {
@@ -393,6 +394,7 @@ impl Registry {
             heartbeat_ms: self.config.heartbeat_ms,
             down_after_ms: self.config.down_after_ms,
             members: self.members(now_ms),
+            was_down,
         });
         out
     }

@@ -80,6 +80,10 @@ pub enum Response {
         down_after_ms: u64,
         /// Current members, so the node can reach its peers.
         members: Vec<Member>,
+        /// This referee had declared the node down (and nothing of it
+        /// has been heard since): the others dropped its copies, so it
+        /// must drop them too and re-join empty (the node's fence).
+        was_down: bool,
     },
     Ok,
     Record(ObjectRecord),

@@ -151,14 +151,18 @@ fn referee_response() -> impl Strategy<Value = referee::Response> {
             any::<u32>(),
             any::<u64>(),
             any::<u64>(),
-            prop::collection::vec(member(), 0..3)
+            prop::collection::vec(member(), 0..3),
+            any::<bool>()
         )
-            .prop_map(|(node, heartbeat_ms, down_after_ms, members)| R::Joined {
-                node,
-                heartbeat_ms,
-                down_after_ms,
-                members
-            }),
+            .prop_map(
+                |(node, heartbeat_ms, down_after_ms, members, was_down)| R::Joined {
+                    node,
+                    heartbeat_ms,
+                    down_after_ms,
+                    members,
+                    was_down
+                }
+            ),
         Just(R::Ok),
         record().prop_map(R::Record),
         cluster_status().prop_map(R::Status),

@@ -80,6 +80,7 @@ fn referee_seeds() -> Vec<Vec<u8>> {
             heartbeat_ms: 100,
             down_after_ms: 500,
             members: vec![member.clone()],
+            was_down: true,
         }),
         dipc_wire::encode(&referee::Event::NodeUp(member)),
         dipc_wire::encode(&referee::Response::Err {

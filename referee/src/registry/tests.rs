@@ -742,8 +742,10 @@ fn node_ids_follow_names_across_restarts() {
             heartbeat_ms,
             down_after_ms,
             members,
+            was_down,
         }) => {
             assert_eq!(*node, b);
+            assert!(!was_down, "a restarted referee declared nobody down");
             assert_eq!((*heartbeat_ms, *down_after_ms), (100, 1000));
             assert_eq!(members.len(), 2);
             let ma = members.iter().find(|m| m.node == a).unwrap();
@@ -881,10 +883,24 @@ fn nodes_go_down_after_silence_and_come_back() {
     assert_eq!(hb.response, Some(Response::Ok));
     assert!(matches!(&hb.events[..], [Event::NodeUp(m)] if m.node == n[1] && m.up));
     assert!(reg.status(1700).objects[0].available);
-    // A join brings n1 back.
+    // A join brings n1 back, telling it that it had been declared down
+    // (so it fences: drops what it held); a join of a node that was up
+    // does not.
     let j = reg.join(1700, "n1".into(), "n1:7000".into(), "tcp".into(), vec![]);
     assert!(matches!(&j.events[..], [Event::NodeUp(m)] if m.node == n[0]));
+    assert!(matches!(
+        j.response,
+        Some(Response::Joined { was_down: true, .. })
+    ));
     assert!(reg.is_up(n[0]) && reg.is_up(n[1]));
+    let again = reg.join(1750, "n1".into(), "n1:7000".into(), "tcp".into(), vec![]);
+    assert!(matches!(
+        again.response,
+        Some(Response::Joined {
+            was_down: false,
+            ..
+        })
+    ));
     assert_eq!(reg.status(1700).cluster, "test");
 }
 
