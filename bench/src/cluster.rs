@@ -278,9 +278,10 @@ impl Cluster {
             secret: self.secret.clone(),
             tls: None,
             heartbeat_ms: 500,
-            // A node copying a 256 MiB segment-mode unit (the scan row)
-            // sends no heartbeat meanwhile: over a second on a loaded
-            // 2-vCPU machine. Nothing here measures failure detection.
+            // Nothing here measures failure detection: a generous bound
+            // keeps a stall of a loaded machine (agents, builds) from
+            // excluding a node mid-run (it would fence itself, and the
+            // run would fail).
             down_after_ms: 10_000,
         };
         let (addr_tx, addr_rx) = mpsc::channel();
