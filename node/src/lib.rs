@@ -27,6 +27,7 @@ pub mod node;
 pub mod peer;
 pub mod referee_link;
 pub mod shm;
+mod timers;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -40,6 +40,8 @@ pub struct Node {
     /// about it before the create's answer has reached this node
     /// ([`Node::settle_creates`]).
     creating: watch::Sender<usize>,
+    /// The hold-time quantum's timers (finer than tokio's milliseconds).
+    timers: crate::timers::Timers,
 }
 
 /// One create in flight ([`Node::begin_create`]); dropped once the answer
@@ -86,6 +88,7 @@ impl Node {
             conns: Mutex::new(HashMap::new()),
             ipc: crate::ipc::Ipc::default(),
             creating: watch::channel(0).0,
+            timers: Default::default(),
         }
     }
 
@@ -116,6 +119,10 @@ impl Node {
 
     pub(crate) fn ipc(&self) -> &crate::ipc::Ipc {
         &self.ipc
+    }
+
+    pub(crate) fn timers(&self) -> &crate::timers::Timers {
+        &self.timers
     }
 
     /// Record that this node is the home of `rec` (re-announced to the

@@ -490,7 +490,14 @@ impl Node {
                     unit,
                     id,
                     after_us,
-                } => self.set_quantum_timer(seg, unit, id, after_us),
+                } => {
+                    if !self.set_quantum_timer(seg, unit, id, after_us) {
+                        // The engine would keep deferring answers
+                        // forever: end the quantum now.
+                        let actions = st.engine.timer(seg, unit, id);
+                        self.perform(st, actions, &Bytes::new());
+                    }
+                }
                 Action::Ignored { from, error } => {
                     metrics::ERRORS.inc();
                     warn!(peer = from, "ignored a coherence message: {error}");
@@ -499,25 +506,23 @@ impl Node {
         }
     }
 
-    /// Run the engine's quantum timer on tokio and feed it back.
-    fn set_quantum_timer(self: &Arc<Self>, seg: ObjectId, unit: u32, id: u64, after_us: u64) {
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            // Only reachable outside the daemon's runtime; the engine would
-            // keep deferring answers forever, so end the quantum now.
-            warn!(
-                seg,
-                unit, "no runtime for a quantum timer; ending it at once"
-            );
-            let mut st = self.lock();
-            let actions = st.engine.timer(seg, unit, id);
-            self.perform(&mut st, actions, &Bytes::new());
-            return;
-        };
-        let node = Arc::clone(self);
-        rt.spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_micros(after_us)).await;
-            node.quantum_over(seg, unit, id);
-        });
+    /// Run the engine's quantum timer (on the node's timer thread, see
+    /// `crate::timers`) and feed it back on this runtime; false if there
+    /// is no runtime or timer thread to run it.
+    fn set_quantum_timer(
+        self: &Arc<Self>,
+        seg: ObjectId,
+        unit: u32,
+        id: u64,
+        after_us: u64,
+    ) -> bool {
+        let after = std::time::Duration::from_micros(after_us);
+        let started = tokio::runtime::Handle::try_current()
+            .is_ok_and(|rt| self.timers().start(self, &rt, after, (seg, unit, id)));
+        if !started {
+            warn!(seg, unit, "no timer for a quantum; ending it at once");
+        }
+        started
     }
 
     /// The quantum of (seg, unit) ended: the engine gives its deferred
