@@ -310,18 +310,20 @@ impl Node {
             .keys()
             .copied()
             .collect();
-        for conn in conns {
+        for &conn in &conns {
             self.disconnect(conn);
         }
-        // Their close paths detach and cancel what they had in flight.
+        // Their close paths detach and cancel what they had in flight (a
+        // process may already be back on a new connection: not waited for).
         let deadline = tokio::time::Instant::now() + self.cfg.call_timeout;
-        while !self
-            .conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
-            && tokio::time::Instant::now() < deadline
-        {
+        loop {
+            let open = {
+                let live = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+                conns.iter().any(|c| live.contains_key(c))
+            };
+            if !open || tokio::time::Instant::now() >= deadline {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         {
