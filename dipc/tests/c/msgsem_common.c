@@ -56,6 +56,14 @@ static __attribute__((unused)) long long arg_num(const char *s)
     return v;
 }
 
+/* Seconds on the monotonic clock. */
+static __attribute__((unused)) double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 /* glibc leaves union semun to the program. */
 union semun {
     int val;

@@ -2,9 +2,12 @@
  *
  *   create KEY NSEMS VAL      semget(IPC_CREAT|IPC_EXCL|IPC_DIPC), every
  *                             semaphore set to VAL (SETALL): "id N"
- *   mutex SEMKEY SHMKEY ITERS semaphore 0 as a mutex (SEM_UNDO) around a
+ *   mutex SEMKEY SHMKEY ITERS SECONDS
+ *                             semaphore 0 as a mutex (SEM_UNDO) around a
  *                             plain read-increment-write of a counter in a
- *                             distributed shared segment: "done"
+ *                             distributed shared segment, ITERS times or
+ *                             until SECONDS passed (an oversubscribed
+ *                             machine): "done <increments made>"
  *   read SHMKEY               "counter N"
  *   barrier SEMKEY I N ROUNDS process I of N passes ROUNDS barriers made
  *                             of semaphores 0..N-1 (see below), checking
@@ -75,15 +78,18 @@ int main(int argc, char **argv)
     }
     int id = get(argv[2]);
     if (!strcmp(cmd, "mutex")) {
+        CHECK(argc == 6);
         volatile uint64_t *c = counter(argv[3]);
         long iters = arg_num(argv[4]);
-        for (long i = 0; i < iters; i++) {
+        double seconds = (double)arg_num(argv[5]), start = now_s();
+        long i;
+        for (i = 0; i < iters && now_s() - start <= seconds; i++) {
             op(id, 0, -1, SEM_UNDO);
             uint64_t v = *c; /* not atomic: only the mutex makes it exact */
             *c = v + 1;
             op(id, 0, 1, SEM_UNDO);
         }
-        printf("done\n");
+        printf("done %ld\n", i);
         return 0;
     }
     if (!strcmp(cmd, "barrier")) {
