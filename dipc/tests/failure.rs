@@ -411,3 +411,45 @@ fn a_node_declared_down_while_alive_drops_its_copies_and_rejoins_empty() {
     a.expect("read 1", "value 7");
     a.expect("read 0", "value 2");
 }
+
+/// A node killed and started again before the referee noticed (within
+/// `--down-after-ms`) comes back empty: the referee declares its previous
+/// start down when the new one joins, so the home drops it from the copy
+/// set at once, and a write elsewhere does not wait for an acknowledgement
+/// the new daemon cannot give (before, the write waited until the fault
+/// bound closed its process's connection: over 30 s here). The restarted
+/// node then shares the segment again.
+#[test]
+fn a_node_restarted_before_the_referee_noticed_is_dropped_from_copy_sets() {
+    let mut c = cluster();
+    let prog = failtool();
+    let key = 0x5d20_f007;
+    let mut a = Tool::start(&c, 0, &prog);
+    let id = a.id(&format!("shmget {key} 2 excl"));
+    a.expect(&format!("at {id}"), "attached");
+    a.expect("write 0 1", "wrote");
+    let mut b = Tool::start(&c, 1, &prog);
+    b.expect(&format!("shmget {key} 2 open"), &format!("id {id}"));
+    b.expect(&format!("at {id}"), "attached");
+    b.expect("read 0", "value 1");
+
+    c.kill_node(1).expect("kill node 1");
+    drop(b);
+    let restarted = Instant::now();
+    c.restart_node(1).expect("restart node 1");
+    let down_after = Duration::from_millis(3000);
+    assert!(
+        restarted.elapsed() < down_after,
+        "the restart took {:?}: the referee may have noticed the kill",
+        restarted.elapsed()
+    );
+    // The home may send its invalidation to the new daemon before it
+    // hears the verdict; the verdict settles the write all the same.
+    a.expect("write 0 2", "wrote");
+    let mut b2 = Tool::start(&c, 1, &prog);
+    b2.expect(&format!("shmget {key} 2 open"), &format!("id {id}"));
+    b2.expect(&format!("at {id}"), "attached");
+    b2.expect("read 0", "value 2");
+    b2.expect("write 1 5", "wrote");
+    a.expect("read 1", "value 5");
+}

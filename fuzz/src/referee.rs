@@ -150,6 +150,8 @@ fn request(r: ReqIn) -> Option<Request> {
                     }
                 })
                 .collect(),
+            // 0 (unknown) or one of two incarnations: restarts happen.
+            incarnation: u64::from(name >> 2) % 3,
         },
         ReqIn::Heartbeat => Request::Heartbeat,
         ReqIn::Get {

@@ -42,6 +42,9 @@ pub struct Node {
     creating: watch::Sender<usize>,
     /// The hold-time quantum's timers (finer than tokio's milliseconds).
     timers: crate::timers::Timers,
+    /// This start of the daemon, told to the referee at every join: a
+    /// restart is then never mistaken for a reconnect.
+    incarnation: u64,
 }
 
 /// One create in flight ([`Node::begin_create`]); dropped once the answer
@@ -89,7 +92,12 @@ impl Node {
             ipc: crate::ipc::Ipc::default(),
             creating: watch::channel(0).0,
             timers: Default::default(),
+            incarnation: new_incarnation(),
         }
+    }
+
+    pub(crate) fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     /// Count a create from its call to the referee until the guard drops.
@@ -882,6 +890,21 @@ impl Node {
             Err(e) => LResp::Err(e),
         }
     }
+}
+
+/// A non-zero number that differs between two starts of a daemon: the
+/// clock's nanoseconds mixed with the pid by std's randomly keyed hasher.
+fn new_incarnation() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish().max(1)
 }
 
 pub(crate) fn peer_to_local(r: PeerResp) -> LResp {

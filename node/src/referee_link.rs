@@ -141,6 +141,7 @@ async fn run(node: Arc<Node>, tx: mpsc::UnboundedSender<LinkMsg>) -> Result<(), 
             listen: cfg.listen.clone(),
             transport: cfg.advertised_transport(),
             hosted: node.hosted_records(),
+            incarnation: node.incarnation(),
         };
         let (id, heartbeat) = match handle.call(&join).await {
             Ok(Response::Joined {

@@ -159,6 +159,8 @@ impl Snapshot {
 struct Live {
     up: bool,
     last_seen_ms: u64,
+    /// The daemon's start the node last joined with (0: unknown).
+    incarnation: u64,
 }
 
 /// The referee's state: the persisted [`Snapshot`] plus indexes and
@@ -310,6 +312,24 @@ impl Registry {
         transport: String,
         hosted: Vec<ObjectRecord>,
     ) -> Outcome {
+        self.join_as(now_ms, name, listen, transport, hosted, 0)
+    }
+
+    /// [`Registry::join`] of the node's daemon start `incarnation` (0:
+    /// unknown). A join of another incarnation while the node is still
+    /// taken for up is a restart not noticed yet (killed and started again
+    /// within `down_after_ms`): the old incarnation is declared down first
+    /// (`NodeDown` before `NodeUp`), so the others drop the copies and
+    /// homes they thought it held, as if it had been noticed.
+    pub fn join_as(
+        &mut self,
+        now_ms: u64,
+        name: String,
+        listen: String,
+        transport: String,
+        hosted: Vec<ObjectRecord>,
+        incarnation: u64,
+    ) -> Outcome {
         if name.is_empty() {
             return err(EINVAL, "a node must join with a non-empty name");
         }
@@ -378,12 +398,20 @@ impl Registry {
             out.writes.push(self.meta());
         }
 
-        let was_down = self.live.get(&id).is_some_and(|l| !l.up);
+        let prev = self.live.get(&id);
+        let was_down = prev.is_some_and(|l| !l.up);
+        let restarted = prev.is_some_and(|l| {
+            l.up && l.incarnation != 0 && incarnation != 0 && l.incarnation != incarnation
+        });
+        if restarted {
+            out.events.push(Event::NodeDown { node: id });
+        }
         self.live.insert(
             id,
             Live {
                 up: true,
                 last_seen_ms: now_ms,
+                incarnation,
             },
         );
         if let Some(member) = self.member(id, now_ms) {
@@ -422,9 +450,10 @@ impl Registry {
                     listen,
                     transport,
                     hosted,
+                    incarnation,
                 } = req
                 {
-                    return self.join(now_ms, name, listen, transport, hosted);
+                    return self.join_as(now_ms, name, listen, transport, hosted, incarnation);
                 }
                 Some(n)
             }

@@ -406,18 +406,27 @@ impl Actor {
                             listen,
                             transport,
                             hosted,
+                            incarnation,
                         },
                     ) => {
                         let hosted_n = hosted.len();
-                        let out = self.registry.join(
+                        let out = self.registry.join_as(
                             now,
                             name.clone(),
                             listen.clone(),
                             transport,
                             hosted,
+                            incarnation,
                         );
                         if let Some(Response::Joined { node, .. }) = &out.response {
                             info!(node, %name, %listen, hosted = hosted_n, "node joined");
+                            if out.events.contains(&Event::NodeDown { node: *node }) {
+                                info!(
+                                    node,
+                                    "a new start of the node joined while its previous one \
+                                     was taken for up: that one is declared down"
+                                );
+                            }
                             if let Some(c) = self.conns.get_mut(&conn) {
                                 c.node = Some(*node);
                             }
@@ -439,7 +448,9 @@ impl Actor {
                     Some(Response::Joined { node, .. }) => Some(*node),
                     _ => None,
                 };
-                let result = self.apply(out, Some(reply)).await;
+                // A joining node is not told of its previous incarnation's
+                // NodeDown (it would take it for its own and fence).
+                let result = self.apply_except(out, Some(reply), Some(conn)).await;
                 if let Some(j) = joined {
                     let _ = j.send(joined_node);
                 }
@@ -450,6 +461,17 @@ impl Actor {
 
     /// Persist, answer, broadcast.
     async fn apply(&mut self, out: Outcome, reply: Option<Replier>) -> Result<(), Error> {
+        self.apply_except(out, reply, None).await
+    }
+
+    /// [`Self::apply`], except that connection `joiner` (which just
+    /// joined) is not sent a `NodeDown` about its own node.
+    async fn apply_except(
+        &mut self,
+        out: Outcome,
+        reply: Option<Replier>,
+        joiner: Option<u64>,
+    ) -> Result<(), Error> {
         if !out.writes.is_empty() {
             let persisted = self.persist(out.writes).await;
             if let Err(e) = persisted {
@@ -471,11 +493,16 @@ impl Actor {
         }
         for ev in &out.events {
             match ev {
-                Event::NodeDown { node } => info!(node, "node down: no heartbeat"),
+                Event::NodeDown { node } => info!(node, "node down"),
                 Event::NodeUp(m) => debug!(node = m.node, name = %m.name, "node up"),
                 Event::ObjectGone { id, key, kind } => debug!(id, key, %kind, "object gone"),
             }
-            for c in self.conns.values().filter(|c| c.node.is_some()) {
+            for (id, c) in self.conns.iter().filter(|(_, c)| c.node.is_some()) {
+                if joiner == Some(*id)
+                    && matches!(ev, Event::NodeDown { node } if c.node == Some(*node))
+                {
+                    continue;
+                }
                 // A closed connection is reaped by its Closed command. One
                 // that does not read is cut off: it will re-join and learn
                 // the current state from the members list and fresh lookups.

@@ -76,6 +76,7 @@ fn join_req(name: &str, hosted: Vec<ObjectRecord>) -> Request {
         listen: format!("{name}.example:7000"),
         transport: "tcp".into(),
         hosted,
+        incarnation: 0,
     }
 }
 

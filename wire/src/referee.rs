@@ -31,6 +31,11 @@ pub enum Request {
         /// Transport the node uses for pages ("tcp" or "rdma").
         transport: String,
         hosted: Vec<ObjectRecord>,
+        /// Random per start of the node's daemon (0: unknown). A join of
+        /// a new incarnation while the old one is still taken for up is a
+        /// restart the referee has not noticed: it declares the old one
+        /// down first, so the others drop what they thought it held.
+        incarnation: u64,
     },
     /// Liveness, every `heartbeat_ms`.
     Heartbeat,

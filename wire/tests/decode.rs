@@ -116,13 +116,15 @@ fn referee_request() -> impl Strategy<Value = referee::Request> {
             text(),
             text(),
             text(),
-            prop::collection::vec(record(), 0..3)
+            prop::collection::vec(record(), 0..3),
+            any::<u64>()
         )
-            .prop_map(|(name, listen, transport, hosted)| R::Join {
+            .prop_map(|(name, listen, transport, hosted, incarnation)| R::Join {
                 name,
                 listen,
                 transport,
-                hosted
+                hosted,
+                incarnation
             }),
         Just(R::Heartbeat),
         (any::<i32>(), any::<i32>(), params(), caller(), any::<i64>()).prop_map(

@@ -62,6 +62,7 @@ fn referee_seeds() -> Vec<Vec<u8>> {
             listen: "127.0.0.1:7001".into(),
             transport: "tcp".into(),
             hosted: vec![record()],
+            incarnation: 7,
         }),
         dipc_wire::encode(&referee::Request::Get {
             key: 5,

@@ -905,6 +905,54 @@ fn nodes_go_down_after_silence_and_come_back() {
 }
 
 #[test]
+fn a_restart_not_yet_noticed_declares_the_old_incarnation_down_first() {
+    let (mut reg, n) = cluster(2);
+    let join = |reg: &mut Registry, now, inc| {
+        reg.join_as(
+            now,
+            "n2".into(),
+            "n2:7000".into(),
+            "tcp".into(),
+            vec![],
+            inc,
+        )
+    };
+    let first = join(&mut reg, 10, 7);
+    assert!(matches!(&first.events[..], [Event::NodeUp(m)] if m.node == n[1]));
+    // The same start reconnecting: no verdict.
+    let again = join(&mut reg, 20, 7);
+    assert!(matches!(&again.events[..], [Event::NodeUp(m)] if m.node == n[1]));
+    // Another start while the first is still taken for up: down, then up.
+    let restart = join(&mut reg, 30, 8);
+    assert!(
+        matches!(&restart.events[..], [Event::NodeDown { node }, Event::NodeUp(m)] if *node == n[1] && m.node == n[1]),
+        "{:?}",
+        restart.events
+    );
+    assert!(matches!(
+        restart.response,
+        Some(Response::Joined {
+            was_down: false,
+            ..
+        })
+    ));
+    assert!(reg.is_up(n[1]));
+    // Unknown incarnations (0) never force a verdict.
+    assert_eq!(join(&mut reg, 40, 0).events.len(), 1);
+    assert_eq!(join(&mut reg, 50, 9).events.len(), 1);
+    // A start declared down already is not declared down twice: the node
+    // hears `was_down` instead.
+    reg.handle(1000, Origin::Node(n[0]), Request::Heartbeat);
+    assert_eq!(reg.tick(1100).events, vec![Event::NodeDown { node: n[1] }]);
+    let after = join(&mut reg, 1200, 10);
+    assert!(matches!(&after.events[..], [Event::NodeUp(_)]));
+    assert!(matches!(
+        after.response,
+        Some(Response::Joined { was_down: true, .. })
+    ));
+}
+
+#[test]
 fn origins_are_checked() {
     let (mut reg, n) = cluster(1);
     let rec = create(&mut reg, n[0], 1, msg());
@@ -932,6 +980,7 @@ fn origins_are_checked() {
             listen: "n1:7000".into(),
             transport: "tcp".into(),
             hosted: vec![rec.clone()],
+            incarnation: 0,
         },
     );
     assert!(matches!(j.response, Some(Response::Joined { node, .. }) if node == n[0]));
@@ -980,6 +1029,7 @@ fn origins_are_checked() {
             listen: "x".into(),
             transport: "tcp".into(),
             hosted: vec![],
+            incarnation: 0,
         },
     ];
     for req in forbidden {
