@@ -347,6 +347,21 @@ fn waiters_on_a_queue_and_a_semaphore_homed_on_the_dead_node_get_eidrm() {
     sem.expect(&format!("semop {sid} 1"), "err EIDRM");
 }
 
+/// A two-page segment homed on node 0, where a process (returned first)
+/// wrote 1 in page 0; a process on node 1 attached it and read page 0 (a
+/// copy there). Returns the two processes and the segment's id.
+fn share_page_0(c: &Cluster, prog: &Program, key: i32) -> (Tool, Tool, i32) {
+    let mut a = Tool::start(c, 0, prog);
+    let id = a.id(&format!("shmget {key} 2 excl"));
+    a.expect(&format!("at {id}"), "attached");
+    a.expect("write 0 1", "wrote");
+    let mut b = Tool::start(c, 1, prog);
+    b.expect(&format!("shmget {key} 2 open"), &format!("id {id}"));
+    b.expect(&format!("at {id}"), "attached");
+    b.expect("read 0", "value 1");
+    (a, b, id)
+}
+
 /// A node declared down while alive (its daemon stopped longer than the
 /// referee's bound, as a starved or frozen machine would be) fences
 /// itself as soon as it runs again: the other nodes dropped its copies and
@@ -362,14 +377,7 @@ fn a_node_declared_down_while_alive_drops_its_copies_and_rejoins_empty() {
     let mut c = cluster();
     let prog = failtool();
     let (key, qkey) = (0x5d20_f005, 0x5d20_f006);
-    let mut a = Tool::start(&c, 0, &prog);
-    let id = a.id(&format!("shmget {key} 2 excl"));
-    a.expect(&format!("at {id}"), "attached");
-    a.expect("write 0 1", "wrote");
-    let mut b = Tool::start(&c, 1, &prog);
-    b.expect(&format!("shmget {key} 2 open"), &format!("id {id}"));
-    b.expect(&format!("at {id}"), "attached");
-    b.expect("read 0", "value 1");
+    let (mut a, mut b, id) = share_page_0(&c, &prog, key);
     let qid = b.id(&format!("msgget {qkey} excl"));
     a.expect(&format!("msgget {qkey} open"), &format!("id {qid}"));
 
@@ -424,14 +432,7 @@ fn a_node_restarted_before_the_referee_noticed_is_dropped_from_copy_sets() {
     let mut c = cluster();
     let prog = failtool();
     let key = 0x5d20_f007;
-    let mut a = Tool::start(&c, 0, &prog);
-    let id = a.id(&format!("shmget {key} 2 excl"));
-    a.expect(&format!("at {id}"), "attached");
-    a.expect("write 0 1", "wrote");
-    let mut b = Tool::start(&c, 1, &prog);
-    b.expect(&format!("shmget {key} 2 open"), &format!("id {id}"));
-    b.expect(&format!("at {id}"), "attached");
-    b.expect("read 0", "value 1");
+    let (mut a, b, id) = share_page_0(&c, &prog, key);
 
     c.kill_node(1).expect("kill node 1");
     drop(b);
