@@ -24,18 +24,27 @@ run=${RXE_VM:-$root/../shared/rxe-vm/run}
 [[ -x $run ]] || { echo "vm-tests.sh: $run not found (set RXE_VM)" >&2; exit 2; }
 
 # Build every binary the VM runs (it must not build: emulated builds are
-# slow), optimised: debug daemons under TCG are too slow for the tests'
-# own time limits.
-cargo build --quiet --release -p dipc -p sysv
-test_bin() { # crate test -> path of the test executable
-  cargo test --quiet --release -p "$1" --test "$2" --no-run --message-format=json 2>/dev/null |
-    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | grep "/deps/$2-" | tail -1
+# slow), optimised: debug daemons under TCG are too slow for the tests' own
+# time limits. Cargo.toml's `vm` profile is release without debug info
+# (output in $CARGO_TARGET_DIR/vm). The test executables (and the dipc
+# binary they run) come from one cargo run, so that they share one feature
+# resolution and every dependency is built once. libsysv.so is left to the
+# host run below: testkit builds it alone (`cargo build --profile vm -p
+# sysv`, its own features) into the same file, and building it here first
+# would make every later run of this script rebuild dipc and the tests
+# (cargo sees a dependency newer than them).
+tests=(rxe shm msgsem transport tls)
+json=$(cargo test --quiet --profile vm -p dipc -p dipc-transport-rdma \
+  "${tests[@]/#/--test=}" --no-run --message-format=json) ||
+  { echo "vm-tests.sh: building the tests failed" >&2; exit 1; }
+test_bin() { # test -> path of its executable
+  sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' <<<"$json" | grep "/deps/$1-" | tail -1
 }
-rxe=$(test_bin dipc-transport-rdma rxe)
-shm=$(test_bin dipc shm)
-msgsem=$(test_bin dipc msgsem)
-transport=$(test_bin dipc transport)
-tls=$(test_bin dipc tls)
+rxe=$(test_bin rxe)
+shm=$(test_bin shm)
+msgsem=$(test_bin msgsem)
+transport=$(test_bin transport)
+tls=$(test_bin tls)
 for b in "$rxe" "$shm" "$msgsem" "$transport" "$tls"; do
   [[ -n $b && -x $b ]] || { echo "vm-tests.sh: building the tests failed" >&2; exit 1; }
 done
