@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, checks formatting and lints,
-# builds everything (the C tests need libsysv.so and the dipc binary) and
-# runs every test, including the soft-RoCE ones inside ../shared/rxe-vm
-# (scripts/vm-tests.sh: transport-rdma device tests and nodes on RDMA).
+# builds everything and runs every test, including the soft-RoCE ones
+# inside ../shared/rxe-vm (scripts/vm-tests.sh: transport-rdma device tests
+# and nodes on RDMA), and a short run of every fuzz target.
+#
+# There is no separate `cargo build --workspace`: `cargo test` builds every
+# target (the dipc binary the tests run, every bin, example and test) and
+# testkit builds libsysv.so (`cargo build -p sysv`) for the C tests. A plain
+# build first would not save it any work: with the dev-dependencies'
+# features (dipc-dsm's `sim`, ...) every dependent crate is compiled again
+# (45 of its 262 units). The crates as users build them (dsm without
+# `sim`) are still compiled: by scripts/vm-tests.sh's optimised build of
+# dipc's tests (only dipc's own dev-dependencies) and testkit's `cargo
+# build -p sysv`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -11,8 +21,6 @@ echo "== cargo fmt --check" >&2
 cargo fmt --all --check
 echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-echo "== cargo build" >&2
-cargo build --workspace --quiet
 # The later stages' builds (the fuzz targets, and the optimised binaries
 # the soft-RoCE VM runs) go in the background at the lowest priority while
 # `cargo test` runs: its tests mostly wait on daemons and leave the CPUs
