@@ -16,6 +16,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The soft-RoCE stage comes last; fail now, not after the other tests, if
+# its VM tool is missing (scripts/vm-tests.sh looks in the same place).
+rxe_vm=${RXE_VM:-$PWD/../shared/rxe-vm/run}
+if [[ ! -x $rxe_vm ]]; then
+  echo "test.sh: the soft-RoCE VM tool $rxe_vm is not there (set RXE_VM)" >&2
+  exit 2
+fi
 
 echo "== cargo fmt --check" >&2
 cargo fmt --all --check
