@@ -174,32 +174,27 @@ impl Node {
         }
     }
 
+    /// The local connections' close switches (a poisoned lock still
+    /// guards a consistent map: every update is one insert or remove).
+    fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<tokio::sync::Notify>>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Register local connection `conn`; the switch closes it.
     pub(crate) fn conn_opened(&self, conn: u64) -> Arc<tokio::sync::Notify> {
         let kill = Arc::new(tokio::sync::Notify::new());
-        self.conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(conn, kill.clone());
+        self.conns().insert(conn, kill.clone());
         kill
     }
 
     pub(crate) fn conn_closed(&self, conn: u64) {
-        self.conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&conn);
+        self.conns().remove(&conn);
     }
 
     /// Close local connection `conn` (its process gets `SIGBUS` on its
     /// distributed segments, see libsysv).
     pub(crate) fn disconnect(&self, conn: u64) {
-        if let Some(k) = self
-            .conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&conn)
-        {
+        if let Some(k) = self.conns().get(&conn) {
             k.notify_one();
         }
     }
@@ -311,13 +306,7 @@ impl Node {
                 }
             }
         }
-        let conns: Vec<u64> = self
-            .conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .copied()
-            .collect();
+        let conns: Vec<u64> = self.conns().keys().copied().collect();
         for &conn in &conns {
             self.disconnect(conn);
         }
@@ -326,7 +315,7 @@ impl Node {
         let deadline = tokio::time::Instant::now() + self.cfg.call_timeout;
         loop {
             let open = {
-                let live = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+                let live = self.conns();
                 conns.iter().any(|c| live.contains_key(c))
             };
             if !open || tokio::time::Instant::now() >= deadline {

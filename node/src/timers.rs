@@ -28,12 +28,6 @@ pub(crate) struct Timers {
     tx: Mutex<Option<mpsc::Sender<Entry>>>,
 }
 
-impl std::fmt::Debug for Timers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Timers")
-    }
-}
-
 impl Timers {
     /// End the quantum `id` of (seg, unit) after `after`, on runtime `rt`.
     /// False if the timer thread cannot run (the caller ends it itself).

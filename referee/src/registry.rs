@@ -304,24 +304,14 @@ impl Registry {
     /// (the node lost it): it is deleted and `ObjectGone` is emitted. A
     /// record both know keeps the registry's version, which saw every change
     /// the home reported.
-    pub fn join(
-        &mut self,
-        now_ms: u64,
-        name: String,
-        listen: String,
-        transport: String,
-        hosted: Vec<ObjectRecord>,
-    ) -> Outcome {
-        self.join_as(now_ms, name, listen, transport, hosted, 0)
-    }
-
-    /// [`Registry::join`] of the node's daemon start `incarnation` (0:
-    /// unknown). A join of another incarnation while the node is still
-    /// taken for up is a restart not noticed yet (killed and started again
-    /// within `down_after_ms`): the old incarnation is declared down first
+    ///
+    /// `incarnation` is the node's daemon start (0: unknown). A join of
+    /// another incarnation while the node is still taken for up is a
+    /// restart not noticed yet (killed and started again within
+    /// `down_after_ms`): the old incarnation is declared down first
     /// (`NodeDown` before `NodeUp`), so the others drop the copies and
     /// homes they thought it held, as if it had been noticed.
-    pub fn join_as(
+    pub fn join(
         &mut self,
         now_ms: u64,
         name: String,
@@ -453,7 +443,7 @@ impl Registry {
                     incarnation,
                 } = req
                 {
-                    return self.join_as(now_ms, name, listen, transport, hosted, incarnation);
+                    return self.join(now_ms, name, listen, transport, hosted, incarnation);
                 }
                 Some(n)
             }

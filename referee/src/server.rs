@@ -354,7 +354,7 @@ impl Actor {
                 _ = stop.changed() => break Ok(()),
                 _ = timer.tick() => {
                     let out = self.registry.tick(self.now_ms());
-                    if let Err(e) = self.apply(out, None).await {
+                    if let Err(e) = self.apply(out, None, None).await {
                         break Err(e);
                     }
                 }
@@ -410,7 +410,7 @@ impl Actor {
                         },
                     ) => {
                         let hosted_n = hosted.len();
-                        let out = self.registry.join_as(
+                        let out = self.registry.join(
                             now,
                             name.clone(),
                             listen.clone(),
@@ -450,7 +450,7 @@ impl Actor {
                 };
                 // A joining node is not told of its previous incarnation's
                 // NodeDown (it would take it for its own and fence).
-                let result = self.apply_except(out, Some(reply), Some(conn)).await;
+                let result = self.apply(out, Some(reply), Some(conn)).await;
                 if let Some(j) = joined {
                     let _ = j.send(joined_node);
                 }
@@ -459,14 +459,9 @@ impl Actor {
         }
     }
 
-    /// Persist, answer, broadcast.
-    async fn apply(&mut self, out: Outcome, reply: Option<Replier>) -> Result<(), Error> {
-        self.apply_except(out, reply, None).await
-    }
-
-    /// [`Self::apply`], except that connection `joiner` (which just
-    /// joined) is not sent a `NodeDown` about its own node.
-    async fn apply_except(
+    /// Persist, answer, broadcast; connection `joiner` (which just joined)
+    /// is not sent a `NodeDown` about its own node.
+    async fn apply(
         &mut self,
         out: Outcome,
         reply: Option<Replier>,

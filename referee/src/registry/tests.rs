@@ -71,6 +71,7 @@ fn join(reg: &mut Registry, now: u64, name: &str, hosted: Vec<ObjectRecord>) -> 
         format!("{name}:7000"),
         "tcp".into(),
         hosted,
+        0,
     );
     match out.response {
         Some(Response::Joined { node, .. }) => node,
@@ -723,8 +724,8 @@ fn set_perm_updates_owner_and_mode_only() {
 fn node_ids_follow_names_across_restarts() {
     let initial = Snapshot::default();
     let mut reg = Registry::new(config(), initial.clone());
-    let j_a = reg.join(0, "a".into(), "a:1".into(), "tcp".into(), vec![]);
-    let j_b = reg.join(0, "b".into(), "b:1".into(), "rdma".into(), vec![]);
+    let j_a = reg.join(0, "a".into(), "a:1".into(), "tcp".into(), vec![], 0);
+    let j_b = reg.join(0, "b".into(), "b:1".into(), "rdma".into(), vec![], 0);
     let a = match &j_a.response {
         Some(Response::Joined { node, .. }) => *node,
         other => panic!("{other:?}"),
@@ -735,7 +736,7 @@ fn node_ids_follow_names_across_restarts() {
     // from the persisted writes.
     let snap = replayed(&initial, &[&j_a, &j_b]);
     let mut reg = Registry::new(config(), snap);
-    let j = reg.join(5, "b".into(), "b:2".into(), "tcp".into(), vec![]);
+    let j = reg.join(5, "b".into(), "b:2".into(), "tcp".into(), vec![], 0);
     match &j.response {
         Some(Response::Joined {
             node,
@@ -766,7 +767,7 @@ fn node_ids_follow_names_across_restarts() {
     })));
     assert_eq!(join(&mut reg, 6, "c", vec![]), 3);
     assert_eq!(
-        errno(&reg.join(0, String::new(), "x".into(), "tcp".into(), vec![])),
+        errno(&reg.join(0, String::new(), "x".into(), "tcp".into(), vec![], 0)),
         EINVAL
     );
 }
@@ -785,6 +786,7 @@ fn rejoin_restores_and_forgets_hosted_records() {
         "n1:7000".into(),
         "tcp".into(),
         vec![kept.clone()],
+        0,
     );
     assert_eq!(gone(&out), vec![lost.id]);
     assert!(out.writes.contains(&StoreOp::DeleteObject(lost.id)));
@@ -823,6 +825,7 @@ fn rejoin_restores_and_forgets_hosted_records() {
                 ..lost.clone()
             },
         ],
+        0,
     );
     let n1 = match out.response {
         Some(Response::Joined { node, .. }) => node,
@@ -886,14 +889,14 @@ fn nodes_go_down_after_silence_and_come_back() {
     // A join brings n1 back, telling it that it had been declared down
     // (so it fences: drops what it held); a join of a node that was up
     // does not.
-    let j = reg.join(1700, "n1".into(), "n1:7000".into(), "tcp".into(), vec![]);
+    let j = reg.join(1700, "n1".into(), "n1:7000".into(), "tcp".into(), vec![], 0);
     assert!(matches!(&j.events[..], [Event::NodeUp(m)] if m.node == n[0]));
     assert!(matches!(
         j.response,
         Some(Response::Joined { was_down: true, .. })
     ));
     assert!(reg.is_up(n[0]) && reg.is_up(n[1]));
-    let again = reg.join(1750, "n1".into(), "n1:7000".into(), "tcp".into(), vec![]);
+    let again = reg.join(1750, "n1".into(), "n1:7000".into(), "tcp".into(), vec![], 0);
     assert!(matches!(
         again.response,
         Some(Response::Joined {
@@ -908,7 +911,7 @@ fn nodes_go_down_after_silence_and_come_back() {
 fn a_restart_not_yet_noticed_declares_the_old_incarnation_down_first() {
     let (mut reg, n) = cluster(2);
     let join = |reg: &mut Registry, now, inc| {
-        reg.join_as(
+        reg.join(
             now,
             "n2".into(),
             "n2:7000".into(),
@@ -1172,6 +1175,7 @@ mod prop {
                         format!("{node}:1"),
                         "tcp".into(),
                         hosted.clone(),
+                        0,
                     );
                     let Some(Response::Joined { node: id, .. }) = out.response.clone() else {
                         return Err(TestCaseError::fail(format!("join failed: {out:?}")));
