@@ -16,8 +16,8 @@
 //! hold-time quantum and the prefetch window of a segment are fixed when
 //! it is created, from its `shmget` or else the creating node's settings
 //! ([`TransferSettings`]), and kept in its record ([`transfer_opts`]); the
-//! quantum's timers run here on tokio and are fed back to the engine
-//! (`Node::quantum_over`).
+//! quantum's timers run on the node's timer thread (`crate::timers`) and
+//! are fed back to the engine on its runtime (`Node::quantum_over`).
 //!
 //! The home of a segment (the node that created it) also keeps its
 //! `shmid_ds`: permissions, times, pids and the attach count per node; other
