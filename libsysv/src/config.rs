@@ -38,6 +38,16 @@ pub const MAX_PREFETCH: u32 = dipc_wire::MAX_PREFETCH;
 /// Env var: bound on every wait for the daemon, in milliseconds.
 pub const ENV_TIMEOUT_MS: &str = "DIPC_TIMEOUT_MS";
 
+/// Env var: `0` sends every queue and semaphore operation through the
+/// node daemon, never on a direct connection to the object's home.
+pub const ENV_DIRECT: &str = "DIPC_DIRECT";
+
+/// Env var: how long (microseconds, 0: not at all) a thread polls for the
+/// answer to a queue or semaphore operation before it sleeps.
+pub const ENV_SPIN_US: &str = "DIPC_SPIN_US";
+/// Default of `DIPC_SPIN_US`, the node's fault loop's spin too.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
 /// Default bound on a wait for the daemon.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -154,6 +164,11 @@ pub struct Config {
     /// `DIPC_PREFETCH`, likewise.
     pub prefetch: Result<Option<u32>, String>,
     pub timeout: Duration,
+    /// `DIPC_DIRECT`: operations on remote homes go on direct connections
+    /// (the default), else through the node.
+    pub direct: bool,
+    /// `DIPC_SPIN_US`.
+    pub spin: Duration,
     /// Problems worth one line on stderr (bad `DIPC_KEYS`, ...).
     pub warnings: Vec<String>,
 }
@@ -233,6 +248,26 @@ impl Config {
                 }
             },
         };
+        let direct = match get(ENV_DIRECT).as_deref().map(str::trim) {
+            None | Some("") | Some("1") => true,
+            Some("0") => false,
+            Some(other) => {
+                warnings.push(format!("ignoring {ENV_DIRECT}={other:?} (expected 0 or 1)"));
+                true
+            }
+        };
+        let spin = match get(ENV_SPIN_US) {
+            None => DEFAULT_SPIN,
+            Some(s) => match s.trim().parse::<u64>() {
+                Ok(us) if us <= 1_000_000 => Duration::from_micros(us),
+                _ => {
+                    warnings.push(format!(
+                        "ignoring {ENV_SPIN_US}={s:?} (expected microseconds, at most 1000000)"
+                    ));
+                    DEFAULT_SPIN
+                }
+            },
+        };
         Config {
             socket,
             keys,
@@ -242,6 +277,8 @@ impl Config {
             quantum_us,
             prefetch,
             timeout,
+            direct,
+            spin,
             warnings,
         }
     }
@@ -327,6 +364,7 @@ mod tests {
         assert_eq!(c.quantum_us, Ok(None));
         assert_eq!(c.prefetch, Ok(None));
         assert_eq!(c.timeout, DEFAULT_TIMEOUT);
+        assert!(c.direct);
         assert!(c.warnings.is_empty());
     }
 
@@ -340,6 +378,7 @@ mod tests {
             (ENV_QUANTUM_US, " 3000"),
             (ENV_PREFETCH, "0"),
             (ENV_TIMEOUT_MS, "250"),
+            (ENV_DIRECT, "0"),
         ]);
         assert_eq!(c.socket, PathBuf::from("/tmp/n.sock"));
         assert_eq!(c.fallback, Fallback::Error);
@@ -348,6 +387,7 @@ mod tests {
         assert_eq!(c.quantum_us, Ok(Some(3000)));
         assert_eq!(c.prefetch, Ok(Some(0)));
         assert_eq!(c.timeout, Duration::from_millis(250));
+        assert!(!c.direct);
     }
 
     #[test]
@@ -363,8 +403,13 @@ mod tests {
             assert!(env(&[(ENV_PREFETCH, bad)]).prefetch.is_err(), "{bad}");
         }
         assert_eq!(env(&[(ENV_PREFETCH, "1024")]).prefetch, Ok(Some(1024)));
-        let c = env(&[(ENV_TIMEOUT_MS, "0"), (ENV_FALLBACK, "maybe")]);
+        let c = env(&[
+            (ENV_TIMEOUT_MS, "0"),
+            (ENV_FALLBACK, "maybe"),
+            (ENV_DIRECT, "no"),
+        ]);
         assert_eq!(c.timeout, DEFAULT_TIMEOUT);
-        assert_eq!(c.warnings.len(), 2);
+        assert!(c.direct);
+        assert_eq!(c.warnings.len(), 3);
     }
 }

@@ -50,6 +50,7 @@
 
 pub mod client;
 pub mod config;
+mod direct;
 mod error;
 #[cfg(feature = "c-abi")]
 mod ffi;

@@ -87,7 +87,7 @@ fn write_frame(s: &mut UnixStream, req: &Request) -> Result<(), Error> {
         .map_err(|source| io_err("sending a request", source))
 }
 
-fn io_err(op: &'static str, e: std::io::Error) -> Error {
+pub(crate) fn io_err(op: &'static str, e: std::io::Error) -> Error {
     match e.kind() {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Error::Timeout { op },
         std::io::ErrorKind::BrokenPipe
@@ -97,7 +97,7 @@ fn io_err(op: &'static str, e: std::io::Error) -> Error {
     }
 }
 
-fn read_frame(s: &mut UnixStream) -> Result<Response, Error> {
+pub(crate) fn read_frame(s: &mut impl Read) -> Result<Response, Error> {
     let op = "waiting for an answer";
     let mut prefix = [0u8; 4];
     s.read_exact(&mut prefix).map_err(|e| io_err(op, e))?;
@@ -138,23 +138,70 @@ fn open_waiting() -> Result<UnixStream, Error> {
 }
 
 /// Wait until `s` is readable; `Err(true)` when a signal handler ran.
-fn wait_readable(s: &UnixStream) -> Result<(), bool> {
+fn wait_readable(s: &impl AsFd) -> Result<(), bool> {
     let mut pfd = libc::pollfd {
         fd: s.as_fd().as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: one valid pollfd, for the duration of the call.
-    let rc = unsafe { libc::poll(&mut pfd, 1, -1) };
-    if rc >= 0 {
-        return Ok(());
+    // An answer that comes within the spin is taken without sleeping:
+    // waking a sleeping thread costs tens of microseconds on a VM, more
+    // than the round trip to a home on the same rack.
+    let spin = Config::get().spin;
+    let until = (!spin.is_zero()).then(|| std::time::Instant::now() + spin);
+    loop {
+        let wait = match until {
+            Some(t) if std::time::Instant::now() < t => 0,
+            _ => -1,
+        };
+        // SAFETY: one valid pollfd, for the duration of the call.
+        let rc = unsafe { libc::poll(&mut pfd, 1, wait) };
+        if rc > 0 || (rc == 0 && wait == -1) {
+            return Ok(());
+        }
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR));
+        }
+        // SAFETY: no arguments.
+        unsafe { libc::sched_yield() };
     }
-    Err(std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR))
 }
 
-/// Send `req` on a waiting connection and wait for its answer, cancelling
-/// it if a signal handler runs meanwhile (see the module doc).
+/// Wait for the answer to the request just sent on `s` (written with
+/// `write`), cancelling it if a signal handler runs meanwhile (see the
+/// module doc).
+pub(crate) fn answer<S: Read + AsFd>(
+    s: &mut S,
+    write: impl Fn(&mut S, &Request) -> Result<(), Error>,
+) -> Result<Response, Error> {
+    let mut cancelled = false;
+    loop {
+        match wait_readable(s) {
+            Ok(()) => break,
+            Err(true) if !cancelled => {
+                write(s, &Request::Cancel)?;
+                cancelled = true;
+            }
+            Err(true) => {}
+            Err(false) => {
+                return Err(Error::Io {
+                    op: "waiting for an answer",
+                    source: std::io::Error::last_os_error(),
+                });
+            }
+        }
+    }
+    read_frame(s)
+}
+
+/// Send `req` on a direct connection to its object's home when there is
+/// one (`crate::direct`), else on a waiting connection of the node, and
+/// wait for its answer, cancelling it if a signal handler runs meanwhile
+/// (see the module doc).
 pub(crate) fn wait_call(req: &Request) -> Result<Response, Error> {
+    if let Some(r) = crate::direct::call(req) {
+        return r;
+    }
     let me = std::process::id();
     let pooled = pool().and_then(|mut p| {
         if p.pid != me {
@@ -181,24 +228,7 @@ pub(crate) fn wait_call(req: &Request) -> Result<Response, Error> {
             s
         }
     };
-    let mut cancelled = false;
-    loop {
-        match wait_readable(&s) {
-            Ok(()) => break,
-            Err(true) if !cancelled => {
-                write_frame(&mut s, &Request::Cancel)?;
-                cancelled = true;
-            }
-            Err(true) => {}
-            Err(false) => {
-                return Err(Error::Io {
-                    op: "waiting for an answer",
-                    source: std::io::Error::last_os_error(),
-                });
-            }
-        }
-    }
-    let resp = read_frame(&mut s)?;
+    let resp = answer(&mut s, write_frame)?;
     if let Some(mut p) = pool()
         && p.pid == me
         && p.idle.len() < MAX_IDLE

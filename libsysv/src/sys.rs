@@ -12,6 +12,25 @@ pub(crate) fn set_errno(e: c_int) {
     unsafe { *libc::__errno_location() = e };
 }
 
+/// The calling process's effective uid and gid (those its requests carry).
+pub(crate) fn effective_ids() -> (u32, u32) {
+    // SAFETY: these calls only read the calling process's ids.
+    unsafe { (libc::geteuid(), libc::getegid()) }
+}
+
+/// Is `fd` readable, hung up or in error right now (no wait)?
+pub(crate) fn has_event(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN | libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for the duration of the call.
+    let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+    rc != 0
+}
+
 unsafe extern "C" {
     // In glibc's libc_nonshared.a (it passes __dso_handle, so the
     // handlers go away if libsysv is dlclose'd); not in the libc crate.

@@ -106,6 +106,9 @@ struct Inner {
     /// Per local pid: the (home, set) pairs where it made `SEM_UNDO`
     /// operations.
     undo: HashMap<i32, BTreeSet<(NodeId, ObjectId)>>,
+    // ---- direct connections served here (crate::direct) ----
+    /// Link id -> (the node whose process it serves, its close switch).
+    direct: HashMap<u64, (NodeId, Arc<tokio::sync::Notify>)>,
 }
 
 /// An operation parked at this home.
@@ -131,7 +134,7 @@ struct Inflight {
 }
 
 /// What starting an operation at the home gave.
-enum Start {
+pub(crate) enum Start {
     Done(PeerResp),
     Wait(oneshot::Receiver<PeerResp>),
 }
@@ -551,20 +554,22 @@ fn removed(node: &Arc<Node>, inner: &mut Inner, id: ObjectId) -> Start {
 
 /// A message-queue or semaphore call from peer `from` on link `link`:
 /// started here, in arrival order; answered when it completes.
-pub(crate) fn peer_call(node: &Arc<Node>, from: NodeId, link: u64, req: PeerReq, reply: Replier) {
-    // An object this home does not know may be one whose create is still
-    // on its way back from the referee: answer once it is settled.
-    let object = match &req {
+/// The queue or set a call is about, if this home does not know it (yet).
+fn unknown_object(node: &Node, req: &PeerReq) -> Option<ObjectId> {
+    match req {
         PeerReq::MsgSnd { id, .. }
         | PeerReq::MsgRcv { id, .. }
         | PeerReq::SemOp { id, .. }
         | PeerReq::MsgCtl { id, .. }
-        | PeerReq::SemCtl { id, .. } => Some(*id),
+        | PeerReq::SemCtl { id, .. } => Some(*id).filter(|&id| !node.ipc().lock().knows(id)),
         _ => None,
-    };
-    if let Some(id) = object
-        && !node.ipc().lock().knows(id)
-    {
+    }
+}
+
+pub(crate) fn peer_call(node: &Arc<Node>, from: NodeId, link: u64, req: PeerReq, reply: Replier) {
+    // An object this home does not know may be one whose create is still
+    // on its way back from the referee: answer once it is settled.
+    if let Some(id) = unknown_object(node, &req) {
         let node = node.clone();
         tokio::spawn(async move {
             node.settle_creates(|| node.ipc().lock().knows(id)).await;
@@ -573,6 +578,29 @@ pub(crate) fn peer_call(node: &Arc<Node>, from: NodeId, link: u64, req: PeerReq,
         return;
     }
     answer_peer(node, from, link, req, reply);
+}
+
+/// Start an operation of a direct connection (`crate::direct`) of node
+/// `from`'s process, as `peer_call` starts one that came on a peer link.
+pub(crate) async fn start_direct(node: &Arc<Node>, from: NodeId, link: u64, req: PeerReq) -> Start {
+    if let Some(id) = unknown_object(node, &req) {
+        node.settle_creates(|| node.ipc().lock().knows(id)).await;
+    }
+    start(node, from, Some(link), req)
+}
+
+/// Register direct connection `link` of node `from`'s process: its switch
+/// closes it when `from` is declared down or this node fences itself.
+pub(crate) fn direct_opened(node: &Node, link: u64, from: NodeId) -> Arc<tokio::sync::Notify> {
+    let kill = Arc::new(tokio::sync::Notify::new());
+    node.ipc().lock().direct.insert(link, (from, kill.clone()));
+    kill
+}
+
+/// Direct connection `link` closed: what waits for it is cancelled.
+pub(crate) fn direct_closed(node: &Arc<Node>, link: u64) {
+    node.ipc().lock().direct.remove(&link);
+    link_closed(node, link);
 }
 
 fn answer_peer(node: &Arc<Node>, from: NodeId, link: u64, req: PeerReq, reply: Replier) {
@@ -620,6 +648,11 @@ pub(crate) fn node_down(node: &Node, dead: NodeId) {
     }
     let now = now_secs();
     let mut g = node.ipc().lock();
+    for (from, kill) in g.direct.values() {
+        if *from == dead {
+            kill.notify_one();
+        }
+    }
     let ops: Vec<OpId> = g
         .parked
         .iter()
@@ -651,6 +684,9 @@ pub(crate) fn node_down(node: &Node, dead: NodeId) {
 /// here is gone, and the operations parked on them end with `EIDRM`.
 pub(crate) fn fence(node: &Node) {
     let mut g = node.ipc().lock();
+    for (_, kill) in g.direct.values() {
+        kill.notify_one();
+    }
     g.queues.clear();
     g.sets.clear();
     g.records.clear();
@@ -700,55 +736,11 @@ pub(crate) async fn local_request(node: &Arc<Node>, conn: u64, creds: Creds, req
             return get(node, creds, key, flags, Params::Sem { nsems }).await;
         }
         LReq::IpcLimits => return LResp::Limits(ipc_limits(node.config().msg)),
-        LReq::MsgSnd {
-            id,
-            mtype,
-            text,
-            flags,
-        } => {
-            let build = |token| PeerReq::MsgSnd {
-                id,
-                caller,
-                token,
-                mtype,
-                text,
-                flags,
-                now,
-            };
-            operation(node, conn, creds.pid, Kind::Msg, id, false, build).await
-        }
-        LReq::MsgRcv {
-            id,
-            maxsize,
-            msgtyp,
-            flags,
-        } => {
-            let build = |token| PeerReq::MsgRcv {
-                id,
-                caller,
-                token,
-                maxsize,
-                msgtyp,
-                flags,
-                now,
-            };
-            operation(node, conn, creds.pid, Kind::Msg, id, false, build).await
-        }
-        LReq::SemOp {
-            id,
-            sops,
-            timeout_ns,
-        } => {
-            let undo = sops.iter().any(|s| s.flg & flags::SEM_UNDO != 0);
-            let build = |token| PeerReq::SemOp {
-                id,
-                caller,
-                token,
-                sops,
-                timeout_ns,
-                now,
-            };
-            operation(node, conn, creds.pid, Kind::Sem, id, undo, build).await
+        req @ (LReq::MsgSnd { .. } | LReq::MsgRcv { .. } | LReq::SemOp { .. }) => {
+            match Op::of(req, caller, now) {
+                Ok(op) => operation(node, conn, creds.pid, op).await,
+                Err(_) => PeerResp::Err(errno::EINVAL),
+            }
         }
         LReq::MsgCtl { id, cmd } => {
             let req = PeerReq::MsgCtl {
@@ -771,6 +763,92 @@ pub(crate) async fn local_request(node: &Arc<Node>, conn: u64, creds: Creds, req
         _ => PeerResp::Err(errno::EINVAL),
     };
     peer_to_local(resp)
+}
+
+/// An operation that may wait (`msgsnd`, `msgrcv`, `semop`), as the call
+/// to its home: [`Op::call`] with its token still to be set.
+pub(crate) struct Op {
+    pub kind: Kind,
+    pub id: ObjectId,
+    /// It asks for `SEM_UNDO`.
+    pub undo: bool,
+    pub call: PeerReq,
+}
+
+impl Op {
+    /// `req` by `caller` at `now`, if it is such an operation.
+    pub(crate) fn of(req: LReq, caller: Caller, now: i64) -> Result<Op, LReq> {
+        let token = 0;
+        Ok(match req {
+            LReq::MsgSnd {
+                id,
+                mtype,
+                text,
+                flags,
+            } => Op {
+                kind: Kind::Msg,
+                id,
+                undo: false,
+                call: PeerReq::MsgSnd {
+                    id,
+                    caller,
+                    token,
+                    mtype,
+                    text,
+                    flags,
+                    now,
+                },
+            },
+            LReq::MsgRcv {
+                id,
+                maxsize,
+                msgtyp,
+                flags,
+            } => Op {
+                kind: Kind::Msg,
+                id,
+                undo: false,
+                call: PeerReq::MsgRcv {
+                    id,
+                    caller,
+                    token,
+                    maxsize,
+                    msgtyp,
+                    flags,
+                    now,
+                },
+            },
+            LReq::SemOp {
+                id,
+                sops,
+                timeout_ns,
+            } => Op {
+                kind: Kind::Sem,
+                id,
+                undo: sops.iter().any(|s| s.flg & flags::SEM_UNDO != 0),
+                call: PeerReq::SemOp {
+                    id,
+                    caller,
+                    token,
+                    sops,
+                    timeout_ns,
+                    now,
+                },
+            },
+            other => return Err(other),
+        })
+    }
+
+    /// The call, named `token` (unique per calling node).
+    pub(crate) fn named(mut self, t: u64) -> PeerReq {
+        match &mut self.call {
+            PeerReq::MsgSnd { token, .. }
+            | PeerReq::MsgRcv { token, .. }
+            | PeerReq::SemOp { token, .. } => *token = t,
+            _ => {}
+        }
+        self.call
+    }
 }
 
 /// `msgget`/`semget`: find or create at the referee; a creation makes
@@ -834,7 +912,11 @@ async fn get(node: &Arc<Node>, creds: Creds, key: i32, flags: i32, params: Param
 
 /// The record of `id`, if it is of `kind` (`EINVAL` otherwise, as the
 /// kernel says for an id of another kind).
-async fn record_of(node: &Arc<Node>, kind: Kind, id: ObjectId) -> Result<ObjectRecord, Errno> {
+pub(crate) async fn record_of(
+    node: &Arc<Node>,
+    kind: Kind,
+    id: ObjectId,
+) -> Result<ObjectRecord, Errno> {
     match node.record(id).await {
         Ok(r) if r.kind == kind => Ok(r),
         Ok(_) => Err(errno::EINVAL),
@@ -873,16 +955,9 @@ impl Drop for InflightGuard<'_> {
 
 /// An operation that may wait (`msgsnd`, `msgrcv`, `semop`) by a local
 /// process, on waiting connection `conn`.
-async fn operation(
-    node: &Arc<Node>,
-    conn: u64,
-    pid: i32,
-    kind: Kind,
-    id: ObjectId,
-    undo: bool,
-    build: impl FnOnce(u64) -> PeerReq,
-) -> PeerResp {
-    let rec = match record_of(node, kind, id).await {
+async fn operation(node: &Arc<Node>, conn: u64, pid: i32, op: Op) -> PeerResp {
+    let (id, undo) = (op.id, op.undo);
+    let rec = match record_of(node, op.kind, id).await {
         Ok(r) => r,
         Err(e) => return PeerResp::Err(e),
     };
@@ -910,7 +985,7 @@ async fn operation(
         token
     };
     let _guard = InflightGuard { node, conn };
-    let req = build(token);
+    let req = op.named(token);
     if rec.home == me {
         if !mark_sent(node, conn, None) {
             return PeerResp::Err(errno::EINTR);

@@ -14,11 +14,13 @@
 //! [`local`] (the libsysv socket, `SO_PEERCRED`, fd passing), [`node`]
 //! (shared state, local request handling), [`peer`] (the node-to-node
 //! protocol), [`shm`] (segments and the fault path), [`ipc`] (message
-//! queues and semaphore sets: their homes and their callers).
+//! queues and semaphore sets: their homes and their callers), [`direct`]
+//! (processes' operations sent straight to a remote home).
 //!
 //! Tested by the integration tests of the `dipc` crate, which start real
 //! referees and nodes as processes.
 
+pub mod direct;
 pub mod error;
 pub mod ipc;
 pub mod local;

@@ -72,8 +72,13 @@ pub static ERRORS: Counter = Counter::new(
     "Failed sends, unserved accesses and ignored peer messages.",
 );
 
+pub static DIRECT_OPENED: Counter = Counter::new(
+    "dipc_node_direct_connections_opened_total",
+    "Direct connections to remote homes handed to local processes.",
+);
+
 /// Every counter, in the order they are reported.
-pub static ALL: [&Counter; 9] = [
+pub static ALL: [&Counter; 10] = [
     &FAULTS,
     &FAULTS_RESOLVED,
     &INVALIDATIONS,
@@ -83,6 +88,7 @@ pub static ALL: [&Counter; 9] = [
     &BYTES_SENT,
     &BYTES_RECEIVED,
     &ERRORS,
+    &DIRECT_OPENED,
 ];
 
 /// The counters as Prometheus text.

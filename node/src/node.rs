@@ -502,6 +502,8 @@ impl Node {
             | LReq::SemOp { .. }
             | LReq::SemCtl { .. }
             | LReq::IpcLimits) => crate::ipc::local_request(self, conn, creds, req).await,
+            LReq::Direct { kind, id } => return crate::direct::open(self, creds, kind, id).await,
+            LReq::DirectLost { home } => crate::direct::lost(self, home).await,
             // Handled by the connection loop; never dispatched.
             LReq::Cancel => LResp::Err(errno::EINVAL),
         };

@@ -192,48 +192,54 @@ pub const MAX_PEER_MESSAGE: usize = crate::shm::MAX_SEGMENT_MODE_SIZE as usize +
 pub enum LinkSetup {
     /// From the dialer: does it want RDMA?
     Open { rdma: bool },
-    /// From the acceptor: RDMA if both want it.
+    /// From the acceptor: RDMA if both want it. (Also its answer to
+    /// `Direct`, with `rdma: false`.)
     Accept { rdma: bool },
+    /// From the dialer, instead of `Open`: this is a direct connection
+    /// for one process of the dialer (see `crate::direct`).
+    Direct(crate::direct::DirectHello),
+}
+
+/// The next link setup message on `conn`, within the call timeout.
+async fn recv_setup(conn: &mut Conn, timeout: std::time::Duration) -> Result<LinkSetup, String> {
+    match tokio::time::timeout(timeout, conn.recv()).await {
+        Err(_) => Err(format!("no link setup within {timeout:?}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok(None)) => Err("closed during link setup".into()),
+        Ok(Ok(Some(f))) => f
+            .decode::<LinkSetup>()
+            .map_err(|e| format!("bad link setup message: {e}")),
+    }
 }
 
 /// Agree on the transport of a freshly authenticated link and start RPC
-/// on it. `dialer` tells which side of the exchange this is.
+/// on it. `theirs` is `None` on the dialer's side, and on the acceptor's
+/// what the dialer's `Open` asked for.
 async fn start_link(
     node: &Node,
     mut conn: Conn,
-    dialer: bool,
+    theirs: Option<bool>,
 ) -> Result<(PeerHandle, PeerIncoming, &'static str), String> {
     let timeout = node.config().call_timeout;
     let rdma = node.config().rdma_links();
     let peer = conn.peer().to_string();
-    let recv = async |conn: &mut Conn| -> Result<LinkSetup, String> {
-        match tokio::time::timeout(timeout, conn.recv()).await {
-            Err(_) => Err(format!("no link setup within {timeout:?}")),
-            Ok(Err(e)) => Err(e.to_string()),
-            Ok(Ok(None)) => Err("closed during link setup".into()),
-            Ok(Ok(Some(f))) => f
-                .decode::<LinkSetup>()
-                .map_err(|e| format!("bad link setup message: {e}")),
+    let use_rdma = match theirs {
+        None => {
+            let open = Frame::msg(&LinkSetup::Open {
+                rdma: rdma.is_some(),
+            });
+            conn.send(&open).await.map_err(|e| e.to_string())?;
+            match recv_setup(&mut conn, timeout).await? {
+                LinkSetup::Accept { rdma } => rdma,
+                other => return Err(format!("expected Accept, got {other:?}")),
+            }
         }
-    };
-    let use_rdma = if dialer {
-        let open = Frame::msg(&LinkSetup::Open {
-            rdma: rdma.is_some(),
-        });
-        conn.send(&open).await.map_err(|e| e.to_string())?;
-        match recv(&mut conn).await? {
-            LinkSetup::Accept { rdma } => rdma,
-            other => return Err(format!("expected Accept, got {other:?}")),
+        Some(theirs) => {
+            let agreed = theirs && rdma.is_some();
+            let accept = Frame::msg(&LinkSetup::Accept { rdma: agreed });
+            conn.send(&accept).await.map_err(|e| e.to_string())?;
+            agreed
         }
-    } else {
-        let theirs = match recv(&mut conn).await? {
-            LinkSetup::Open { rdma } => rdma,
-            other => return Err(format!("expected Open, got {other:?}")),
-        };
-        let agreed = theirs && rdma.is_some();
-        let accept = Frame::msg(&LinkSetup::Accept { rdma: agreed });
-        conn.send(&accept).await.map_err(|e| e.to_string())?;
-        agreed
     };
     match (use_rdma, rdma) {
         (true, Some(cfg)) => {
@@ -338,7 +344,7 @@ impl Peers {
                 return;
             }
         };
-        let (h, incoming, transport) = match start_link(&node, conn, true).await {
+        let (h, incoming, transport) = match start_link(&node, conn, None).await {
             Ok(x) => x,
             Err(e) => {
                 metrics::ERRORS.inc();
@@ -382,18 +388,34 @@ pub async fn listen(listener: tokio::net::TcpListener, node: Arc<Node>) {
         let node = node.clone();
         tokio::spawn(async move {
             let timeout = node.config().call_timeout;
-            match Conn::accept(stream, &node.auth(), timeout).await {
-                Ok((conn, _)) => match start_link(&node, conn, false).await {
-                    Ok((_h, incoming, transport)) => {
-                        debug!("link from {addr} over {transport}");
-                        serve_incoming(node, None, incoming).await
-                    }
-                    Err(e) => {
-                        metrics::ERRORS.inc();
-                        warn!("peer link from {addr} failed: {e}");
-                    }
-                },
-                Err(e) => warn!("refused peer connection from {addr}: {e}"),
+            let mut conn = match Conn::accept(stream, &node.auth(), timeout).await {
+                Ok((conn, _)) => conn,
+                Err(e) => return warn!("refused peer connection from {addr}: {e}"),
+            };
+            let theirs = match recv_setup(&mut conn, timeout).await {
+                Ok(LinkSetup::Open { rdma }) => rdma,
+                // TLS cannot be handed to a process, so no node asks.
+                Ok(LinkSetup::Direct(hello)) if !conn.is_tls() => {
+                    return crate::direct::serve(node, conn, hello).await;
+                }
+                Ok(other) => {
+                    metrics::ERRORS.inc();
+                    return warn!("peer link from {addr}: unexpected {other:?}");
+                }
+                Err(e) => {
+                    metrics::ERRORS.inc();
+                    return warn!("peer link from {addr} failed: {e}");
+                }
+            };
+            match start_link(&node, conn, Some(theirs)).await {
+                Ok((_h, incoming, transport)) => {
+                    debug!("link from {addr} over {transport}");
+                    serve_incoming(node, None, incoming).await
+                }
+                Err(e) => {
+                    metrics::ERRORS.inc();
+                    warn!("peer link from {addr} failed: {e}");
+                }
             }
         });
     }

@@ -42,7 +42,7 @@ use crate::peer::PeerMsg;
 /// How long the fault loop keeps polling a process's userfaultfd after
 /// serving a fault, before going back to sleep in epoll: 50 us, or
 /// `DIPC_FAULT_SPIN_US` from the node's environment (0 turns it off).
-fn fault_spin() -> std::time::Duration {
+pub(crate) fn fault_spin() -> std::time::Duration {
     static SPIN: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
     *SPIN.get_or_init(|| {
         let us = std::env::var("DIPC_FAULT_SPIN_US")

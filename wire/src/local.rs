@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{Key, ObjectId, Perm, ShmMode};
 
 /// Version of this protocol; a node refuses a Hello with another one.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Default path of the node's local socket.
 pub const DEFAULT_SOCKET: &str = "/run/dipc/node.sock";
@@ -115,6 +115,21 @@ pub enum Request {
     /// as usual: its result if it completed anyway, else `Err(EINTR)`.
     /// Ignored when nothing is in progress.
     Cancel,
+    /// A *direct connection* for the operations (`MsgSnd`, `MsgRcv`,
+    /// `SemOp`) on queue or set `id` of `kind`: the node dials the
+    /// object's home, authenticates the connection as itself, binds it to
+    /// the caller's pid, uid and gid at the home, and hands it over
+    /// ([`Response::Direct`]). The process then sends those operations (and
+    /// `Cancel`) on it in this protocol, without `Hello`, and the home
+    /// answers them itself: one network round trip per call instead of
+    /// one plus two local hops. [`Response::Relay`] when the home is this
+    /// node or the links run under TLS (the socket cannot leave the node).
+    Direct { kind: crate::Kind, id: ObjectId },
+    /// The direct connection to node `home` broke with an operation
+    /// unanswered: the node answers `Err(EIDRM)` if the referee declares
+    /// the home down within the call timeout (the object died with it),
+    /// else `Err(EIO)`.
+    DirectLost { home: u32 },
 }
 
 /// A `msgctl` command.
@@ -207,6 +222,13 @@ pub enum Response {
     /// GETALL.
     Values(Vec<u16>),
     Limits(IpcLimits),
+    /// A connection to the home `home` follows as `SCM_RIGHTS` (a TCP
+    /// socket, see [`Request::Direct`]).
+    Direct {
+        home: u32,
+    },
+    /// Send this object's operations to the node as before.
+    Relay,
 }
 
 /// `struct msqid_ds`, at the queue's home. Pids are those of the

@@ -153,16 +153,20 @@ int main(void)
          shmget(IPC_PRIVATE, 0, IPC_CREAT | 0600));
     SAME("shmget size SIZE_MAX", shmget(IPC_PRIVATE, SIZE_MAX, IPC_CREAT | 0600 | IPC_DIPC),
          shmget(IPC_PRIVATE, SIZE_MAX, IPC_CREAT | 0600));
+    /* Kernel keys are machine-wide and tests run this program at once:
+     * each run takes keys of its own pid. */
+    key_t kmissing = (key_t)(0x5b000000 | (getpid() & 0xffffff));
+    key_t kexisting = (key_t)(0x5c000000 | (getpid() & 0xffffff));
     SAME("shmget missing key", shmget(0x0bad0001, 4096, 0600 | IPC_DIPC),
-         shmget(0x0bad0002, 4096, 0600));
+         shmget(kmissing, 4096, 0600));
     {
         int d = shmget(0x0bad0003, 4096, IPC_CREAT | 0600 | IPC_DIPC);
-        int k = shmget(0x0bad0004, 4096, IPC_CREAT | 0600);
+        int k = shmget(kexisting, 4096, IPC_CREAT | 0600);
         SAME("shmget larger than existing", shmget(0x0bad0003, 8192, 0600 | IPC_DIPC),
-             shmget(0x0bad0004, 8192, 0600));
+             shmget(kexisting, 8192, 0600));
         SAME("shmget IPC_EXCL existing",
              shmget(0x0bad0003, 4096, IPC_CREAT | IPC_EXCL | 0600 | IPC_DIPC),
-             shmget(0x0bad0004, 4096, IPC_CREAT | IPC_EXCL | 0600));
+             shmget(kexisting, 4096, IPC_CREAT | IPC_EXCL | 0600));
         shmctl(d, IPC_RMID, NULL);
         shmctl(k, IPC_RMID, NULL);
     }
