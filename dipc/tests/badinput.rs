@@ -425,6 +425,116 @@ fn peer_port_closes_bad_connections_and_serves_everyone_else() {
     tcp_half_open(&c, &addr, &log, &normal);
 }
 
+/// Read one frame from a blocking socket.
+fn read_frame(s: &mut TcpStream) -> Frame {
+    let mut prefix = [0u8; 4];
+    s.read_exact(&mut prefix).expect("frame length");
+    let total = u32::from_le_bytes(prefix) as usize;
+    let mut buf = vec![0u8; 4 + total];
+    buf[..4].copy_from_slice(&prefix);
+    s.read_exact(&mut buf[4..]).expect("frame");
+    Frame::from_slice(&buf, MAX_FRAME).expect("a frame")
+}
+
+/// What a node opens for one of its processes: an authenticated
+/// connection to node 0 that asked to be a direct connection.
+fn direct_conn(rt: &tokio::runtime::Runtime, c: &Cluster) -> TcpStream {
+    use dipc_node::direct::DirectHello;
+    use dipc_node::peer::LinkSetup;
+    let mut s = authenticated(rt, c, &c.node_addr(0));
+    s.set_read_timeout(Some(CLOSE_SOON)).expect("timeout");
+    let hello = DirectHello {
+        node: 77,
+        pid: 4242,
+        uid: nix::unistd::geteuid().as_raw(),
+        gid: nix::unistd::getegid().as_raw(),
+    };
+    s.write_all(&Frame::msg(&LinkSetup::Direct(hello)).to_bytes())
+        .expect("send the setup");
+    let answer = read_frame(&mut s).decode::<LinkSetup>();
+    assert!(
+        matches!(answer, Ok(LinkSetup::Accept { .. })),
+        "{answer:?}\n{}",
+        c.logs()
+    );
+    s
+}
+
+/// A direct connection (see the node's `direct` module) carries queue and
+/// semaphore operations and nothing else: an operation is answered as at
+/// the home; a `Hello`, a request that is not an operation, an oversized
+/// length or garbage closes it with a logged reason, and the daemon goes
+/// on serving everyone else.
+#[test]
+fn direct_connections_serve_operations_and_close_on_anything_else() {
+    let c = cluster(2);
+    let rt = runtime();
+    let mut home = c.local_client(0).expect("client on node 0");
+    let id = match home.call(&Request::MsgGet {
+        key: IPC_PRIVATE,
+        flags: IPC_CREAT | 0o600,
+    }) {
+        Ok(Response::Id(id)) => id,
+        r => panic!("msgget on node 0: {r:?}\n{}", c.logs()),
+    };
+    let mut s = direct_conn(&rt, &c);
+    let send = Request::MsgSnd {
+        id,
+        mtype: 7,
+        text: b"direct".to_vec(),
+        flags: IPC_NOWAIT,
+    };
+    s.write_all(&Frame::msg(&send).to_bytes()).expect("send");
+    let answer = read_frame(&mut s).decode::<Response>();
+    assert_eq!(answer.ok(), Some(Response::Ok), "{}", c.logs());
+    let got = home.call(&Request::MsgRcv {
+        id,
+        maxsize: 64,
+        msgtyp: 0,
+        flags: IPC_NOWAIT,
+    });
+    assert!(
+        matches!(&got, Ok(Response::Msg { mtype: 7, text }) if text == b"direct"),
+        "{got:?}"
+    );
+    let log = || c.node_log(0);
+    for (what, bytes, reason) in [
+        (
+            "a Hello",
+            Frame::msg(&Request::Hello {
+                version: dipc_wire::local::VERSION,
+            })
+            .to_bytes(),
+            "Hello { version: 2 } on a direct connection",
+        ),
+        (
+            "a request that is not an operation",
+            Frame::msg(&Request::ShmAt {
+                id,
+                readonly: false,
+            })
+            .to_bytes(),
+            "ShmAt { id: ",
+        ),
+        (
+            "an undecodable request",
+            raw_frame(&[0xff; 9]),
+            "malformed request on a direct connection",
+        ),
+        (
+            "an oversized length",
+            oversized(),
+            "bad input on a direct connection",
+        ),
+    ] {
+        let mut s = direct_conn(&rt, &c);
+        s.write_all(&bytes).expect("send");
+        tcp_closed(&mut s, CLOSE_SOON, what);
+        assert_logged(log, reason, what);
+        cross_node_message_works(&c, what);
+    }
+}
+
 #[test]
 fn referee_port_closes_bad_connections_and_serves_everyone_else() {
     let c = cluster(1);

@@ -74,8 +74,13 @@ struct Tool {
 
 impl Tool {
     fn start(c: &Cluster, node: usize, prog: &Program) -> Tool {
+        Self::start_env(c, node, prog, &[])
+    }
+
+    fn start_env(c: &Cluster, node: usize, prog: &Program, env: &[(&str, &str)]) -> Tool {
         let mut cmd = c.run_on(node, prog);
-        cmd.stdin(Stdio::piped())
+        cmd.envs(env.iter().copied())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = cmd
@@ -453,4 +458,94 @@ fn a_node_restarted_before_the_referee_noticed_is_dropped_from_copy_sets() {
     b2.expect("read 0", "value 2");
     b2.expect("write 1 5", "wrote");
     a.expect("read 1", "value 5");
+}
+
+/// Wait until every thread of process `pid` is stopped (a signal takes
+/// effect when each thread next enters or leaves the kernel).
+fn wait_stopped(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let state = |stat: &str| stat.rsplit_once(") ").and_then(|(_, r)| r.chars().next());
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks");
+        let all = tasks.filter_map(Result::ok).all(|t| {
+            std::fs::read_to_string(t.path().join("stat"))
+                .is_ok_and(|s| matches!(state(&s), Some('T' | 't')))
+        });
+        if all {
+            return;
+        }
+        assert!(Instant::now() < deadline, "process {pid} did not stop");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A process's `msgsnd`, `msgrcv` and `semop` on a remote home go on a
+/// direct connection to the home (libsysv's `direct`), not through its
+/// own node: with node 1's daemon stopped (`SIGSTOP`, well within the
+/// referee's bound), its process still sends, receives and operates on the
+/// set homed on node 0, while a process there that asked for the relay
+/// (`DIPC_DIRECT=0`) waits until the daemon runs again, and then
+/// completes. Both see the same queue.
+#[test]
+fn operations_on_a_remote_home_go_direct_and_do_not_wait_for_their_own_node() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let mut c = cluster();
+    let prog = failtool();
+    let (qkey, skey) = (0x5d20_f008, 0x5d20_f009);
+    let mut home = Tool::start(&c, 0, &prog);
+    let qid = home.id(&format!("msgget {qkey} excl"));
+    let sid = home.id(&format!("semget {skey} excl"));
+    let mut direct = Tool::start(&c, 1, &prog);
+    let mut relay = Tool::start_env(&c, 1, &prog, &[("DIPC_DIRECT", "0")]);
+    for t in [&mut direct, &mut relay] {
+        t.expect(&format!("msgget {qkey} open"), &format!("id {qid}"));
+        t.expect(&format!("semget {skey} open"), &format!("id {sid}"));
+        // The first operation on each object asks the node for a direct
+        // connection to its home (or not).
+        t.expect(&format!("semop {sid} 1"), "ok");
+        t.expect(&format!("msgsnd {qid} 2"), "sent");
+        t.expect(&format!("msgrcv {qid}"), "waiting");
+        assert_eq!(t.line(), "got 2", "{}", t.describe());
+    }
+
+    let pid = Pid::from_raw(c.node_process(1).pid() as i32);
+    kill(pid, Signal::SIGSTOP).expect("SIGSTOP node 1");
+    let stopped = Instant::now();
+    wait_stopped(pid.as_raw());
+    let mut run = || {
+        direct.expect(&format!("msgsnd {qid} 3"), "sent");
+        direct.expect(&format!("msgrcv {qid}"), "waiting");
+        let got = direct.line();
+        direct.expect(&format!("semop {sid} -1"), "ok");
+        relay.send(&format!("msgsnd {qid} 4"));
+        let relayed = relay.lines.recv_timeout(Duration::from_secs(1));
+        (got, relayed)
+    };
+    let (got, relayed) = run();
+    let held = stopped.elapsed();
+    kill(pid, Signal::SIGCONT).expect("SIGCONT node 1");
+    assert_eq!(got, "got 3", "{}", direct.describe());
+    assert!(
+        relayed.is_err(),
+        "a relayed msgsnd completed with its node stopped: {relayed:?}"
+    );
+    assert!(
+        held < Duration::from_millis(2500),
+        "node 1 was stopped {held:?}, near the referee's bound"
+    );
+    assert_eq!(relay.line(), "sent", "{}", relay.describe());
+    home.expect(&format!("msgrcv {qid}"), "waiting");
+    assert_eq!(home.line(), "got 4", "{}", home.describe());
+    direct.expect(&format!("semop {sid} -1"), "ok");
+    relay.expect(&format!("msgsnd {qid} 5"), "sent");
+    direct.expect(&format!("msgrcv {qid}"), "waiting");
+    assert_eq!(
+        direct.line(),
+        "got 5",
+        "{}\n{}",
+        direct.describe(),
+        c.logs()
+    );
 }

@@ -4,7 +4,9 @@
 //!
 //! Routing is shm's ([`crate::route`]): `msgget` with `IPC_DIPC` (or a key
 //! `DIPC_KEYS` selects) and ids with `DIPC_ID_BIT` go to the node daemon,
-//! which forwards each operation to the queue's home node; everything else
+//! which forwards each operation to the queue's home node (or, for
+//! `msgsnd`, `msgrcv` and `semop` on a remote home, hands the process a
+//! direct connection to it: [`crate::direct`]); everything else
 //! goes to the kernel by raw system call (`libc::msgsnd` would be this very
 //! function). An id the daemon does not know (`EINVAL`) is tried on the
 //! kernel too, as for shm.
@@ -23,7 +25,9 @@
 //!
 //! # Signals
 //!
-//! While the answer is awaited the thread sleeps in `poll(2)`, which a
+//! While the answer is awaited the thread first polls for `DIPC_SPIN_US`
+//! (an answer that comes within it costs no wake-up), then sleeps in
+//! `poll(2)`, which a
 //! signal handler always interrupts (`SA_RESTART` or not, like `msgrcv`
 //! and `semop` themselves). libsysv then sends `Cancel` and reads the
 //! answer: the operation's result if it completed anyway, else `EINTR`,

@@ -198,7 +198,11 @@ async fn next(conn: &mut Conn, caller: Caller) -> Next {
     let frame = match conn.recv().await {
         Ok(Some(f)) => f,
         Ok(None) => return Next::End("closed".into()),
-        Err(e) => return Next::End(e.to_string()),
+        Err(e) => {
+            metrics::ERRORS.inc();
+            warn!("bad input on a direct connection: {e}: closing it");
+            return Next::End(e.to_string());
+        }
     };
     match frame.decode::<Request>() {
         Ok(Request::Cancel) => Next::Cancel,

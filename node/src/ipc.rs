@@ -41,6 +41,15 @@
 //! ([`PeerReq::ProcExit`]), which applies the adjustments
 //! ([`SemSet::process_exit`]).
 //!
+//! # Direct connections
+//!
+//! A process may also send its operations on a remote home straight to it
+//! (`crate::direct`): the home then starts them as if they had come on a
+//! peer link from the caller's node ([`start_direct`]), each direct
+//! connection being a link of its own for cancels and closing, and closes
+//! those connections when the caller's node is declared down or this node
+//! fences itself.
+//!
 //! Tested by unit tests here (cancel before and after parking, timeouts,
 //! exit undo, a closed peer link, on a node without sockets) and end to
 //! end by the `dipc` crate's `tests/msgsem.rs` (C programs on several

@@ -18,6 +18,10 @@
 //! calls; while one waits, libsysv may send [`Request::Cancel`] on it. Its
 //! closing cancels the waiting operation, and does not count as the
 //! process's exit.
+//!
+//! Those operations on an object homed on another node may instead go on
+//! a *direct connection* to the home ([`Request::Direct`]), a TCP socket
+//! the node hands over, in this same protocol.
 
 use serde::{Deserialize, Serialize};
 
