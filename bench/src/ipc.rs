@@ -155,7 +155,18 @@ const KERNEL_MSGMAX: usize = 8192;
 /// Where the two ends of a queue scenario run.
 enum Ends<'a> {
     Kernel(&'a AgentCommand),
-    Dipc(&'a Cluster),
+    /// On the cluster's nodes; `false`: the agents' operations go through
+    /// their nodes (`DIPC_DIRECT=0`), not on direct connections.
+    Dipc(&'a Cluster, bool),
+}
+
+/// An agent on node `i`, with direct connections or not.
+fn dipc_agent(c: &Cluster, i: usize, direct: bool) -> Result<Agent, Error> {
+    if direct {
+        c.agent(i)
+    } else {
+        c.agent_with(i, &[("DIPC_DIRECT", "0")])
+    }
 }
 
 /// Open a queue with `msg_qbytes` = `qbytes` and two agents: `(home/echo
@@ -172,11 +183,11 @@ fn queue(ends: &Ends, qbytes: u64) -> Result<(Agent, Agent, &'static str, i32), 
             let id = id_of(&home.call(&format!("msgget k 0 1 {qbytes}"), bound(1))?)?;
             Ok((home, client, "k", id))
         }
-        Ends::Dipc(c) => {
+        Ends::Dipc(c, direct) => {
             c.check_alive()?;
             let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
-            let mut home = c.agent(1)?;
-            let mut client = c.agent(2)?;
+            let mut home = dipc_agent(c, 1, *direct)?;
+            let mut client = dipc_agent(c, 2, *direct)?;
             let id = id_of(&home.call(&format!("msgget d {key} 1 {qbytes}"), bound(1))?)?;
             let id2 = id_of(&client.call(&format!("msgget d {key} 0"), bound(1))?)?;
             if id != id2 {
@@ -192,7 +203,7 @@ fn queue(ends: &Ends, qbytes: u64) -> Result<(Agent, Agent, &'static str, i32), 
 fn msg_rtt(ends: Ends, size: usize, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
     let _raised = match ends {
         Ends::Kernel(_) => kernel_limits_for(size)?,
-        Ends::Dipc(_) => None,
+        Ends::Dipc(..) => None,
     };
     let (mut home, mut client, via, id) = queue(&ends, qbytes(size))?;
     let echo = format!("msgecho {via} {id} {total} {size}");
@@ -208,7 +219,7 @@ fn msg_rtt(ends: Ends, size: usize, total: usize, pb: &ProgressBar) -> Result<Ve
 fn msg_tput(ends: Ends, size: usize, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
     let _raised = match ends {
         Ends::Kernel(_) => kernel_limits_for(size)?,
-        Ends::Dipc(_) => None,
+        Ends::Dipc(..) => None,
     };
     let (mut home, mut client, via, id) = queue(&ends, qbytes(size))?;
     let drain = format!("msgdrain {via} {id} {total} {size}");
@@ -235,10 +246,12 @@ fn sem_set(
             let id = id_of(&agents[0].call(&format!("semget k 0 {nsems} 1"), bound(1))?)?;
             (agents, "k", id)
         }
-        Ends::Dipc(c) => {
+        Ends::Dipc(c, direct) => {
             c.check_alive()?;
             let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
-            let mut agents = (1..=n).map(|i| c.agent(i)).collect::<Result<Vec<_>, _>>()?;
+            let mut agents = (1..=n)
+                .map(|i| dipc_agent(c, i, *direct))
+                .collect::<Result<Vec<_>, _>>()?;
             let id = id_of(&agents[0].call(&format!("semget d {key} {nsems} 1"), bound(1))?)?;
             for a in agents.iter_mut().skip(1) {
                 let other = id_of(&a.call(&format!("semget d {key} {nsems} 0"), bound(1))?)?;
@@ -265,7 +278,7 @@ fn finish_sem(mut agents: Vec<Agent>, via: &str, id: i32) -> Result<(), Error> {
 
 fn sem_uncontended(ends: Ends, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
     // Dipc: node 1 creates, node 2 operates (the second agent).
-    let n = if matches!(ends, Ends::Dipc(_)) { 2 } else { 1 };
+    let n = if matches!(ends, Ends::Dipc(..)) { 2 } else { 1 };
     let (mut agents, via, id) = sem_set(&ends, n, 1, 0)?;
     let out = agents[n - 1].samples(&format!("tsemop {via} {id} {total}"), bound(total))?;
     pb.inc(total as u64);
@@ -341,7 +354,7 @@ macro_rules! sized {
         }
     )*};
     (@ends AgentCommand, $x:ident) => { Ends::Kernel($x) };
-    (@ends Cluster, $x:ident) => { Ends::Dipc($x) };
+    (@ends Cluster, $x:ident) => { Ends::Dipc($x, true) };
 }
 
 sized! {
@@ -400,21 +413,29 @@ pub fn kbarrier_2(a: &AgentCommand, total: usize, pb: &ProgressBar) -> Result<Ve
 }
 /// dipc semop, uncontended, from node 2.
 pub fn semop(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
-    sem_uncontended(Ends::Dipc(c), total, pb)
+    sem_uncontended(Ends::Dipc(c, true), total, pb)
+}
+/// dipc msg round trip, 8 bytes, through the nodes (`DIPC_DIRECT=0`).
+pub fn msg_rtt_8_relay(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    msg_rtt(Ends::Dipc(c, false), 8, total, pb)
+}
+/// dipc semop, uncontended, from node 2, through the nodes.
+pub fn semop_relay(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
+    sem_uncontended(Ends::Dipc(c, false), total, pb)
 }
 /// dipc semaphore lock, agents on 3 nodes.
 pub fn sem_lock_3(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
-    sem_lock(Ends::Dipc(c), 3, total, pb)
+    sem_lock(Ends::Dipc(c, true), 3, total, pb)
 }
 /// dipc barrier, 2 nodes.
 pub fn barrier_2(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
-    barrier(Ends::Dipc(c), 2, total, pb)
+    barrier(Ends::Dipc(c, true), 2, total, pb)
 }
 /// dipc barrier, 3 nodes.
 pub fn barrier_3(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
-    barrier(Ends::Dipc(c), 3, total, pb)
+    barrier(Ends::Dipc(c, true), 3, total, pb)
 }
 /// dipc barrier, 5 nodes.
 pub fn barrier_5(c: &Cluster, total: usize, pb: &ProgressBar) -> Result<Vec<u64>, Error> {
-    barrier(Ends::Dipc(c), 5, total, pb)
+    barrier(Ends::Dipc(c, true), 5, total, pb)
 }

@@ -608,6 +608,16 @@ pub const SCENARIOS: &[Scenario] = &[
     )
     .also(&["kmsg-rtt-8", "redis-rtt-8"]),
     dp(
+        "msg-rtt-8-relay",
+        "msg rtt 8 B, via nodes",
+        "as msg-rtt-8 with DIPC_DIRECT=0: each call goes through the caller's node and the peer link, not a direct connection to the home",
+        &["tcp-rtt-8"],
+        2,
+        MSG_FULL,
+        crate::ipc::msg_rtt_8_relay,
+    )
+    .also(&["redis-rtt-8"]),
+    dp(
         "msg-rtt-1k",
         "msg rtt 1k",
         "as msg-rtt-8 with 1 KiB messages",
@@ -705,6 +715,16 @@ pub const SCENARIOS: &[Scenario] = &[
         2,
         SEM,
         crate::ipc::semop,
+    )
+    .also(&["ksemop"]),
+    dp(
+        "semop-relay",
+        "semop, remote, via nodes",
+        "as semop with DIPC_DIRECT=0 (through the caller's node and the peer link)",
+        &["tcp-rtt-8"],
+        2,
+        SEM,
+        crate::ipc::semop_relay,
     )
     .also(&["ksemop"]),
     dp(

@@ -470,13 +470,7 @@ fn direct_connections_serve_operations_and_close_on_anything_else() {
     let c = cluster(2);
     let rt = runtime();
     let mut home = c.local_client(0).expect("client on node 0");
-    let id = match home.call(&Request::MsgGet {
-        key: IPC_PRIVATE,
-        flags: IPC_CREAT | 0o600,
-    }) {
-        Ok(Response::Id(id)) => id,
-        r => panic!("msgget on node 0: {r:?}\n{}", c.logs()),
-    };
+    let id = private_queue(&c, &mut home, "nothing");
     let mut s = direct_conn(&rt, &c);
     let send = Request::MsgSnd {
         id,
@@ -554,18 +548,23 @@ fn referee_port_closes_bad_connections_and_serves_everyone_else() {
     tcp_half_open(&c, &addr, &log, &normal);
 }
 
+/// A new private queue made by `client`.
+fn private_queue(c: &Cluster, client: &mut dipc_testkit::LocalClient, what: &str) -> i32 {
+    match client.call(&Request::MsgGet {
+        key: IPC_PRIVATE,
+        flags: IPC_CREAT | 0o600,
+    }) {
+        Ok(Response::Id(id)) => id,
+        r => panic!("after {what}: msgget: {r:?}\n{}", c.logs()),
+    }
+}
+
 /// A message sent on node 1 to a queue whose home is node 0 is received
 /// on node 0: the peer link between them works.
 fn cross_node_message_works(c: &Cluster, what: &str) {
     let mut home = c.local_client(0).expect("client on node 0");
     let mut other = c.local_client(1).expect("client on node 1");
-    let id = match home.call(&Request::MsgGet {
-        key: IPC_PRIVATE,
-        flags: IPC_CREAT | 0o600,
-    }) {
-        Ok(Response::Id(id)) => id,
-        r => panic!("after {what}: msgget on node 0: {r:?}\n{}", c.logs()),
-    };
+    let id = private_queue(c, &mut home, what);
     let sent = other.call(&Request::MsgSnd {
         id,
         mtype: 1,
