@@ -231,6 +231,7 @@ const TCP_FULL: [usize; 3] = [0, 0, 20_000];
 const KFLOOR_QUICK: [usize; 3] = [1_000, 1_000, 50_000];
 const KFLOOR_FULL: [usize; 3] = [0, 0, 50_000];
 const SEM: [usize; 3] = [1_000, 1_000, 10_000];
+const SEM_FULL: [usize; 3] = [0, 0, 10_000];
 const KFLOOR: [usize; 3] = [5_000, 5_000, 50_000];
 const QUANTUM: [usize; 3] = [4_000, 6_000, 100_000];
 
@@ -723,7 +724,7 @@ pub const SCENARIOS: &[Scenario] = &[
         "as semop with DIPC_DIRECT=0 (through the caller's node and the peer link)",
         &["tcp-rtt-8"],
         2,
-        SEM,
+        SEM_FULL,
         crate::ipc::semop_relay,
     )
     .also(&["ksemop"]),
