@@ -179,9 +179,13 @@ pub(crate) async fn serve(node: Arc<Node>, mut conn: Conn, hello: DirectHello) {
     };
     let who = format!("process {} of node {} ({peer})", hello.pid, hello.node);
     debug!("direct connection from {who}");
+    // The switch first: `node_down` ends the parked operations of the
+    // dead node (with `EINTR`) as it throws it, and the process must see
+    // its connection close (then `EIO` from its node), not a signal.
     let why = tokio::select! {
-        why = serve_ops(&node, &mut conn, link, caller) => why,
+        biased;
         () = kill.notified() => "its node is down, or this node fenced itself".into(),
+        why = serve_ops(&node, &mut conn, link, caller) => why,
     };
     debug!("direct connection from {who} closed: {why}");
     ipc::direct_closed(&node, link);
