@@ -38,7 +38,7 @@ use dipc_wire::{Frame, Kind};
 
 use crate::Error;
 use crate::config::Config;
-use crate::msg::{answer, io_err, unexpected};
+use crate::msg::{answer, io_err, main_call, unexpected};
 use crate::state;
 
 /// Idle direct connections kept per (home, uid, gid).
@@ -220,9 +220,5 @@ fn send(s: &mut TcpStream, req: &Request) -> Result<(), Error> {
 /// The connection to `home` broke with a call unanswered: the node says
 /// what became of the object.
 fn lost(home: u32) -> Result<Response, Error> {
-    let mut st = state::lock();
-    if st.client()?.is_none() {
-        return Ok(Response::Err(libc::EIO));
-    }
-    Ok(st.call(&Request::DirectLost { home }, &[])?.0)
+    Ok(main_call(&Request::DirectLost { home })?.unwrap_or(Response::Err(libc::EIO)))
 }
