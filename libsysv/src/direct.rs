@@ -208,7 +208,7 @@ fn open(kind: Kind, id: i32) -> Result<Opened, Error> {
 /// Send one request (`MSG_NOSIGNAL`: a closed connection is an error, not
 /// a `SIGPIPE`).
 fn send(s: &mut TcpStream, req: &Request) -> Result<(), Error> {
-    let bytes = Frame::msg(req).to_bytes();
+    let bytes = Frame::encode_msg(req);
     let mut off = 0;
     while off < bytes.len() {
         off += dipc_shmem::fdpass::send_with_fds(s.as_fd(), &bytes[off..], &[])

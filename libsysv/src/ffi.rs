@@ -73,6 +73,69 @@ fn accessible(p: *const u8, len: usize, write: bool) -> bool {
     usize::try_from(n).ok() == Some(len)
 }
 
+/// The `len` bytes at `p`, copied by the kernel (`process_vm_readv` on
+/// ourselves): `EFAULT` where they cannot be read, as the kernel's IPC
+/// calls answer. One copy, straight into the buffer that is kept.
+pub(crate) fn read_user(p: *const u8, len: usize) -> Result<Vec<u8>, Error> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    if p.is_null() {
+        return Err(Error::Fault);
+    }
+    let mut v = Vec::<u8>::with_capacity(len);
+    let local = libc::iovec {
+        iov_base: v.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    let remote = libc::iovec {
+        iov_base: p as *mut libc::c_void,
+        iov_len: len,
+    };
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    // SAFETY: `local` is the spare capacity of `v` (`len` bytes); the
+    // kernel reads `remote` on our behalf and reports a bad address as an
+    // error instead of faulting.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    if usize::try_from(n).ok() != Some(len) {
+        return Err(Error::Fault);
+    }
+    // SAFETY: the kernel wrote all `len` bytes.
+    unsafe { v.set_len(len) };
+    Ok(v)
+}
+
+/// Copy `bytes` to `p` through the kernel (`process_vm_writev` on
+/// ourselves): `EFAULT` where the memory cannot be written (bytes before
+/// the bad address may have been written, as by the kernel's `msgrcv`).
+pub(crate) fn write_user(p: *mut u8, bytes: &[u8]) -> Result<(), Error> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    if p.is_null() {
+        return Err(Error::Fault);
+    }
+    let local = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: p.cast(),
+        iov_len: bytes.len(),
+    };
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    // SAFETY: `local` is `bytes`, only read; the kernel writes `remote` on
+    // our behalf and reports a bad address as an error instead of
+    // faulting.
+    let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
+    if usize::try_from(n).ok() != Some(bytes.len()) {
+        return Err(Error::Fault);
+    }
+    Ok(())
+}
+
 /// `EFAULT` unless the `len` bytes at `p` are readable (and, with
 /// `write`, writable): for the buffers that are slices, not one `T`.
 pub(crate) fn check_access(p: *const u8, len: usize, write: bool) -> Result<(), Error> {

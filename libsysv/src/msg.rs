@@ -87,7 +87,7 @@ fn pool() -> Option<std::sync::MutexGuard<'static, Pool>> {
 fn write_frame(s: &mut UnixStream, req: &Request) -> Result<(), Error> {
     use std::os::fd::AsFd;
     // With this process's credentials of the moment (see `client`).
-    dipc_shmem::fdpass::send_all_with_creds(s.as_fd(), &Frame::msg(req).to_bytes(), &[])
+    dipc_shmem::fdpass::send_all_with_creds(s.as_fd(), &Frame::encode_msg(req), &[])
         .map_err(|source| io_err("sending a request", source))
 }
 
@@ -109,10 +109,18 @@ pub(crate) fn read_frame(s: &mut impl Read) -> Result<Response, Error> {
     if total < 4 || total + 4 > MAX_FRAME {
         return Err(Error::Protocol(format!("bad frame length {total}")));
     }
-    let mut buf = vec![0u8; 4 + total];
-    buf[..4].copy_from_slice(&prefix);
-    s.read_exact(&mut buf[4..]).map_err(|e| io_err(op, e))?;
-    Frame::from_slice(&buf, MAX_FRAME)
+    // Read into spare capacity: no zeroing of a buffer about to be
+    // overwritten, and no copy of it into the frame.
+    let mut buf = Vec::with_capacity(4 + total);
+    buf.extend_from_slice(&prefix);
+    let got = s
+        .take(total as u64)
+        .read_to_end(&mut buf)
+        .map_err(|e| io_err(op, e))?;
+    if got != total {
+        return Err(io_err(op, std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    Frame::from_vec(buf, MAX_FRAME)
         .and_then(|f| f.decode::<Response>())
         .map_err(|e| Error::Protocol(e.to_string()))
 }
@@ -358,19 +366,10 @@ pub unsafe extern "C" fn msgsnd(
         }
         // SAFETY: a non-NULL msgp points to a long (C contract).
         let mtype = *unsafe { in_ref(msgp as *const c_long) }?;
-        crate::ffi::check_access(
+        let text = crate::ffi::read_user(
             (msgp as *const u8).wrapping_add(std::mem::size_of::<c_long>()),
             msgsz,
-            false,
         )?;
-        // SAFETY: msgsz (at most MSGMAX) bytes of text follow the type.
-        let text = unsafe {
-            std::slice::from_raw_parts(
-                (msgp as *const u8).add(std::mem::size_of::<c_long>()),
-                msgsz,
-            )
-        }
-        .to_vec();
         let req = Request::MsgSnd {
             id: msqid,
             mtype,
@@ -432,19 +431,10 @@ pub unsafe extern "C" fn msgrcv(
                 }
                 // SAFETY: a non-NULL msgp has room for a long (C contract).
                 *unsafe { out_ref(msgp as *mut c_long) }? = mtype as c_long;
-                crate::ffi::check_access(
-                    (msgp as *const u8).wrapping_add(std::mem::size_of::<c_long>()),
-                    text.len(),
-                    true,
+                crate::ffi::write_user(
+                    (msgp as *mut u8).wrapping_add(std::mem::size_of::<c_long>()),
+                    &text,
                 )?;
-                // SAFETY: and for msgsz >= text.len() bytes after it.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        text.as_ptr(),
-                        (msgp as *mut u8).add(std::mem::size_of::<c_long>()),
-                        text.len(),
-                    )
-                };
                 Ok(text.len() as libc::ssize_t)
             }
             Routed::Dipc(other) => Err(unexpected("MsgRcv", other)),

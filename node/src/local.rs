@@ -287,6 +287,16 @@ pub struct LocalConn {
     pub id: u64,
 }
 
+/// Bytes still missing of the frame whose start `buf` holds (0 when its
+/// length is not known yet). The length was not checked: a bad one is
+/// refused by `Frame::decode_from` before this is asked.
+fn frame_rest(buf: &[u8]) -> usize {
+    match buf.first_chunk::<4>() {
+        Some(len) => (4 + u32::from_le_bytes(*len) as usize).saturating_sub(buf.len()),
+        None => 0,
+    }
+}
+
 impl LocalConn {
     fn new(stream: UnixStream) -> Self {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -307,16 +317,19 @@ impl LocalConn {
                 Ok(None) => {}
                 Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
             }
-            let mut chunk = [0u8; 4096];
             let mut fds = Vec::new();
             let mut creds = None;
-            let read = self.stream.async_io(Interest::READABLE, || {
-                let (n, c) =
-                    fdpass::recv_with_fds_creds(self.stream.as_fd(), &mut chunk, &mut fds)?;
+            // The rest of a frame whose length is known in one read (a
+            // 64 KiB message), else a small one.
+            let want = frame_rest(&self.buf).max(4096);
+            let mid_frame = !self.buf.is_empty();
+            let (stream, buf) = (&self.stream, &mut self.buf);
+            let read = stream.async_io(Interest::READABLE, || {
+                let (n, c) = fdpass::recv_buf_with_fds_creds(stream.as_fd(), buf, want, &mut fds)?;
                 creds = c;
                 Ok(n)
             });
-            let n = if self.buf.is_empty() {
+            let n = if !mid_frame {
                 read.await?
             } else {
                 // In the middle of a frame: the rest must follow.
@@ -347,13 +360,12 @@ impl LocalConn {
                     ))
                 };
             }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 
     /// Send one response, with `fd` attached to its first byte.
     async fn send(&mut self, resp: &Response, fd: Option<BorrowedFd<'_>>) -> std::io::Result<()> {
-        let bytes = Frame::msg(resp).to_bytes();
+        let bytes = Frame::encode_msg(resp);
         let mut off = 0;
         while off < bytes.len() {
             let attach: &[BorrowedFd<'_>] = match (&fd, off) {

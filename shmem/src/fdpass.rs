@@ -194,10 +194,42 @@ pub fn recv_with_fds_creds(
     buf: &mut [u8],
     fds: &mut Vec<OwnedFd>,
 ) -> io::Result<(usize, Option<Creds>)> {
+    // SAFETY: `buf` is writable memory of `buf.len()` bytes.
+    unsafe { recv_raw(sock, buf.as_mut_ptr(), buf.len(), fds) }
+}
+
+/// [`recv_with_fds_creds`] of up to `max` bytes appended to `buf` (read
+/// into its spare capacity: no zeroing, no copy through a bounce buffer).
+pub fn recv_buf_with_fds_creds(
+    sock: BorrowedFd<'_>,
+    buf: &mut bytes::BytesMut,
+    max: usize,
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<(usize, Option<Creds>)> {
+    buf.reserve(max);
+    let spare = buf.spare_capacity_mut();
+    let len = spare.len().min(max);
+    // SAFETY: the spare capacity is writable memory of at least `len`
+    // bytes (uninitialised bytes may be written).
+    let (n, creds) = unsafe { recv_raw(sock, spare.as_mut_ptr().cast(), len, fds)? };
+    // SAFETY: the kernel initialised the first `n <= len` bytes of the
+    // spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok((n, creds))
+}
+
+/// # Safety
+/// `ptr` must be writable for `len` bytes.
+unsafe fn recv_raw(
+    sock: BorrowedFd<'_>,
+    ptr: *mut u8,
+    len: usize,
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<(usize, Option<Creds>)> {
     let mut creds = None;
     let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
+        iov_base: ptr.cast(),
+        iov_len: len,
     };
     let mut cbuf = CmsgBuf([0; 128]);
     // SAFETY: an all-zero msghdr is a valid empty one.
@@ -207,8 +239,9 @@ pub fn recv_with_fds_creds(
     msg.msg_control = cbuf.0.as_mut_ptr() as *mut libc::c_void;
     msg.msg_controllen = cbuf.0.len() as _;
     let n = loop {
-        // SAFETY: `msg` points to `iov` (our writable `buf`) and `cbuf`, both
-        // alive for the call; the kernel writes at most their lengths.
+        // SAFETY: `msg` points to `iov` (writable for `len` bytes by the
+        // caller's contract) and `cbuf`, both alive for the call; the
+        // kernel writes at most their lengths.
         let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
         if n >= 0 {
             break n as usize;

@@ -329,9 +329,13 @@ pub(crate) fn check_len(frame: &Frame) -> Result<(), FrameError> {
     Ok(())
 }
 
-/// Most frames written by one `writev` (each frame is at most two slices;
-/// Linux accepts 1024).
+/// Most frames written by one `writev` (each frame is at most three
+/// slices; Linux accepts 1024).
 pub(crate) const MAX_BATCH: usize = 256;
+
+/// Headers up to this size are gathered with the prefixes in one small
+/// buffer; longer ones (a message text) are written from their own memory.
+const GATHER_HEADER: usize = 512;
 
 /// Write `frames` back to back with vectored writes. Prefixes and headers
 /// of consecutive frames are gathered in one small buffer; payloads are
@@ -340,14 +344,24 @@ pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
     w: &mut W,
     frames: &[Frame],
 ) -> std::io::Result<()> {
-    let heads: usize = frames.iter().map(|f| 8 + f.header.len()).sum();
+    let small = |f: &Frame| f.header.len() <= GATHER_HEADER;
+    let heads: usize = frames
+        .iter()
+        .map(|f| 8 + if small(f) { f.header.len() } else { 0 })
+        .sum();
     let mut scratch = BytesMut::with_capacity(heads);
-    let mut segs: Vec<Bytes> = Vec::with_capacity(2 * frames.len());
+    let mut segs: Vec<Bytes> = Vec::with_capacity(3 * frames.len());
     for f in frames {
         // The lengths were checked against MAX_FRAME (< 4 GiB) on enqueue.
         scratch.extend_from_slice(&((4 + f.header.len() + f.payload.len()) as u32).to_le_bytes());
         scratch.extend_from_slice(&(f.header.len() as u32).to_le_bytes());
-        scratch.extend_from_slice(&f.header);
+        if small(f) {
+            scratch.extend_from_slice(&f.header);
+        } else {
+            // A header carrying a message text: sent from its own memory.
+            segs.push(scratch.split().freeze());
+            segs.push(f.header.clone());
+        }
         if !f.payload.is_empty() {
             segs.push(scratch.split().freeze());
             segs.push(f.payload.clone());

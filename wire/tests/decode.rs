@@ -385,6 +385,8 @@ where
     let back = Frame::from_slice(&frame.to_bytes(), MAX_FRAME).map_err(fail)?;
     prop_assert_eq!(&back.decode::<T>().map_err(fail)?, value);
     prop_assert_eq!(&back.payload, payload);
+    // The one-pass encoding of a frame without payload is the same bytes.
+    prop_assert_eq!(Frame::encode_msg(value), Frame::msg(value).to_bytes());
     Ok(())
 }
 
