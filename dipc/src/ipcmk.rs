@@ -71,7 +71,7 @@ impl NodeConn {
     pub fn call(&mut self, req: &Request) -> anyhow::Result<Response> {
         let path = self.path.display();
         self.stream
-            .write_all(&Frame::msg(req).to_bytes())
+            .write_all(&req.frame().to_bytes())
             .with_context(|| format!("sending to node {path}"))?;
         let mut len = [0u8; 4];
         self.stream
@@ -88,9 +88,7 @@ impl NodeConn {
             .with_context(|| format!("reading the answer of node {path}"))?;
         let frame = Frame::from_slice(&buf, MAX_FRAME)
             .with_context(|| format!("bad frame from node {path}"))?;
-        frame
-            .decode::<Response>()
-            .with_context(|| format!("undecodable answer from node {path}"))
+        Response::from_frame(&frame).with_context(|| format!("undecodable answer from node {path}"))
     }
 
     /// A call whose answer is an id (the `*get` requests).

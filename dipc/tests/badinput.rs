@@ -475,11 +475,11 @@ fn direct_connections_serve_operations_and_close_on_anything_else() {
     let send = Request::MsgSnd {
         id,
         mtype: 7,
-        text: b"direct".to_vec(),
+        text: b"direct"[..].into(),
         flags: IPC_NOWAIT,
     };
-    s.write_all(&Frame::msg(&send).to_bytes()).expect("send");
-    let answer = read_frame(&mut s).decode::<Response>();
+    s.write_all(&send.frame().to_bytes()).expect("send");
+    let answer = Response::from_frame(&read_frame(&mut s));
     assert_eq!(answer.ok(), Some(Response::Ok), "{}", c.logs());
     let got = home.call(&Request::MsgRcv {
         id,
@@ -488,7 +488,7 @@ fn direct_connections_serve_operations_and_close_on_anything_else() {
         flags: IPC_NOWAIT,
     });
     assert!(
-        matches!(&got, Ok(Response::Msg { mtype: 7, text }) if text == b"direct"),
+        matches!(&got, Ok(Response::Msg { mtype: 7, text }) if text[..] == b"direct"[..]),
         "{got:?}"
     );
     let log = || c.node_log(0);
@@ -499,7 +499,10 @@ fn direct_connections_serve_operations_and_close_on_anything_else() {
                 version: dipc_wire::local::VERSION,
             })
             .to_bytes(),
-            "Hello { version: 2 } on a direct connection",
+            format!(
+                "Hello {{ version: {} }} on a direct connection",
+                dipc_wire::local::VERSION
+            ),
         ),
         (
             "a request that is not an operation",
@@ -508,23 +511,37 @@ fn direct_connections_serve_operations_and_close_on_anything_else() {
                 readonly: false,
             })
             .to_bytes(),
-            "ShmAt { id: ",
+            "ShmAt { id: ".into(),
         ),
         (
             "an undecodable request",
             raw_frame(&[0xff; 9]),
-            "malformed request on a direct connection",
+            "malformed request on a direct connection".into(),
+        ),
+        (
+            "a payload after an operation without text",
+            Frame::new(
+                &Request::MsgRcv {
+                    id,
+                    maxsize: 64,
+                    msgtyp: 0,
+                    flags: IPC_NOWAIT,
+                },
+                b"stray"[..].into(),
+            )
+            .to_bytes(),
+            "bytes of payload after a message that has none".into(),
         ),
         (
             "an oversized length",
             oversized(),
-            "bad input on a direct connection",
+            "bad input on a direct connection".into(),
         ),
     ] {
         let mut s = direct_conn(&rt, &c);
         s.write_all(&bytes).expect("send");
         tcp_closed(&mut s, CLOSE_SOON, what);
-        assert_logged(log, reason, what);
+        assert_logged(log, &reason, what);
         cross_node_message_works(&c, what);
     }
 }
@@ -568,7 +585,7 @@ fn cross_node_message_works(c: &Cluster, what: &str) {
     let sent = other.call(&Request::MsgSnd {
         id,
         mtype: 1,
-        text: what.as_bytes().to_vec(),
+        text: what.as_bytes().to_vec().into(),
         flags: IPC_NOWAIT,
     });
     assert!(

@@ -89,7 +89,7 @@ fn ipcmk_ipcs_ipcrm_round_trip() {
         .call(&Request::MsgSnd {
             id: msq,
             mtype: 1,
-            text: b"hello".to_vec(),
+            text: b"hello"[..].into(),
             flags: 0,
         })
         .expect("msgsnd");
@@ -220,7 +220,7 @@ fn metrics_endpoints_of_referee_and_node() {
             .call(&Request::MsgSnd {
                 id: msq,
                 mtype: 1,
-                text: text.to_vec(),
+                text: text.to_vec().into(),
                 flags: 0,
             })
             .expect("msgsnd");

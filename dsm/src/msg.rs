@@ -42,6 +42,7 @@
 
 use std::collections::VecDeque;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::ipc::{
@@ -56,7 +57,7 @@ pub enum MsgResult {
     Sent,
     /// `msgrcv` returned `text.len()` bytes of a message of type `mtype`
     /// (`text` is already truncated under `MSG_NOERROR`).
-    Received { mtype: i64, text: Vec<u8> },
+    Received { mtype: i64, text: Bytes },
 }
 
 /// `struct msqid_ds` as `IPC_STAT` fills it. Pids are cluster-wide
@@ -78,7 +79,9 @@ pub struct MsqidDs {
 #[derive(Debug, Clone)]
 struct Msg {
     mtype: i64,
-    text: Vec<u8>,
+    /// Shared with the buffer it arrived in: queued and handed on without
+    /// a copy.
+    text: Bytes,
 }
 
 /// How a receiver selects messages (the kernel's `SEARCH_*`).
@@ -220,10 +223,11 @@ impl MsgQueue {
         op: OpId,
         caller: &Caller,
         mtype: i64,
-        text: Vec<u8>,
+        text: impl Into<Bytes>,
         flags: i32,
         now: i64,
     ) -> Out {
+        let text = text.into();
         let mut out = Vec::new();
         if text.len() > self.msgmax || mtype < 1 {
             return vec![Completion::err(op, errno::EINVAL)];

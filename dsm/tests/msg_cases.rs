@@ -45,7 +45,7 @@ fn got(op: u64, mtype: i64, text: &[u8]) -> Completion<MsgResult> {
         op,
         result: Ok(MsgResult::Received {
             mtype,
-            text: text.to_vec(),
+            text: bytes::Bytes::copy_from_slice(text),
         }),
     }
 }

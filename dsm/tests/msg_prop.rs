@@ -264,7 +264,7 @@ impl Model {
             };
             prop_assert_eq!(*mtype, *sent_type);
             let want = &sent_text[..sent_text.len().min(maxsize)];
-            prop_assert_eq!(text.as_slice(), want);
+            prop_assert_eq!(&text[..], want);
             prop_assert!(
                 self.accepted[mtype].contains(&id),
                 "message {} received but never accepted",

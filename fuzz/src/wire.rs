@@ -108,6 +108,7 @@ pub fn local_msgs(data: &[u8]) {
     round_trip::<local::Request>(data);
     round_trip::<local::Response>(data);
     if let Ok(f) = Frame::from_slice(data, dipc_wire::MAX_FRAME) {
-        let _ = f.decode::<local::Request>();
+        let _ = local::Request::from_frame(&f);
+        let _ = local::Response::from_frame(&f);
     }
 }

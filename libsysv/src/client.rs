@@ -16,7 +16,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use dipc_shmem::fdpass::{recv_with_fds, send_all_with_creds};
+use dipc_shmem::fdpass::{recv_with_fds, send_all_parts_with_creds};
 use dipc_wire::local::{Request, Response, VERSION};
 use dipc_wire::{Frame, MAX_FRAME};
 
@@ -119,10 +119,10 @@ impl Client {
         req: &Request,
         fds: &[BorrowedFd<'_>],
     ) -> Result<(Response, Vec<OwnedFd>), Error> {
-        let bytes = Frame::msg(req).to_bytes();
+        let (head, text) = crate::msg::wire_parts(req);
         // With this process's credentials of the moment: the daemon checks
         // each request with them (a process may drop privileges).
-        send_all_with_creds(self.stream.as_fd(), &bytes, fds)
+        send_all_parts_with_creds(self.stream.as_fd(), &[&head, &text], fds)
             .map_err(|e| io_err("sending a request", e))?;
 
         let mut fds_in = Vec::new();
@@ -137,9 +137,7 @@ impl Client {
         self.read_exact(&mut buf[4..], &mut fds_in)?;
         let frame =
             Frame::from_slice(&buf, MAX_FRAME).map_err(|e| Error::Protocol(e.to_string()))?;
-        let resp = frame
-            .decode::<Response>()
-            .map_err(|e| Error::Protocol(e.to_string()))?;
+        let resp = Response::from_frame(&frame).map_err(|e| Error::Protocol(e.to_string()))?;
         Ok((resp, fds_in))
     }
 

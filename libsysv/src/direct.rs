@@ -33,8 +33,8 @@ use std::net::TcpStream;
 use std::os::fd::AsFd;
 use std::sync::{Mutex, MutexGuard};
 
+use dipc_wire::Kind;
 use dipc_wire::local::{Request, Response};
-use dipc_wire::{Frame, Kind};
 
 use crate::Error;
 use crate::config::Config;
@@ -208,13 +208,9 @@ fn open(kind: Kind, id: i32) -> Result<Opened, Error> {
 /// Send one request (`MSG_NOSIGNAL`: a closed connection is an error, not
 /// a `SIGPIPE`).
 fn send(s: &mut TcpStream, req: &Request) -> Result<(), Error> {
-    let bytes = Frame::encode_msg(req);
-    let mut off = 0;
-    while off < bytes.len() {
-        off += dipc_shmem::fdpass::send_with_fds(s.as_fd(), &bytes[off..], &[])
-            .map_err(|e| io_err("sending a request to the home", e))?;
-    }
-    Ok(())
+    let (head, text) = crate::msg::wire_parts(req);
+    dipc_shmem::fdpass::send_all_parts(s.as_fd(), &[&head, &text])
+        .map_err(|e| io_err("sending a request to the home", e))
 }
 
 /// The connection to `home` broke with a call unanswered: the node says

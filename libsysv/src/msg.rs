@@ -86,9 +86,17 @@ fn pool() -> Option<std::sync::MutexGuard<'static, Pool>> {
 
 fn write_frame(s: &mut UnixStream, req: &Request) -> Result<(), Error> {
     use std::os::fd::AsFd;
+    let (head, text) = wire_parts(req);
     // With this process's credentials of the moment (see `client`).
-    dipc_shmem::fdpass::send_all_with_creds(s.as_fd(), &Frame::encode_msg(req), &[])
+    dipc_shmem::fdpass::send_all_parts_with_creds(s.as_fd(), &[&head, &text], &[])
         .map_err(|source| io_err("sending a request", source))
+}
+
+/// `req` on the wire: its frame's prefix and header, and its payload (a
+/// message text, sent from its own memory).
+pub(crate) fn wire_parts(req: &Request) -> (Vec<u8>, dipc_wire::Bytes) {
+    let frame = req.frame();
+    (frame.encode_head(), frame.payload)
 }
 
 pub(crate) fn io_err(op: &'static str, e: std::io::Error) -> Error {
@@ -121,7 +129,7 @@ pub(crate) fn read_frame(s: &mut impl Read) -> Result<Response, Error> {
         return Err(io_err(op, std::io::ErrorKind::UnexpectedEof.into()));
     }
     Frame::from_vec(buf, MAX_FRAME)
-        .and_then(|f| f.decode::<Response>())
+        .and_then(|f| Response::from_frame(&f))
         .map_err(|e| Error::Protocol(e.to_string()))
 }
 
@@ -369,7 +377,8 @@ pub unsafe extern "C" fn msgsnd(
         let text = crate::ffi::read_user(
             (msgp as *const u8).wrapping_add(std::mem::size_of::<c_long>()),
             msgsz,
-        )?;
+        )?
+        .into();
         let req = Request::MsgSnd {
             id: msqid,
             mtype,

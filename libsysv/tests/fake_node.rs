@@ -114,11 +114,11 @@ fn read_frame(s: &mut UnixStream, fds: &mut Vec<OwnedFd>) -> Option<Request> {
     let mut buf = prefix.to_vec();
     buf.resize(4 + total, 0);
     s.read_exact(&mut buf[4..]).ok()?;
-    Frame::from_slice(&buf, MAX_FRAME).ok()?.decode().ok()
+    Request::from_frame(&Frame::from_slice(&buf, MAX_FRAME).ok()?).ok()
 }
 
 fn send(s: &mut UnixStream, resp: &Response, fd: Option<BorrowedFd<'_>>) {
-    let bytes = Frame::msg(resp).to_bytes();
+    let bytes = resp.frame().to_bytes();
     let fds: Vec<BorrowedFd<'_>> = fd.into_iter().collect();
     let n = send_with_fds(s.as_fd(), &bytes, &fds).expect("send");
     s.write_all(&bytes[n..]).expect("send rest");

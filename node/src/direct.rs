@@ -208,7 +208,7 @@ async fn next(conn: &mut Conn, caller: Caller) -> Next {
             return Next::End(e.to_string());
         }
     };
-    match frame.decode::<Request>() {
+    match Request::from_frame(&frame) {
         Ok(Request::Cancel) => Next::Cancel,
         Ok(req) => match Op::of(req, caller, now_secs()) {
             Ok(op) => Next::Op(Box::new(op)),
@@ -255,7 +255,7 @@ async fn serve_ops(node: &Arc<Node>, conn: &mut Conn, link: u64, caller: Caller)
                 }
             }
         };
-        if let Err(e) = conn.send(&Frame::msg(&peer_to_local(resp))).await {
+        if let Err(e) = conn.send(&peer_to_local(resp).frame()).await {
             return e.to_string();
         }
     }

@@ -43,6 +43,7 @@
 //! between requests is normal (a process with nothing to ask) and stays.
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -175,7 +176,7 @@ async fn serve_conn(conn: &mut LocalConn, node: &Arc<Node>, creds: Creds) {
         }
     };
     match first {
-        Ok(Some((frame, _))) => match frame.decode::<Request>() {
+        Ok(Some((frame, _))) => match Request::from_frame(&frame) {
             Ok(Request::Hello { version }) if version == VERSION => {
                 let hello = Response::Hello {
                     version: VERSION,
@@ -231,7 +232,7 @@ async fn serve_conn(conn: &mut LocalConn, node: &Arc<Node>, creds: Creds) {
             },
             None => creds,
         };
-        let req = match frame.decode::<Request>() {
+        let req = match Request::from_frame(&frame) {
             // A cancel that crossed the answer it meant to stop.
             Ok(Request::Cancel) => continue,
             Ok(r) => r,
@@ -250,7 +251,7 @@ async fn serve_conn(conn: &mut LocalConn, node: &Arc<Node>, creds: Creds) {
             tokio::select! {
                 r = &mut serving => break r,
                 next = conn.recv(), if open => {
-                    match next.map(|f| f.map(|(frame, _)| frame.decode::<Request>())) {
+                    match next.map(|f| f.map(|(frame, _)| Request::from_frame(&frame))) {
                         Ok(Some(Ok(Request::Cancel))) => {}
                         Ok(Some(other)) => {
                             warn!(pid = creds.pid, "local request {other:?} while another is served: closing");
@@ -365,17 +366,27 @@ impl LocalConn {
 
     /// Send one response, with `fd` attached to its first byte.
     async fn send(&mut self, resp: &Response, fd: Option<BorrowedFd<'_>>) -> std::io::Result<()> {
-        let bytes = Frame::encode_msg(resp);
+        // A message text is the payload, sent from its own memory.
+        let frame = resp.frame();
+        let head = frame.encode_head();
+        let total = head.len() + frame.payload.len();
         let mut off = 0;
-        while off < bytes.len() {
+        while off < total {
             let attach: &[BorrowedFd<'_>] = match (&fd, off) {
                 (Some(f), 0) => std::slice::from_ref(f),
                 _ => &[],
             };
+            let parts = match head.get(off..) {
+                Some(h) if !h.is_empty() => [IoSlice::new(h), IoSlice::new(&frame.payload)],
+                _ => [
+                    IoSlice::new(&frame.payload[off - head.len()..]),
+                    IoSlice::new(&[]),
+                ],
+            };
             let n = self
                 .stream
                 .async_io(Interest::WRITABLE, || {
-                    fdpass::send_with_fds(self.stream.as_fd(), &bytes[off..], attach)
+                    fdpass::send_parts_with_fds(self.stream.as_fd(), &parts, attach)
                 })
                 .await?;
             off += n;

@@ -92,7 +92,7 @@ pub enum PeerReq {
         token: u64,
         mtype: i64,
         #[serde(with = "dipc_wire::byte_buf")]
-        text: Vec<u8>,
+        text: bytes::Bytes,
         flags: i32,
         now: i64,
     },
@@ -167,7 +167,7 @@ pub enum PeerResp {
     Msg {
         mtype: i64,
         #[serde(with = "dipc_wire::byte_buf")]
-        text: Vec<u8>,
+        text: bytes::Bytes,
     },
     MsgStat(MsgStat),
     SemStat(SemStat),

@@ -68,7 +68,7 @@ fn seeds() -> Vec<Vec<u8>> {
                 caller,
                 token: 2,
                 mtype: 1,
-                text: b"abc".to_vec(),
+                text: b"abc"[..].into(),
                 flags: 0,
                 now: 5,
             },
@@ -77,7 +77,7 @@ fn seeds() -> Vec<Vec<u8>> {
             Head::Reply(9),
             &PeerResp::Msg {
                 mtype: 1,
-                text: vec![0; 8],
+                text: vec![0; 8].into(),
             },
         ),
         with_head(Head::Reply(10), &PeerResp::Values(vec![1, 2, 3])),

@@ -12,12 +12,15 @@
 //! in dipc; they work on any socket descriptor, blocking or not (a tokio
 //! daemon calls them inside `try_io`).
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Most descriptors accepted in one `recv_with_fds` (the protocol sends
 /// one at a time; extra ones are closed).
 pub const MAX_FDS: usize = 8;
+
+/// Most buffers gathered by one send (a frame's head and payload).
+const MAX_PARTS: usize = 8;
 
 /// Room for a control message of `MAX_FDS` descriptors and one of
 /// credentials, 8-byte aligned as `struct cmsghdr` requires.
@@ -67,6 +70,23 @@ pub fn send_all_with_creds(
     data: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> io::Result<()> {
+    send_all_parts_with_creds(sock, &[data], fds)
+}
+
+/// Send all of `parts`, one after the other, gathered by the kernel
+/// (`MSG_NOSIGNAL`; no credentials, no descriptors: a TCP socket).
+pub fn send_all_parts(sock: BorrowedFd<'_>, parts: &[&[u8]]) -> io::Result<()> {
+    send_all(sock, parts, &[], None)
+}
+
+/// [`send_all_with_creds`] of `parts` one after the other, gathered by
+/// the kernel (`sendmsg` with several `iovec`s: a frame's header and its
+/// payload from their own memory).
+pub fn send_all_parts_with_creds(
+    sock: BorrowedFd<'_>,
+    parts: &[&[u8]],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
     // SAFETY: these calls only read the calling process's ids.
     let creds = unsafe {
         Creds {
@@ -75,10 +95,23 @@ pub fn send_all_with_creds(
             gid: libc::getegid(),
         }
     };
-    let mut off = 0;
-    while off < data.len() {
-        let first = if off == 0 { fds } else { &[] };
-        off += send_msg(sock, &data[off..], first, Some(creds))?;
+    send_all(sock, parts, fds, Some(creds))
+}
+
+fn send_all(
+    sock: BorrowedFd<'_>,
+    parts: &[&[u8]],
+    fds: &[BorrowedFd<'_>],
+    creds: Option<Creds>,
+) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+    let mut bufs = &mut slices[..];
+    IoSlice::advance_slices(&mut bufs, 0);
+    let mut first = fds;
+    while !bufs.is_empty() {
+        let n = send_msg(sock, bufs, first, creds)?;
+        first = &[];
+        IoSlice::advance_slices(&mut bufs, n);
     }
     Ok(())
 }
@@ -92,27 +125,35 @@ pub fn send_with_fds(
     data: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> io::Result<usize> {
-    send_msg(sock, data, fds, None)
+    send_msg(sock, &[IoSlice::new(data)], fds, None)
+}
+
+/// [`send_with_fds`] of `parts` one after the other (one `sendmsg`, the
+/// kernel gathering them). Returns the bytes sent, possibly fewer than all.
+pub fn send_parts_with_fds(
+    sock: BorrowedFd<'_>,
+    parts: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    send_msg(sock, parts, fds, None)
 }
 
 fn send_msg(
     sock: BorrowedFd<'_>,
-    data: &[u8],
+    parts: &[IoSlice<'_>],
     fds: &[BorrowedFd<'_>],
     creds: Option<Creds>,
 ) -> io::Result<usize> {
-    if fds.len() > MAX_FDS {
+    if fds.len() > MAX_FDS || parts.len() > MAX_PARTS {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
     let mut cbuf = CmsgBuf([0; 128]);
     // SAFETY: an all-zero msghdr is a valid empty one.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
+    // `IoSlice` is ABI compatible with `struct iovec` on Unix; the kernel
+    // only reads them.
+    msg.msg_iov = parts.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = parts.len() as _;
     let rights = (fds.len() * size_of::<RawFd>()) as u32;
     let ucred = size_of::<libc::ucred>() as u32;
     // SAFETY: CMSG_SPACE is pure arithmetic.
@@ -161,8 +202,8 @@ fn send_msg(
         }
     }
     loop {
-        // SAFETY: `msg` points to `iov` (our `data`, read only by the kernel)
-        // and to `cbuf`, both alive for the call.
+        // SAFETY: `msg` points to `parts` (our buffers, read only by the
+        // kernel) and to `cbuf`, all alive for the call.
         let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
         if n >= 0 {
             return Ok(n as usize);

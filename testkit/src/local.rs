@@ -57,7 +57,7 @@ impl LocalClient {
     /// Send one request and read its response.
     pub fn call(&mut self, req: &Request) -> anyhow::Result<Response> {
         self.stream
-            .write_all(&Frame::msg(req).to_bytes())
+            .write_all(&req.frame().to_bytes())
             .with_context(|| format!("sending {req:?}"))?;
         let mut len = [0u8; 4];
         self.stream
@@ -73,7 +73,7 @@ impl LocalClient {
             .read_exact(&mut buf[4..])
             .with_context(|| format!("reading the answer to {req:?}"))?;
         let frame = Frame::from_slice(&buf, MAX_FRAME)?;
-        Ok(frame.decode::<Response>()?)
+        Ok(Response::from_frame(&frame)?)
     }
 
     /// `shmget(key, size, flags)` with the node's default unit and mode.

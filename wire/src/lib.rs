@@ -24,6 +24,7 @@ pub mod ids;
 pub mod local;
 pub mod referee;
 
+pub use bytes::Bytes;
 pub use frame::{Frame, FrameError, MAX_FRAME};
 pub use ids::*;
 
@@ -43,8 +44,9 @@ pub mod byte_buf {
         s.serialize_bytes(v)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        d.deserialize_byte_buf(ByteBuf)
+    /// Into a `Vec<u8>` or anything made from one without a copy (`Bytes`).
+    pub fn deserialize<'de, D: Deserializer<'de>, T: From<Vec<u8>>>(d: D) -> Result<T, D::Error> {
+        d.deserialize_byte_buf(ByteBuf).map(T::from)
     }
 
     struct ByteBuf;

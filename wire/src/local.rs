@@ -1,7 +1,11 @@
 //! The local protocol between libsysv (in an application process) and its
 //! node daemon, over the Unix stream socket at `DIPC_SOCKET`.
 //!
-//! Each request is one frame and gets exactly one response frame, in order.
+//! Each request is one frame and gets exactly one response frame, in order
+//! ([`Request::frame`], [`Response::frame`]). A message text is the
+//! frame's payload, not part of its header: it is written from its own
+//! memory and read as a view of the receive buffer, never copied by the
+//! encoding.
 //! File descriptors travel as `SCM_RIGHTS` with the first byte of a frame:
 //! the node sends the segment's memfd with [`Response::ShmAttach`], and
 //! libsysv sends its userfaultfd with the first [`Request::ShmRegister`].
@@ -23,12 +27,15 @@
 //! a *direct connection* to the home ([`Request::Direct`]), a TCP socket
 //! the node hands over, in this same protocol.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::frame::{Frame, FrameError};
 use crate::ids::{Key, ObjectId, Perm, ShmMode};
 
 /// Version of this protocol; a node refuses a Hello with another one.
-pub const VERSION: u32 = 2;
+/// 3: message texts travel as the frame's payload.
+pub const VERSION: u32 = 3;
 
 /// Default path of the node's local socket.
 pub const DEFAULT_SOCKET: &str = "/run/dipc/node.sock";
@@ -85,8 +92,9 @@ pub enum Request {
     MsgSnd {
         id: ObjectId,
         mtype: i64,
-        #[serde(with = "crate::byte_buf")]
-        text: Vec<u8>,
+        /// The frame's payload (see [`Request::frame`]).
+        #[serde(skip)]
+        text: Bytes,
         flags: i32,
     },
     /// `msgrcv(id, buf, maxsize, msgtyp, flags)`; may wait like `MsgSnd`.
@@ -195,6 +203,28 @@ pub enum SemCtlCmd {
     Rmid,
 }
 
+impl Request {
+    /// This request as a frame; a message text is its payload.
+    pub fn frame(&self) -> Frame {
+        let text = match self {
+            Request::MsgSnd { text, .. } => text.clone(),
+            _ => Bytes::new(),
+        };
+        Frame::new(self, text)
+    }
+
+    /// The request `frame` carries (see [`Request::frame`]); a payload
+    /// after a request without text is an error.
+    pub fn from_frame(frame: &Frame) -> Result<Request, FrameError> {
+        let mut req: Request = frame.decode()?;
+        match &mut req {
+            Request::MsgSnd { text, .. } => *text = frame.payload.clone(),
+            _ => no_payload(frame)?,
+        }
+        Ok(req)
+    }
+}
+
 /// An answer of the node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
@@ -216,8 +246,9 @@ pub enum Response {
     /// A received message (`MsgRcv`).
     Msg {
         mtype: i64,
-        #[serde(with = "crate::byte_buf")]
-        text: Vec<u8>,
+        /// The frame's payload (see [`Response::frame`]).
+        #[serde(skip)]
+        text: Bytes,
     },
     MsgStat(MsgStat),
     SemStat(SemStat),
@@ -290,4 +321,37 @@ pub struct ShmStat {
     pub lpid: i32,
     /// Attachments in the whole cluster.
     pub nattch: u64,
+}
+
+impl Response {
+    /// This answer as a frame; a message text is its payload.
+    pub fn frame(&self) -> Frame {
+        let text = match self {
+            Response::Msg { text, .. } => text.clone(),
+            _ => Bytes::new(),
+        };
+        Frame::new(self, text)
+    }
+
+    /// The answer `frame` carries (see [`Response::frame`]); a payload
+    /// after an answer without text is an error.
+    pub fn from_frame(frame: &Frame) -> Result<Response, FrameError> {
+        let mut resp: Response = frame.decode()?;
+        match &mut resp {
+            Response::Msg { text, .. } => *text = frame.payload.clone(),
+            _ => no_payload(frame)?,
+        }
+        Ok(resp)
+    }
+}
+
+fn no_payload(frame: &Frame) -> Result<(), FrameError> {
+    if frame.payload.is_empty() {
+        Ok(())
+    } else {
+        Err(FrameError::Decode(format!(
+            "{} bytes of payload after a message that has none",
+            frame.payload.len()
+        )))
+    }
 }

@@ -234,7 +234,7 @@ fn local_request() -> impl Strategy<Value = local::Request> {
             .prop_map(|(id, mtype, text, flags)| R::MsgSnd {
                 id,
                 mtype,
-                text,
+                text: text.into(),
                 flags
             }),
         (any::<i32>(), any::<u64>(), any::<i64>(), any::<i32>()).prop_map(
@@ -318,8 +318,12 @@ fn local_response() -> impl Strategy<Value = local::Response> {
         any::<i32>().prop_map(R::Id),
         (any::<u64>(), any::<u32>()).prop_map(|(size, unit)| R::ShmAttach { size, unit }),
         shm_stat().prop_map(R::ShmStat),
-        (any::<i64>(), prop::collection::vec(any::<u8>(), 0..64))
-            .prop_map(|(mtype, text)| R::Msg { mtype, text }),
+        (any::<i64>(), prop::collection::vec(any::<u8>(), 0..64)).prop_map(|(mtype, text)| {
+            R::Msg {
+                mtype,
+                text: text.into(),
+            }
+        }),
         (
             any::<i32>(),
             perm(),
@@ -426,14 +430,72 @@ fn fail(e: FrameError) -> TestCaseError {
     TestCaseError::fail(e.to_string())
 }
 
+/// The local protocol's messages in their frames: a message text is the
+/// payload; a payload after any other message is refused.
+fn local_round_trip<T>(value: &T, payload: &Bytes) -> Result<(), TestCaseError>
+where
+    T: LocalMsg + PartialEq + std::fmt::Debug,
+{
+    let wire = Frame::from_slice(&value.frame().to_bytes(), MAX_FRAME).map_err(fail)?;
+    prop_assert_eq!(&T::from_frame(&wire).map_err(fail)?, value);
+    let mut extra = wire.clone();
+    extra.payload = payload.clone();
+    match T::from_frame(&extra) {
+        // No payload, or a message with a text taking it as its text.
+        Ok(v) if payload.is_empty() && value.text().is_none() => prop_assert_eq!(&v, value),
+        Ok(v) => {
+            prop_assert!(value.text().is_some());
+            prop_assert_eq!(v.text(), Some(payload));
+        }
+        Err(_) => prop_assert!(value.text().is_none() && !payload.is_empty()),
+    }
+    Ok(())
+}
+
+trait LocalMsg: Sized {
+    fn frame(&self) -> Frame;
+    fn from_frame(f: &Frame) -> Result<Self, FrameError>;
+    fn text(&self) -> Option<&Bytes>;
+}
+
+impl LocalMsg for local::Request {
+    fn frame(&self) -> Frame {
+        local::Request::frame(self)
+    }
+    fn from_frame(f: &Frame) -> Result<Self, FrameError> {
+        local::Request::from_frame(f)
+    }
+    fn text(&self) -> Option<&Bytes> {
+        match self {
+            local::Request::MsgSnd { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+}
+
+impl LocalMsg for local::Response {
+    fn frame(&self) -> Frame {
+        local::Response::frame(self)
+    }
+    fn from_frame(f: &Frame) -> Result<Self, FrameError> {
+        local::Response::from_frame(f)
+    }
+    fn text(&self) -> Option<&Bytes> {
+        match self {
+            local::Response::Msg { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+}
+
 macro_rules! message_tests {
-    ($($name:ident: $ty:ty = $strategy:expr;)*) => {$(
+    ($($name:ident: $ty:ty = $strategy:expr, $round_trip:ident;)*) => {$(
         mod $name {
             use super::*;
             proptest! {
                 #[test]
                 fn round_trips(v in $strategy, p in bytes(300)) {
-                    round_trip::<$ty>(&v, &p)?;
+                    $round_trip::<$ty>(&v, &p)?;
                 }
 
                 #[test]
@@ -462,16 +524,16 @@ macro_rules! message_tests {
 }
 
 message_tests! {
-    referee_request: referee::Request = referee_request();
-    referee_response: referee::Response = referee_response();
-    referee_event: referee::Event = referee_event();
-    referee_member: referee::Member = member();
-    referee_cluster_status: referee::ClusterStatus = cluster_status();
-    referee_caller: referee::Caller = caller();
-    local_request: local::Request = local_request();
-    local_response: local::Response = local_response();
-    local_shm_stat: local::ShmStat = shm_stat();
-    object_record: ObjectRecord = record();
+    referee_request: referee::Request = referee_request(), round_trip;
+    referee_response: referee::Response = referee_response(), round_trip;
+    referee_event: referee::Event = referee_event(), round_trip;
+    referee_member: referee::Member = member(), round_trip;
+    referee_cluster_status: referee::ClusterStatus = cluster_status(), round_trip;
+    referee_caller: referee::Caller = caller(), round_trip;
+    local_request: local::Request = local_request(), local_round_trip;
+    local_response: local::Response = local_response(), local_round_trip;
+    local_shm_stat: local::ShmStat = shm_stat(), round_trip;
+    object_record: ObjectRecord = record(), round_trip;
 }
 
 // ------------------------------------------------------------------ frames
@@ -593,34 +655,85 @@ fn trailing_bytes_after_a_frame_are_refused() {
     assert!(Frame::from_slice(&wire, MAX_FRAME).is_err());
 }
 
-/// A message text travels as one byte string (`dipc_wire::byte_buf`): the
-/// same bytes postcard gives a plain `Vec<u8>` (a sequence of `u8`), so
-/// the change of encoder changed no protocol; and it decodes back, also
-/// at 64 KiB.
+/// `dipc_wire::byte_buf` (the peer protocol's message texts) writes one
+/// byte string: the same bytes postcard gives a plain `Vec<u8>` (a
+/// sequence of `u8`), and it decodes back into a `Vec<u8>` or a `Bytes`,
+/// also at 64 KiB.
 #[test]
-fn message_texts_encode_as_a_plain_byte_sequence() {
+fn byte_buf_texts_encode_as_a_plain_byte_sequence() {
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Ours {
+        mtype: i64,
+        #[serde(with = "dipc_wire::byte_buf")]
+        text: Vec<u8>,
+    }
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Shared {
+        mtype: i64,
+        #[serde(with = "dipc_wire::byte_buf")]
+        text: Bytes,
+    }
     #[derive(serde::Serialize)]
-    enum Plain {
-        _Hello { version: u32 },
-        _Ok,
-        _Err(i32),
-        _Id(i32),
-        _ShmAttach { size: u64, unit: u32 },
-        _ShmStat(local::ShmStat),
-        Msg { mtype: i64, text: Vec<u8> },
+    struct Plain {
+        mtype: i64,
+        text: Vec<u8>,
     }
     for len in [0usize, 1, 127, 128, 8192, 65536] {
         let text: Vec<u8> = (0..len).map(|i| (i * 7 % 256) as u8).collect();
-        let ours = local::Response::Msg {
+        let ours = Ours {
             mtype: 3,
             text: text.clone(),
         };
-        let plain = Plain::Msg {
+        let plain = Plain {
             mtype: 3,
             text: text.clone(),
         };
         let bytes = dipc_wire::encode(&ours);
         assert_eq!(bytes, dipc_wire::encode(&plain), "{len} bytes");
-        assert_eq!(dipc_wire::decode::<local::Response>(&bytes), Ok(ours));
+        assert_eq!(dipc_wire::decode::<Ours>(&bytes), Ok(ours));
+        let shared = dipc_wire::decode::<Shared>(&bytes).expect("decode as Bytes");
+        assert_eq!(shared.text, text);
+    }
+}
+
+/// The local protocol's message texts are the frame's payload: the
+/// header stays a few bytes whatever the text, and the decoded text is a
+/// view of the buffer the frame was read into, not a copy.
+#[test]
+fn local_message_texts_are_the_payload_and_are_not_copied() {
+    for len in [0usize, 1, 8192, 65536] {
+        let text: Bytes = (0..len)
+            .map(|i| (i * 7 % 256) as u8)
+            .collect::<Vec<u8>>()
+            .into();
+        let resp = local::Response::Msg {
+            mtype: 3,
+            text: text.clone(),
+        };
+        let frame = resp.frame();
+        assert!(
+            frame.header.len() < 16,
+            "{len} bytes: header {}",
+            frame.header.len()
+        );
+        assert_eq!(frame.payload, text);
+        let wire = frame.to_bytes();
+        let received = Frame::from_vec(wire, MAX_FRAME).expect("frame");
+        let back = local::Response::from_frame(&received).expect("decode");
+        let local::Response::Msg { text: got, .. } = &back else {
+            panic!("{back:?}");
+        };
+        assert_eq!(got, &text);
+        if len > 0 {
+            assert_eq!(got.as_ptr(), received.payload.as_ptr(), "text copied");
+        }
+        let req = local::Request::MsgSnd {
+            id: 1,
+            mtype: 2,
+            text: text.clone(),
+            flags: 0,
+        };
+        let back = local::Request::from_frame(&req.frame()).expect("decode");
+        assert_eq!(back, req);
     }
 }

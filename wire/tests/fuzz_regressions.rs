@@ -112,7 +112,7 @@ fn local_seeds() -> Vec<Vec<u8>> {
         local::Request::MsgSnd {
             id: 5,
             mtype: 1,
-            text: b"hello".to_vec(),
+            text: b"hello"[..].into(),
             flags: 0,
         },
         local::Request::SemOp {
@@ -138,14 +138,15 @@ fn local_seeds() -> Vec<Vec<u8>> {
         },
         local::Response::Msg {
             mtype: 3,
-            text: vec![1; 40],
+            text: vec![1; 40].into(),
         },
         local::Response::Values(vec![1, 2]),
         local::Response::Err(22),
     ];
     let mut v: Vec<Vec<u8>> = reqs.iter().map(dipc_wire::encode).collect();
     v.extend(resps.iter().map(dipc_wire::encode));
-    v.extend(reqs.iter().map(|r| Frame::msg(r).to_bytes()));
+    v.extend(reqs.iter().map(|r| r.frame().to_bytes()));
+    v.extend(resps.iter().map(|r| r.frame().to_bytes()));
     v
 }
 
