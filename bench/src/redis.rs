@@ -9,7 +9,7 @@
 //! itself (a few lines; no dependency). Without `redis-server` the floor
 //! is skipped with that reason ([`Error::Unavailable`]), never faked.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -82,8 +82,13 @@ fn read_reply(r: &mut impl BufRead) -> std::io::Result<Reply> {
             if n < 0 {
                 return Ok(Reply::Bulk(None));
             }
-            let mut v = vec![0u8; n as usize + 2];
-            r.read_exact(&mut v)?;
+            // Read into spare capacity: no zeroing first (the peer's
+            // client pays no more than it must).
+            let want = n as usize + 2;
+            let mut v = Vec::with_capacity(want);
+            if r.take(want as u64).read_to_end(&mut v)? != want {
+                return Err(bad("redis closed the connection in a reply".into()));
+            }
             v.truncate(n as usize);
             Ok(Reply::Bulk(Some(v)))
         }

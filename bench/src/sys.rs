@@ -207,16 +207,31 @@ pub fn msgget(via: Via, key: i32, flags: i32) -> io::Result<i32> {
 /// `msgsnd` of `text` with type `mtype`. `buf` is scratch room reused
 /// between calls (the `long` type followed by the text).
 pub fn msgsnd(via: Via, id: i32, mtype: i64, text: &[u8], buf: &mut Vec<u8>) -> io::Result<()> {
+    msg_buf(mtype, text, buf);
+    msgsnd_buf(via, id, buf)
+}
+
+/// Fill `buf` with a message as `msgsnd` takes it: a long type, the text.
+pub fn msg_buf(mtype: i64, text: &[u8], buf: &mut Vec<u8>) {
     buf.clear();
     buf.extend_from_slice(&mtype.to_ne_bytes());
     buf.extend_from_slice(text);
-    let p = buf.as_ptr().cast::<c_void>();
+}
+
+/// `msgsnd` of `msg`, a message built by [`msg_buf`] (or received by
+/// [`msgrcv`]: sent back from where it arrived).
+pub fn msgsnd_buf(via: Via, id: i32, msg: &[u8]) -> io::Result<()> {
+    if msg.len() < 8 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let len = msg.len() - 8;
+    let p = msg.as_ptr().cast::<c_void>();
     let rc = match via {
-        // SAFETY: `p` points to a long type followed by `text.len()` bytes,
-        // all inside `buf`, which outlives the call.
-        Via::Kernel => unsafe { libc::syscall(libc::SYS_msgsnd, id, p, text.len(), 0) },
+        // SAFETY: `p` points to a long type followed by `len` bytes, all
+        // inside `msg`, which outlives the call.
+        Via::Kernel => unsafe { libc::syscall(libc::SYS_msgsnd, id, p, len, 0) },
         // SAFETY: as above.
-        Via::Dipc => i64::from(unsafe { abi::msgsnd(id, p, text.len(), 0) }),
+        Via::Dipc => i64::from(unsafe { abi::msgsnd(id, p, len, 0) }),
     };
     check(rc).map(|_| ())
 }

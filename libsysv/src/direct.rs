@@ -198,9 +198,8 @@ fn open(kind: Kind, id: i32) -> Result<Opened, Error> {
     };
     let s = TcpStream::from(fd);
     let timeout = Some(Config::get().timeout);
-    // Bounds the reading of an answer that poll() announced, and sends.
-    s.set_read_timeout(timeout)
-        .and_then(|()| s.set_write_timeout(timeout))
+    // Bounds sends (`read_frame` bounds the reading of an answer itself).
+    s.set_write_timeout(timeout)
         .map_err(|e| io_err("setting up a direct connection", e))?;
     Ok(Opened::Home(home, s))
 }

@@ -40,7 +40,6 @@
 //! open) and opens its own.
 
 use std::ffi::{c_int, c_long, c_void};
-use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
@@ -109,24 +108,42 @@ pub(crate) fn io_err(op: &'static str, e: std::io::Error) -> Error {
     }
 }
 
-pub(crate) fn read_frame(s: &mut impl Read) -> Result<Response, Error> {
+/// Read one answer frame from `s`. What has arrived is taken without
+/// waiting (straight into the frame's buffer: no zeroing, no copy); the
+/// rest of a frame that arrives in parts (a 64 KiB message is two TCP
+/// segments) is waited for like an answer, polling for the spin before
+/// sleeping, and for at most the call timeout.
+pub(crate) fn read_frame(s: &impl AsFd) -> Result<Response, Error> {
     let op = "waiting for an answer";
-    let mut prefix = [0u8; 4];
-    s.read_exact(&mut prefix).map_err(|e| io_err(op, e))?;
-    let total = u32::from_le_bytes(prefix) as usize;
-    if total < 4 || total + 4 > MAX_FRAME {
-        return Err(Error::Protocol(format!("bad frame length {total}")));
-    }
-    // Read into spare capacity: no zeroing of a buffer about to be
-    // overwritten, and no copy of it into the frame.
-    let mut buf = Vec::with_capacity(4 + total);
-    buf.extend_from_slice(&prefix);
-    let got = s
-        .take(total as u64)
-        .read_to_end(&mut buf)
-        .map_err(|e| io_err(op, e))?;
-    if got != total {
-        return Err(io_err(op, std::io::ErrorKind::UnexpectedEof.into()));
+    let fd = s.as_fd();
+    let deadline = std::time::Instant::now() + Config::get().timeout;
+    let mut buf = Vec::new();
+    let mut need = 4;
+    loop {
+        while buf.len() < need {
+            let want = need - buf.len();
+            match crate::sys::recv_ready(fd, &mut buf, want) {
+                Ok(0) => return Err(Error::Closed),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    match wait_readable(&fd, Some(deadline)) {
+                        Ok(()) | Err(Wait::Signal) => {}
+                        Err(Wait::TimedOut) => return Err(Error::Timeout { op }),
+                        Err(Wait::Failed(e)) => return Err(io_err(op, e)),
+                    }
+                }
+                Err(e) => return Err(io_err(op, e)),
+            }
+        }
+        if need > 4 {
+            break;
+        }
+        let total = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if total < 4 || total + 4 > MAX_FRAME {
+            return Err(Error::Protocol(format!("bad frame length {total}")));
+        }
+        need = 4 + total;
+        buf.reserve_exact(total);
     }
     Frame::from_vec(buf, MAX_FRAME)
         .and_then(|f| Response::from_frame(&f))
@@ -142,13 +159,12 @@ fn open_waiting() -> Result<UnixStream, Error> {
     };
     // std opens the socket with SOCK_CLOEXEC.
     let mut s = UnixStream::connect(&cfg.socket).map_err(connect_err)?;
-    // Bounds the hello and the reading of an answer that poll() announced,
-    // not the wait for it.
-    s.set_read_timeout(Some(cfg.timeout))
-        .and_then(|()| s.set_write_timeout(Some(cfg.timeout)))
+    // Bounds sends (`read_frame` bounds the reading of an answer, not the
+    // wait for it).
+    s.set_write_timeout(Some(cfg.timeout))
         .map_err(connect_err)?;
     write_frame(&mut s, &Request::Hello { version: VERSION })?;
-    match read_frame(&mut s)? {
+    match read_frame(&s)? {
         Response::Hello { version, .. } if version == VERSION => Ok(s),
         Response::Err(e) => Err(Error::Node(e)),
         other => Err(Error::Protocol(format!(
@@ -157,8 +173,17 @@ fn open_waiting() -> Result<UnixStream, Error> {
     }
 }
 
-/// Wait until `s` is readable; `Err(true)` when a signal handler ran.
-fn wait_readable(s: &impl AsFd) -> Result<(), bool> {
+/// Why [`wait_readable`] returned without the socket being readable.
+enum Wait {
+    /// A signal handler ran.
+    Signal,
+    TimedOut,
+    Failed(std::io::Error),
+}
+
+/// Wait until `s` is readable (or until `deadline`).
+fn wait_readable(s: &impl AsFd, deadline: Option<std::time::Instant>) -> Result<(), Wait> {
+    use std::time::Instant;
     let mut pfd = libc::pollfd {
         fd: s.as_fd().as_raw_fd(),
         events: libc::POLLIN,
@@ -168,11 +193,15 @@ fn wait_readable(s: &impl AsFd) -> Result<(), bool> {
     // waking a sleeping thread costs tens of microseconds on a VM, more
     // than the round trip to a home on the same rack.
     let spin = Config::get().spin;
-    let until = (!spin.is_zero()).then(|| std::time::Instant::now() + spin);
+    let until = (!spin.is_zero()).then(|| Instant::now() + spin);
     loop {
-        let wait = match until {
-            Some(t) if std::time::Instant::now() < t => 0,
-            _ => -1,
+        let now = Instant::now();
+        let wait = match (until, deadline) {
+            (Some(t), _) if now < t => 0,
+            (_, None) => -1,
+            (_, Some(d)) if now >= d => return Err(Wait::TimedOut),
+            // Rounded up: never a busy loop of zero-millisecond polls.
+            (_, Some(d)) => (d - now).as_millis().clamp(1, i32::MAX as u128) as i32,
         };
         // SAFETY: one valid pollfd, for the duration of the call.
         let rc = unsafe { libc::poll(&mut pfd, 1, wait) };
@@ -180,33 +209,41 @@ fn wait_readable(s: &impl AsFd) -> Result<(), bool> {
             return Ok(());
         }
         if rc < 0 {
-            return Err(std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR));
+            let e = std::io::Error::last_os_error();
+            return Err(if e.raw_os_error() == Some(libc::EINTR) {
+                Wait::Signal
+            } else {
+                Wait::Failed(e)
+            });
         }
-        // SAFETY: no arguments.
-        unsafe { libc::sched_yield() };
+        if wait == 0 {
+            // SAFETY: no arguments.
+            unsafe { libc::sched_yield() };
+        }
     }
 }
 
 /// Wait for the answer to the request just sent on `s` (written with
 /// `write`), cancelling it if a signal handler runs meanwhile (see the
 /// module doc).
-pub(crate) fn answer<S: Read + AsFd>(
+pub(crate) fn answer<S: AsFd>(
     s: &mut S,
     write: impl Fn(&mut S, &Request) -> Result<(), Error>,
 ) -> Result<Response, Error> {
     let mut cancelled = false;
     loop {
-        match wait_readable(s) {
+        match wait_readable(s, None) {
             Ok(()) => break,
-            Err(true) if !cancelled => {
+            Err(Wait::Signal) if !cancelled => {
                 write(s, &Request::Cancel)?;
                 cancelled = true;
             }
-            Err(true) => {}
-            Err(false) => {
+            Err(Wait::Signal) => {}
+            Err(Wait::TimedOut) => unreachable!("no deadline"),
+            Err(Wait::Failed(source)) => {
                 return Err(Error::Io {
                     op: "waiting for an answer",
-                    source: std::io::Error::last_os_error(),
+                    source,
                 });
             }
         }
