@@ -120,7 +120,7 @@ impl Plan {
     fn slice_total(&self, i: usize) -> usize {
         match self.per_slice.get(i) {
             Some(&0) | None => 0,
-            Some(&n) => n + warmup_for(n),
+            Some(&n) => n + self.scenario.warmup.unwrap_or_else(|| warmup_for(n)),
         }
     }
 }
@@ -303,6 +303,15 @@ mod tests {
         assert_eq!(p.slice_total(0), 3 + warmup_for(3));
         assert_eq!(p.slice_total(4), 0);
         assert_eq!(Plan::new(s, 1, 1).per_slice, [1]);
+    }
+
+    #[test]
+    fn a_scenario_with_its_own_warmup_takes_that_many_per_slice() {
+        let s = scenario::find("scan-seq-seg").expect("scenario");
+        assert_eq!(s.warmup, Some(1));
+        let p = Plan::new(s, 6, 4);
+        assert_eq!(p.slice_total(0), 2 + 1);
+        assert_eq!(p.slice_total(3), 1 + 1);
     }
 
     #[test]
