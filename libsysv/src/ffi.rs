@@ -47,29 +47,44 @@ pub(crate) fn boundary<T>(fail: T, f: impl FnOnce() -> Result<T, Error>) -> T {
 /// pass a buffer.
 fn accessible(p: *const u8, len: usize, write: bool) -> bool {
     let mut copy = vec![0u8; len];
+    // SAFETY: `copy` is ours, `len` bytes; the bytes written back are
+    // those just read, so the memory is unchanged when it is writable.
+    unsafe {
+        kernel_copy(copy.as_mut_ptr(), p, len, false)
+            && (!write || kernel_copy(copy.as_mut_ptr(), p, len, true))
+    }
+}
+
+/// Copy `len` bytes between our own buffer `local` and `remote` through
+/// the kernel: from `remote` with `process_vm_readv`, or to it with
+/// `process_vm_writev` (`to_remote`), on this very process. A bad
+/// `remote` address is a short count, not a fault. True when all `len`
+/// bytes were copied.
+///
+/// # Safety
+/// `local` must be valid for `len` bytes: writable when reading from
+/// `remote`, readable when writing to it.
+unsafe fn kernel_copy(local: *mut u8, remote: *const u8, len: usize, to_remote: bool) -> bool {
     let local = libc::iovec {
-        iov_base: copy.as_mut_ptr().cast(),
+        iov_base: local.cast(),
         iov_len: len,
     };
     let remote = libc::iovec {
-        iov_base: p as *mut libc::c_void,
+        iov_base: remote as *mut libc::c_void,
         iov_len: len,
     };
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
-    // SAFETY: `local` describes our own `copy` buffer of `len` bytes; the
-    // kernel reads `remote` on our behalf and reports a bad address as an
-    // error instead of faulting.
-    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-    if usize::try_from(n).ok() != Some(len) {
-        return false;
-    }
-    if !write {
-        return true;
-    }
-    // SAFETY: as above; the bytes written back are those just read, so the
-    // memory is unchanged when it is writable.
-    let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
+    // SAFETY: `local` is valid for the access by the caller's contract;
+    // the kernel accesses `remote` on our behalf and reports a bad address
+    // as an error instead of faulting.
+    let n = unsafe {
+        if to_remote {
+            libc::process_vm_writev(pid, &local, 1, &remote, 1, 0)
+        } else {
+            libc::process_vm_readv(pid, &local, 1, &remote, 1, 0)
+        }
+    };
     usize::try_from(n).ok() == Some(len)
 }
 
@@ -84,21 +99,8 @@ pub(crate) fn read_user(p: *const u8, len: usize) -> Result<Vec<u8>, Error> {
         return Err(Error::Fault);
     }
     let mut v = Vec::<u8>::with_capacity(len);
-    let local = libc::iovec {
-        iov_base: v.as_mut_ptr().cast(),
-        iov_len: len,
-    };
-    let remote = libc::iovec {
-        iov_base: p as *mut libc::c_void,
-        iov_len: len,
-    };
-    // SAFETY: getpid has no preconditions.
-    let pid = unsafe { libc::getpid() };
-    // SAFETY: `local` is the spare capacity of `v` (`len` bytes); the
-    // kernel reads `remote` on our behalf and reports a bad address as an
-    // error instead of faulting.
-    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-    if usize::try_from(n).ok() != Some(len) {
+    // SAFETY: the spare capacity of `v` is writable for `len` bytes.
+    if !unsafe { kernel_copy(v.as_mut_ptr(), p, len, false) } {
         return Err(Error::Fault);
     }
     // SAFETY: the kernel wrote all `len` bytes.
@@ -116,21 +118,8 @@ pub(crate) fn write_user(p: *mut u8, bytes: &[u8]) -> Result<(), Error> {
     if p.is_null() {
         return Err(Error::Fault);
     }
-    let local = libc::iovec {
-        iov_base: bytes.as_ptr() as *mut libc::c_void,
-        iov_len: bytes.len(),
-    };
-    let remote = libc::iovec {
-        iov_base: p.cast(),
-        iov_len: bytes.len(),
-    };
-    // SAFETY: getpid has no preconditions.
-    let pid = unsafe { libc::getpid() };
-    // SAFETY: `local` is `bytes`, only read; the kernel writes `remote` on
-    // our behalf and reports a bad address as an error instead of
-    // faulting.
-    let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
-    if usize::try_from(n).ok() != Some(bytes.len()) {
+    // SAFETY: `bytes` is readable for its length; the kernel only reads it.
+    if !unsafe { kernel_copy(bytes.as_ptr().cast_mut(), p, bytes.len(), true) } {
         return Err(Error::Fault);
     }
     Ok(())

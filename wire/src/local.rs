@@ -206,22 +206,29 @@ pub enum SemCtlCmd {
 impl Request {
     /// This request as a frame; a message text is its payload.
     pub fn frame(&self) -> Frame {
-        let text = match self {
-            Request::MsgSnd { text, .. } => text.clone(),
-            _ => Bytes::new(),
-        };
-        Frame::new(self, text)
+        to_frame(self)
     }
 
     /// The request `frame` carries (see [`Request::frame`]); a payload
     /// after a request without text is an error.
     pub fn from_frame(frame: &Frame) -> Result<Request, FrameError> {
-        let mut req: Request = frame.decode()?;
-        match &mut req {
-            Request::MsgSnd { text, .. } => *text = frame.payload.clone(),
-            _ => no_payload(frame)?,
+        from_frame(frame)
+    }
+}
+
+impl Texted for Request {
+    fn text(&self) -> Option<&Bytes> {
+        match self {
+            Request::MsgSnd { text, .. } => Some(text),
+            _ => None,
         }
-        Ok(req)
+    }
+
+    fn text_mut(&mut self) -> Option<&mut Bytes> {
+        match self {
+            Request::MsgSnd { text, .. } => Some(text),
+            _ => None,
+        }
     }
 }
 
@@ -326,32 +333,54 @@ pub struct ShmStat {
 impl Response {
     /// This answer as a frame; a message text is its payload.
     pub fn frame(&self) -> Frame {
-        let text = match self {
-            Response::Msg { text, .. } => text.clone(),
-            _ => Bytes::new(),
-        };
-        Frame::new(self, text)
+        to_frame(self)
     }
 
     /// The answer `frame` carries (see [`Response::frame`]); a payload
     /// after an answer without text is an error.
     pub fn from_frame(frame: &Frame) -> Result<Response, FrameError> {
-        let mut resp: Response = frame.decode()?;
-        match &mut resp {
-            Response::Msg { text, .. } => *text = frame.payload.clone(),
-            _ => no_payload(frame)?,
-        }
-        Ok(resp)
+        from_frame(frame)
     }
 }
 
-fn no_payload(frame: &Frame) -> Result<(), FrameError> {
-    if frame.payload.is_empty() {
-        Ok(())
-    } else {
-        Err(FrameError::Decode(format!(
-            "{} bytes of payload after a message that has none",
-            frame.payload.len()
-        )))
+impl Texted for Response {
+    fn text(&self) -> Option<&Bytes> {
+        match self {
+            Response::Msg { text, .. } => Some(text),
+            _ => None,
+        }
     }
+
+    fn text_mut(&mut self) -> Option<&mut Bytes> {
+        match self {
+            Response::Msg { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+}
+
+/// A message of this protocol that may carry a message text.
+trait Texted: Serialize + serde::de::DeserializeOwned {
+    fn text(&self) -> Option<&Bytes>;
+    fn text_mut(&mut self) -> Option<&mut Bytes>;
+}
+
+fn to_frame<T: Texted>(msg: &T) -> Frame {
+    // A `Bytes` clone shares the text; the header skips it.
+    Frame::new(msg, msg.text().cloned().unwrap_or_default())
+}
+
+fn from_frame<T: Texted>(frame: &Frame) -> Result<T, FrameError> {
+    let mut msg: T = frame.decode()?;
+    match msg.text_mut() {
+        Some(text) => *text = frame.payload.clone(),
+        None if frame.payload.is_empty() => {}
+        None => {
+            return Err(FrameError::Decode(format!(
+                "{} bytes of payload after a message that has none",
+                frame.payload.len()
+            )));
+        }
+    }
+    Ok(msg)
 }
