@@ -393,7 +393,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Cmd::Ipcmk(args) => ipcmk::run(args, &file),
         Cmd::Man { dir } => write_man_pages(&dir),
-        Cmd::Run(args) => match run::run(args)? {
+        Cmd::Run(args) => match run::run(args, cli.config.as_deref())? {
             0 => Ok(()),
             code => std::process::exit(code),
         },

@@ -9,7 +9,10 @@
 //! referee and N node daemons, each the `dipc` binary itself run as a child
 //! process, in a fresh directory under `$TMPDIR` holding a random secret,
 //! the sockets and one log per daemon (kept with `--keep`, shown when a
-//! daemon fails to start). With `--sockets` the nodes already exist (one
+//! daemon fails to start). The daemons get `dipc --config FILE` when one
+//! is given (`msgmax`, `page_size`, ...; its addresses, cluster and secret
+//! are overridden by the test cluster's), and no `DIPC_*` variable of the
+//! caller's environment. With `--sockets` the nodes already exist (one
 //! rank per socket, several ranks may share one).
 //!
 //! Rank r runs with `DIPC_SOCKET` = node r's socket, `DIPC_RANK=r` and
@@ -65,7 +68,8 @@ pub struct RunArgs {
 }
 
 /// Run `args.command` once per node; returns the exit code for `dipc`.
-pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+/// `config` (`dipc --config`) is handed to the test cluster's daemons.
+pub fn run(args: RunArgs, config: Option<&Path>) -> anyhow::Result<i32> {
     let Some((prog, prog_args)) = args.command.split_first() else {
         bail!("no program given (dipc run -- PROG ARGS...)");
     };
@@ -73,7 +77,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         if args.nodes == 0 || args.nodes > 64 {
             bail!("--nodes must be between 1 and 64, not {}", args.nodes);
         }
-        let mut cluster = TestCluster::start(args.nodes, args.keep)?;
+        let mut cluster = TestCluster::start(args.nodes, args.keep, config)?;
         let env = cluster.env();
         let code = run_ranks(prog, prog_args, &cluster.sockets, &env);
         cluster.stop();
@@ -200,7 +204,7 @@ struct TestCluster {
 }
 
 impl TestCluster {
-    fn start(nodes: usize, keep: bool) -> anyhow::Result<TestCluster> {
+    fn start(nodes: usize, keep: bool, config: Option<&Path>) -> anyhow::Result<TestCluster> {
         let dir = std::env::temp_dir().join(format!(
             "dipc-run-{}-{}",
             std::process::id(),
@@ -217,7 +221,7 @@ impl TestCluster {
             daemons: Vec::new(),
             sockets: Vec::new(),
         };
-        match c.start_daemons(nodes) {
+        match c.start_daemons(nodes, config) {
             Ok(()) => {
                 if keep {
                     eprintln!("dipc run: test cluster in {}", c.dir.display());
@@ -232,14 +236,25 @@ impl TestCluster {
         }
     }
 
-    fn start_daemons(&mut self, nodes: usize) -> anyhow::Result<()> {
+    fn start_daemons(&mut self, nodes: usize, config: Option<&Path>) -> anyhow::Result<()> {
         let exe = std::env::current_exe().context("cannot find the dipc binary")?;
+        // The daemons' own settings (msgmax, page size, quantum, ...);
+        // the flags given here (addresses, cluster, secret) win over it.
+        let config: Vec<std::ffi::OsString> = match config {
+            Some(path) => {
+                let path = std::path::absolute(path)
+                    .with_context(|| format!("cannot resolve {}", path.display()))?;
+                vec!["--config".into(), path.into_os_string()]
+            }
+            None => Vec::new(),
+        };
         let secret = self.dir.join("secret");
         crate::config::keygen(&secret)?;
         let referee = format!("127.0.0.1:{}", free_port()?);
         self.referee = referee.clone();
         let mut cmd = self.daemon_command(&exe, "referee")?;
-        cmd.args(["referee", "--listen", &referee, "--data-dir"])
+        cmd.args(&config)
+            .args(["referee", "--listen", &referee, "--data-dir"])
             .arg(self.dir.join("referee"))
             .args([
                 "--heartbeat-ms",
@@ -254,7 +269,8 @@ impl TestCluster {
             let socket = self.dir.join(format!("node-{i}.sock"));
             let name = format!("node-{i}");
             let mut cmd = self.daemon_command(&exe, &name)?;
-            cmd.args(["node", "--referee", &referee, "--name", &name, "--listen"])
+            cmd.args(&config)
+                .args(["node", "--referee", &referee, "--name", &name, "--listen"])
                 .arg(format!("127.0.0.1:{}", free_port()?))
                 .arg("--socket")
                 .arg(&socket)

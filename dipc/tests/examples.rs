@@ -20,8 +20,8 @@
 //! in debug. `dipc run` itself is exercised here too: it starts its own
 //! 3-node cluster and runs Jacobi once per node (rank and size from
 //! `DIPC_RANK`/`DIPC_NODES`), returns the first failing rank's exit code,
-//! prefixes every line with its rank, and reuses an existing cluster's
-//! sockets.
+//! prefixes every line with its rank, reuses an existing cluster's
+//! sockets, and hands `--config` to the daemons of the cluster it starts.
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
@@ -399,5 +399,33 @@ fn dipc_run_exit_code_is_the_first_failure_and_sockets_reuse_a_cluster() {
         out.contains(&format!("[0] {}", c.node_socket(2).display()))
             && out.contains(&format!("[1] {}", c.node_socket(0).display())),
         "{out}"
+    );
+}
+
+/// `dipc --config FILE run` hands the file to its test cluster's daemons:
+/// a queue created there takes the file's `msgmax`. Without the file a
+/// 16 KiB message is over the default `msgmax` (8192) and refused.
+#[test]
+fn dipc_run_gives_its_test_cluster_the_config_file() {
+    let common = include_str!("c/msgsem_common.c");
+    let msg = include_str!("c/msgsem_msg.c");
+    let prog = compile_c(&format!("{common}\n{msg}"), "run-msgsize", Link::Sysv)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let p = prog.path().to_string_lossy().into_owned();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("dipc.toml");
+    std::fs::write(&cfg, "msgmax = 65536\nmsgmnb = 131072\n").expect("write config");
+    let cfg = cfg.to_string_lossy().into_owned();
+    let script = format!("{p} create 0x5eed0016 >/dev/null && {p} sendsize 0x5eed0016 16384");
+
+    let (code, out, err) = dipc_run(&["--config", &cfg, "-n", "1", "--", "sh", "-c", &script]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("[0] sent"), "stdout:\n{out}\nstderr:\n{err}");
+
+    let (code, out, err) = dipc_run(&["-n", "1", "--", "sh", "-c", &script]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains("[0] errno EINVAL"),
+        "stdout:\n{out}\nstderr:\n{err}"
     );
 }
