@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use dipc_wire::local::{Request, Response, VERSION};
+use dipc_wire::local::{LocalFrame, Request, Response, VERSION};
 use dipc_wire::{Frame, IPC_CREAT, IPC_EXCL, IPC_PRIVATE, Key, MAX_FRAME, ObjectId, ShmMode};
 
 /// Bound on one request/answer exchange with the node.

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use dipc_testkit::{Cluster, Link, compile_c};
 use dipc_transport_tcp::{Auth, Conn, Role};
-use dipc_wire::local::{Request, Response};
+use dipc_wire::local::{LocalFrame, Request, Response};
 use dipc_wire::{Frame, IPC_CREAT, IPC_NOWAIT, IPC_PRIVATE, MAX_FRAME, errno};
 use serde::Serialize;
 

@@ -11,6 +11,7 @@
 //! bytes of the frames it returns, whatever way the input is split.
 
 use bytes::BytesMut;
+use dipc_wire::local::LocalFrame;
 use dipc_wire::{Frame, FrameError, local, referee};
 
 /// Decode frames from `data`, first in one piece and then fed in chunks

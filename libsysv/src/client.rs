@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use dipc_shmem::fdpass::{recv_with_fds, send_all_parts_with_creds};
-use dipc_wire::local::{Request, Response, VERSION};
+use dipc_wire::local::{LocalFrame, Request, Response, VERSION};
 use dipc_wire::{Frame, MAX_FRAME};
 
 use crate::Error;

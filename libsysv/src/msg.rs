@@ -44,7 +44,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 
-use dipc_wire::local::{IpcLimits, MsgCtlCmd, MsgStat, Request, Response, VERSION};
+use dipc_wire::local::{IpcLimits, LocalFrame, MsgCtlCmd, MsgStat, Request, Response, VERSION};
 use dipc_wire::{Frame, MAX_FRAME};
 
 use crate::Error;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use common::{Link, compile, run, show};
 use dipc_shmem::fdpass::{recv_with_fds, send_with_fds};
 use dipc_shmem::{Memfd, Uffd, UffdEvent, page_size};
-use dipc_wire::local::{Request, Response, ShmStat, VERSION};
+use dipc_wire::local::{LocalFrame, Request, Response, ShmStat, VERSION};
 use dipc_wire::{DIPC_ID_BIT, Frame, MAX_FRAME, Perm};
 
 struct Seg {

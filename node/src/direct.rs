@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dipc_dsm::ipc::{Caller, ProcId};
 use dipc_transport_tcp::{Conn, Role};
-use dipc_wire::local::{Request, Response};
+use dipc_wire::local::{LocalFrame, Request, Response};
 use dipc_wire::{Frame, Kind, NodeId, ObjectId, errno};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};

@@ -51,7 +51,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use dipc_shmem::fdpass;
-use dipc_wire::local::{Request, Response, VERSION};
+use dipc_wire::local::{LocalFrame, Request, Response, VERSION};
 use dipc_wire::{Frame, errno};
 use tokio::io::Interest;
 use tokio::net::{UnixListener, UnixStream};

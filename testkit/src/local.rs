@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use dipc_wire::local::{Request, Response, VERSION};
+use dipc_wire::local::{LocalFrame, Request, Response, VERSION};
 use dipc_wire::{Frame, Key, MAX_FRAME};
 
 /// Bound on one request/response exchange.

@@ -89,19 +89,6 @@ impl Frame {
         b.to_vec()
     }
 
-    /// The wire form of a frame without payload whose header is `msg`,
-    /// serialised once into its final buffer: the same bytes as
-    /// `Frame::msg(msg).to_bytes()` without copying the header twice (for
-    /// a 64 KiB message, tens of microseconds on a machine with slow
-    /// `memcpy`).
-    pub fn encode_msg<T: serde::Serialize>(msg: &T) -> Vec<u8> {
-        let mut v = crate::encode_after(msg, vec![0; PREFIX]);
-        let header = (v.len() - PREFIX) as u32;
-        v[..4].copy_from_slice(&(4 + header).to_le_bytes());
-        v[4..PREFIX].copy_from_slice(&header.to_le_bytes());
-        v
-    }
-
     /// Try to take one frame from the front of `src`.
     ///
     /// Returns `Ok(None)` when more bytes are needed (and reserves room for

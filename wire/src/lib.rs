@@ -83,35 +83,6 @@ pub fn encode<T: serde::Serialize>(msg: &T) -> Vec<u8> {
     postcard::to_stdvec(msg).unwrap_or_default()
 }
 
-/// Append the postcard encoding of `msg` to `buf` (serialised straight
-/// into it: a frame's prefix can come first without copying the header
-/// after).
-pub(crate) fn encode_after<T: serde::Serialize>(msg: &T, buf: Vec<u8>) -> Vec<u8> {
-    // As `encode`: serialising our own message types cannot fail.
-    postcard::serialize_with_flavor(msg, Append(buf)).unwrap_or_default()
-}
-
-/// A postcard flavour that appends to a `Vec` it owns.
-struct Append(Vec<u8>);
-
-impl postcard::ser_flavors::Flavor for Append {
-    type Output = Vec<u8>;
-
-    fn try_push(&mut self, b: u8) -> postcard::Result<()> {
-        self.0.push(b);
-        Ok(())
-    }
-
-    fn try_extend(&mut self, b: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(b);
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<Vec<u8>> {
-        Ok(self.0)
-    }
-}
-
 /// Decode a protocol message, rejecting trailing bytes.
 pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
     let (msg, rest) =

@@ -2,7 +2,7 @@
 //! node daemon, over the Unix stream socket at `DIPC_SOCKET`.
 //!
 //! Each request is one frame and gets exactly one response frame, in order
-//! ([`Request::frame`], [`Response::frame`]). A message text is the
+//! ([`LocalFrame`]). A message text is the
 //! frame's payload, not part of its header: it is written from its own
 //! memory and read as a view of the receive buffer, never copied by the
 //! encoding.
@@ -92,7 +92,7 @@ pub enum Request {
     MsgSnd {
         id: ObjectId,
         mtype: i64,
-        /// The frame's payload (see [`Request::frame`]).
+        /// The frame's payload (see [`LocalFrame`]).
         #[serde(skip)]
         text: Bytes,
         flags: i32,
@@ -203,20 +203,7 @@ pub enum SemCtlCmd {
     Rmid,
 }
 
-impl Request {
-    /// This request as a frame; a message text is its payload.
-    pub fn frame(&self) -> Frame {
-        to_frame(self)
-    }
-
-    /// The request `frame` carries (see [`Request::frame`]); a payload
-    /// after a request without text is an error.
-    pub fn from_frame(frame: &Frame) -> Result<Request, FrameError> {
-        from_frame(frame)
-    }
-}
-
-impl Texted for Request {
+impl LocalFrame for Request {
     fn text(&self) -> Option<&Bytes> {
         match self {
             Request::MsgSnd { text, .. } => Some(text),
@@ -253,7 +240,7 @@ pub enum Response {
     /// A received message (`MsgRcv`).
     Msg {
         mtype: i64,
-        /// The frame's payload (see [`Response::frame`]).
+        /// The frame's payload (see [`LocalFrame`]).
         #[serde(skip)]
         text: Bytes,
     },
@@ -330,20 +317,7 @@ pub struct ShmStat {
     pub nattch: u64,
 }
 
-impl Response {
-    /// This answer as a frame; a message text is its payload.
-    pub fn frame(&self) -> Frame {
-        to_frame(self)
-    }
-
-    /// The answer `frame` carries (see [`Response::frame`]); a payload
-    /// after an answer without text is an error.
-    pub fn from_frame(frame: &Frame) -> Result<Response, FrameError> {
-        from_frame(frame)
-    }
-}
-
-impl Texted for Response {
+impl LocalFrame for Response {
     fn text(&self) -> Option<&Bytes> {
         match self {
             Response::Msg { text, .. } => Some(text),
@@ -359,28 +333,33 @@ impl Texted for Response {
     }
 }
 
-/// A message of this protocol that may carry a message text.
-trait Texted: Serialize + serde::de::DeserializeOwned {
+/// A message of this protocol ([`Request`], [`Response`]) in its frame:
+/// a message text is the payload, the rest the header.
+pub trait LocalFrame: Serialize + serde::de::DeserializeOwned {
+    /// The message text this message carries, if it is one that does.
     fn text(&self) -> Option<&Bytes>;
     fn text_mut(&mut self) -> Option<&mut Bytes>;
-}
 
-fn to_frame<T: Texted>(msg: &T) -> Frame {
-    // A `Bytes` clone shares the text; the header skips it.
-    Frame::new(msg, msg.text().cloned().unwrap_or_default())
-}
-
-fn from_frame<T: Texted>(frame: &Frame) -> Result<T, FrameError> {
-    let mut msg: T = frame.decode()?;
-    match msg.text_mut() {
-        Some(text) => *text = frame.payload.clone(),
-        None if frame.payload.is_empty() => {}
-        None => {
-            return Err(FrameError::Decode(format!(
-                "{} bytes of payload after a message that has none",
-                frame.payload.len()
-            )));
-        }
+    /// This message as a frame (a `Bytes` clone shares the text; the
+    /// header skips it).
+    fn frame(&self) -> Frame {
+        Frame::new(self, self.text().cloned().unwrap_or_default())
     }
-    Ok(msg)
+
+    /// The message `frame` carries; a payload after a message without
+    /// text is an error.
+    fn from_frame(frame: &Frame) -> Result<Self, FrameError> {
+        let mut msg: Self = frame.decode()?;
+        match msg.text_mut() {
+            Some(text) => *text = frame.payload.clone(),
+            None if frame.payload.is_empty() => {}
+            None => {
+                return Err(FrameError::Decode(format!(
+                    "{} bytes of payload after a message that has none",
+                    frame.payload.len()
+                )));
+            }
+        }
+        Ok(msg)
+    }
 }

@@ -15,7 +15,7 @@ mod wire;
 
 use std::time::Duration;
 
-use dipc_wire::local::{self, SemBuf, SemCtlCmd};
+use dipc_wire::local::{self, LocalFrame, SemBuf, SemCtlCmd};
 use dipc_wire::referee::{self, Caller, Member};
 use dipc_wire::{Frame, Kind, ObjectRecord, Params, Perm, ShmMode};
 
