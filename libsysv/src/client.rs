@@ -16,8 +16,9 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use dipc_shmem::fdpass::{recv_buf_with_fds_creds, send_all_parts_with_creds};
-use dipc_wire::local::{Request, Response, VERSION};
+use dipc_shmem::fdpass::{recv_with_fds, send_all_parts_with_creds};
+use dipc_wire::local::{LocalFrame, Request, Response, VERSION};
+use dipc_wire::{Frame, MAX_FRAME};
 
 use crate::Error;
 use crate::config::Config;
@@ -125,20 +126,38 @@ impl Client {
             .map_err(|e| io_err("sending a request", e))?;
 
         let mut fds_in = Vec::new();
-        let resp = crate::msg::read_frame_with(|buf, want| {
-            recv_buf_with_fds_creds(self.stream.as_fd(), buf, want, &mut fds_in)
-                .map(|(n, _)| n)
-                .map_err(|e| io_err("waiting for an answer", e))
-        })?;
+        let mut prefix = [0u8; 4];
+        self.read_exact(&mut prefix, &mut fds_in)?;
+        let total = u32::from_le_bytes(prefix) as usize;
+        if total < 4 || total + 4 > MAX_FRAME {
+            return Err(Error::Protocol(format!("bad frame length {total}")));
+        }
+        let mut buf = vec![0u8; 4 + total];
+        buf[..4].copy_from_slice(&prefix);
+        self.read_exact(&mut buf[4..], &mut fds_in)?;
+        let frame =
+            Frame::from_slice(&buf, MAX_FRAME).map_err(|e| Error::Protocol(e.to_string()))?;
+        let resp = Response::from_frame(&frame).map_err(|e| Error::Protocol(e.to_string()))?;
         Ok((resp, fds_in))
+    }
+
+    fn read_exact(&mut self, mut buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<(), Error> {
+        while !buf.is_empty() {
+            let n = recv_with_fds(self.stream.as_fd(), buf, fds)
+                .map_err(|e| io_err("waiting for an answer", e))?;
+            if n == 0 {
+                return Err(Error::Closed);
+            }
+            buf = &mut buf[n..];
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dipc_shmem::fdpass::{recv_with_fds, send_with_fds};
-    use dipc_wire::{Frame, MAX_FRAME};
+    use dipc_shmem::fdpass::send_with_fds;
     use std::io::{Read, Write};
     use std::os::unix::net::UnixListener;
 

@@ -44,7 +44,6 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 
-use bytes::BytesMut;
 use dipc_wire::local::{IpcLimits, LocalFrame, MsgCtlCmd, MsgStat, Request, Response, VERSION};
 use dipc_wire::{Frame, MAX_FRAME};
 
@@ -109,40 +108,23 @@ pub(crate) fn io_err(op: &'static str, e: std::io::Error) -> Error {
     }
 }
 
-/// Read one answer frame: `recv(buf, want)` appends at most `want` bytes
-/// to `buf` (0 at the end of the stream). Exactly the frame is read, into
-/// its own buffer (no zeroing, no copy); its length is checked by
-/// [`Frame::decode_from`] as soon as the prefix is in.
-pub(crate) fn read_frame_with(
-    mut recv: impl FnMut(&mut BytesMut, usize) -> Result<usize, Error>,
-) -> Result<Response, Error> {
-    let protocol = |e: dipc_wire::FrameError| Error::Protocol(e.to_string());
-    let mut buf = BytesMut::new();
-    loop {
-        if let Some(frame) = Frame::decode_from(&mut buf, MAX_FRAME).map_err(protocol)? {
-            return Response::from_frame(&frame).map_err(protocol);
-        }
-        let want = Frame::missing(&buf);
-        if recv(&mut buf, want)? == 0 {
-            return Err(Error::Closed);
-        }
-    }
-}
-
 /// Read one answer frame from `s`. What has arrived is taken without
-/// waiting; the rest of a frame that arrives in parts (a 64 KiB message
-/// is two TCP segments) is waited for like an answer, polling for the
-/// spin before sleeping, and for at most the call timeout.
+/// waiting (straight into the frame's buffer: no zeroing, no copy); the
+/// rest of a frame that arrives in parts (a 64 KiB message is two TCP
+/// segments) is waited for like an answer, polling for the spin before
+/// sleeping, and for at most the call timeout.
 pub(crate) fn read_frame(s: &impl AsFd) -> Result<Response, Error> {
     let op = "waiting for an answer";
     let fd = s.as_fd();
     let deadline = std::time::Instant::now() + Config::get().timeout;
-    // No descriptors come with an answer here; any would be closed.
-    let mut fds = Vec::new();
-    read_frame_with(|buf, want| {
-        loop {
-            match dipc_shmem::fdpass::recv_buf_ready(fd, buf, want, &mut fds) {
-                Ok(n) => return Ok(n),
+    let mut buf = Vec::new();
+    let mut need = 4;
+    loop {
+        while buf.len() < need {
+            let want = need - buf.len();
+            match crate::sys::recv_ready(fd, &mut buf, want) {
+                Ok(0) => return Err(Error::Closed),
+                Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     match wait_readable(&fd, Some(deadline)) {
                         Ok(()) | Err(Wait::Signal) => {}
@@ -153,7 +135,19 @@ pub(crate) fn read_frame(s: &impl AsFd) -> Result<Response, Error> {
                 Err(e) => return Err(io_err(op, e)),
             }
         }
-    })
+        if need > 4 {
+            break;
+        }
+        let total = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if total < 4 || total + 4 > MAX_FRAME {
+            return Err(Error::Protocol(format!("bad frame length {total}")));
+        }
+        need = 4 + total;
+        buf.reserve_exact(total);
+    }
+    Frame::from_vec(buf, MAX_FRAME)
+        .and_then(|f| Response::from_frame(&f))
+        .map_err(|e| Error::Protocol(e.to_string()))
 }
 
 /// Open a waiting connection and say hello.

@@ -288,6 +288,16 @@ pub struct LocalConn {
     pub id: u64,
 }
 
+/// Bytes still missing of the frame whose start `buf` holds (0 when its
+/// length is not known yet). The length was not checked: a bad one is
+/// refused by `Frame::decode_from` before this is asked.
+fn frame_rest(buf: &[u8]) -> usize {
+    match buf.first_chunk::<4>() {
+        Some(len) => (4 + u32::from_le_bytes(*len) as usize).saturating_sub(buf.len()),
+        None => 0,
+    }
+}
+
 impl LocalConn {
     fn new(stream: UnixStream) -> Self {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -312,7 +322,7 @@ impl LocalConn {
             let mut creds = None;
             // The rest of a frame whose length is known in one read (a
             // 64 KiB message), else a small one.
-            let want = Frame::missing(&self.buf).max(4096);
+            let want = frame_rest(&self.buf).max(4096);
             let mid_frame = !self.buf.is_empty();
             let (stream, buf) = (&self.stream, &mut self.buf);
             let read = stream.async_io(Interest::READABLE, || {

@@ -236,7 +236,7 @@ pub fn recv_with_fds_creds(
     fds: &mut Vec<OwnedFd>,
 ) -> io::Result<(usize, Option<Creds>)> {
     // SAFETY: `buf` is writable memory of `buf.len()` bytes.
-    unsafe { recv_raw(sock, buf.as_mut_ptr(), buf.len(), 0, fds) }
+    unsafe { recv_raw(sock, buf.as_mut_ptr(), buf.len(), fds) }
 }
 
 /// [`recv_with_fds_creds`] of up to `max` bytes appended to `buf` (read
@@ -247,33 +247,12 @@ pub fn recv_buf_with_fds_creds(
     max: usize,
     fds: &mut Vec<OwnedFd>,
 ) -> io::Result<(usize, Option<Creds>)> {
-    recv_buf(sock, buf, max, 0, fds)
-}
-
-/// [`recv_buf_with_fds_creds`] without waiting (`MSG_DONTWAIT`, whatever
-/// the socket's mode): `WouldBlock` when nothing has arrived.
-pub fn recv_buf_ready(
-    sock: BorrowedFd<'_>,
-    buf: &mut bytes::BytesMut,
-    max: usize,
-    fds: &mut Vec<OwnedFd>,
-) -> io::Result<usize> {
-    recv_buf(sock, buf, max, libc::MSG_DONTWAIT, fds).map(|(n, _)| n)
-}
-
-fn recv_buf(
-    sock: BorrowedFd<'_>,
-    buf: &mut bytes::BytesMut,
-    max: usize,
-    flags: libc::c_int,
-    fds: &mut Vec<OwnedFd>,
-) -> io::Result<(usize, Option<Creds>)> {
     buf.reserve(max);
     let spare = buf.spare_capacity_mut();
     let len = spare.len().min(max);
     // SAFETY: the spare capacity is writable memory of at least `len`
     // bytes (uninitialised bytes may be written).
-    let (n, creds) = unsafe { recv_raw(sock, spare.as_mut_ptr().cast(), len, flags, fds)? };
+    let (n, creds) = unsafe { recv_raw(sock, spare.as_mut_ptr().cast(), len, fds)? };
     // SAFETY: the kernel initialised the first `n <= len` bytes of the
     // spare capacity.
     unsafe { buf.set_len(buf.len() + n) };
@@ -286,7 +265,6 @@ unsafe fn recv_raw(
     sock: BorrowedFd<'_>,
     ptr: *mut u8,
     len: usize,
-    flags: libc::c_int,
     fds: &mut Vec<OwnedFd>,
 ) -> io::Result<(usize, Option<Creds>)> {
     let mut creds = None;
@@ -305,8 +283,7 @@ unsafe fn recv_raw(
         // SAFETY: `msg` points to `iov` (writable for `len` bytes by the
         // caller's contract) and `cbuf`, both alive for the call; the
         // kernel writes at most their lengths.
-        let n =
-            unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC | flags) };
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
         if n >= 0 {
             break n as usize;
         }

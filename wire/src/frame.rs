@@ -89,16 +89,6 @@ impl Frame {
         b.to_vec()
     }
 
-    /// Bytes still missing before `buf` holds a whole frame: the rest of
-    /// the length prefix, then the rest of the frame. The length is not
-    /// checked here: [`Frame::decode_from`] refuses a bad one first.
-    pub fn missing(buf: &[u8]) -> usize {
-        match buf.first_chunk::<4>() {
-            Some(len) => (4 + u32::from_le_bytes(*len) as usize).saturating_sub(buf.len()),
-            None => 4 - buf.len(),
-        }
-    }
-
     /// Try to take one frame from the front of `src`.
     ///
     /// Returns `Ok(None)` when more bytes are needed (and reserves room for
