@@ -43,7 +43,8 @@
  *    attachment made through it raises SIGBUS when touched, including
  *    accesses already blocked waiting for a page: never zeros, never a hang.
  *    libsysv learns of the daemon's death from signal SIGRTMAX-1, which it
- *    asks the kernel to send when the daemon's end of the socket closes; a
+ *    asks the kernel to send when the daemon closes a second, silent
+ *    connection of the process (and for nothing else, ever); a
  *    program that installs its own handler for SIGRTMAX-1 before its first
  *    distributed call keeps it, and loses this protection (one warning).
  *  - Attaching needs userfaultfd: root, or sysctl vm.unprivileged_userfaultfd=1,

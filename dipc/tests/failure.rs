@@ -425,6 +425,51 @@ fn a_node_declared_down_while_alive_drops_its_copies_and_rejoins_empty() {
     a.expect("read 0", "value 2");
 }
 
+/// A fault its node cannot get served within the bound (three call
+/// timeouts: the home's daemon is stopped, and the referee, slower here,
+/// has not declared it down) ends the process's connections, its silent
+/// watch connection included, whose closing is what signals libsysv: the
+/// blocked access gets `SIGBUS`, not a hang.
+#[test]
+fn a_fault_stuck_past_its_bound_ends_in_sigbus_not_a_hang() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    /// The stopped daemon runs again whatever happens.
+    struct Resume(Pid);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            let _ = kill(self.0, Signal::SIGCONT);
+        }
+    }
+
+    let mut c = Cluster::builder()
+        .bin(env!("CARGO_BIN_EXE_dipc"))
+        .nodes(2)
+        .heartbeat_ms(300)
+        .down_after_ms(120_000)
+        .node_arg("--call-timeout-ms")
+        .node_arg("1000")
+        .start()
+        .unwrap_or_else(|e| panic!("cluster did not start: {e:#}"));
+    let prog = failtool();
+    let (_a, mut b, _) = share_page_0(&c, &prog, 0x5d20_f00a);
+    let pid = Pid::from_raw(c.node_process(0).pid() as i32);
+    kill(pid, Signal::SIGSTOP).expect("SIGSTOP node 0");
+    let _resume = Resume(pid);
+    let t0 = Instant::now();
+    // Node 1 holds a read copy: the write needs the stopped home.
+    b.expect("write 0 2", "sigbus");
+    eprintln!("SIGBUS after {:?}", t0.elapsed());
+    let log = c.node_log(1);
+    assert!(
+        log.contains("a page fault was not served within")
+            || log.contains("an access cannot be served"),
+        "SIGBUS, but not from the fault's bound: {}",
+        c.logs()
+    );
+}
+
 /// A node killed and started again before the referee noticed (within
 /// `--down-after-ms`) comes back empty: the referee declares its previous
 /// start down when the new one joins, so the home drops it from the copy

@@ -71,6 +71,26 @@ pub fn connect_timeout(path: impl AsRef<Path>, timeout: Duration) -> Result<Clie
     }
 }
 
+/// Open the process's watch connection to the daemon at `path`
+/// ([`Request::Watch`]): the daemon never writes to it, so its only event
+/// is its closing (the daemon died, or dropped this process).
+pub fn watch(path: impl AsRef<Path>) -> Result<UnixStream, Error> {
+    let path = path.as_ref();
+    let connect_err = |source| Error::Connect {
+        path: path.to_owned(),
+        source,
+    };
+    // std opens the socket with SOCK_CLOEXEC.
+    let stream = UnixStream::connect(path).map_err(connect_err)?;
+    stream
+        .set_write_timeout(Some(Config::get().timeout))
+        .map_err(connect_err)?;
+    let (head, _) = crate::msg::wire_parts(&Request::Watch { version: VERSION });
+    send_all_parts_with_creds(stream.as_fd(), &[&head], &[])
+        .map_err(|e| io_err("opening the watch connection", e))?;
+    Ok(stream)
+}
+
 fn io_err(op: &'static str, e: std::io::Error) -> Error {
     match e.kind() {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Error::Timeout { op },

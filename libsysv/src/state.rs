@@ -19,15 +19,22 @@
 //! # The daemon dies
 //! The process keeps its own copy of its userfaultfd, so a dead daemon
 //! does not turn its pages into silent zeros; but then a fault waits for
-//! an answer that never comes (DESIGN.md). libsysv therefore asks the
-//! kernel for a signal (`SIGRTMAX - 1`, `F_SETSIG` with `O_ASYNC`) when the
-//! daemon's end of the socket closes. Its handler (in `sys`, async-signal
-//! safe) maps an empty memfd over every attachment and closes the
-//! userfaultfd: the kernel releases it (the daemon's copy died with the
-//! daemon) and wakes every blocked fault, which retries on the empty memfd
-//! and gets `SIGBUS`. `O_ASYNC` is off while a request is in flight, so an
-//! answer's arrival never signals; a hang-up then shows as end of stream
-//! to the waiting call, which poisons the attachments the same way
+//! an answer that never comes (DESIGN.md). libsysv therefore opens a
+//! second, silent connection with the main one, its *watch connection*
+//! (`dipc_wire::local::Request::Watch`), and asks the kernel for a signal
+//! (`SIGRTMAX - 1`, `F_SETSIG` with `O_ASYNC`) when the daemon's end of it
+//! closes. Its handler (in `sys`, async-signal safe) maps an empty memfd
+//! over every attachment and closes the userfaultfd: the kernel releases
+//! it (the daemon's copy died with the daemon) and wakes every blocked
+//! fault, which retries on the empty memfd and gets `SIGBUS`. The daemon
+//! never writes to the watch connection, so the signal comes for nothing
+//! else. (`O_ASYNC` on the main connection, off during each call, raised
+//! it now and then for an answer already read: the kernel signals after
+//! it wakes the reader, and the reader may have turned `O_ASYNC` back on
+//! by then. The stray signal interrupted the next wait for an answer,
+//! which then cancelled its operation: `EINTR` from a `semop` nobody
+//! interrupted.) A call in flight sees the hang-up as the end of its
+//! stream, and poisons the attachments the same way
 //! ([`State::connection_lost`]), as does any other broken connection
 //! (the daemon detaches everything of a closed connection).
 //!
@@ -93,6 +100,9 @@ pub(crate) struct Attachment {
 #[derive(Debug)]
 pub(crate) struct State {
     pub conn: Conn,
+    /// The watch connection of `conn` (see `dipc_wire::local`): its
+    /// closing raises the death signal. `None` while `conn` is not up.
+    watch: Option<std::os::unix::net::UnixStream>,
     /// Bumped at every new connection.
     pub generation: u64,
     /// This process's userfaultfd (created at the first attach; kept open
@@ -106,6 +116,7 @@ pub(crate) struct State {
 
 static STATE: Mutex<State> = Mutex::new(State {
     conn: Conn::Untried,
+    watch: None,
     generation: 0,
     uffd: None,
     uffd_sent: false,
@@ -165,14 +176,12 @@ impl State {
         }
         if matches!(self.conn, Conn::Untried | Conn::Down) {
             let cfg = Config::get();
-            match client::connect(&cfg.socket) {
-                Ok(c) => {
+            match client::connect(&cfg.socket).and_then(|c| Ok((c, client::watch(&cfg.socket)?))) {
+                Ok((c, watch)) => {
                     self.generation += 1;
                     self.uffd_sent = false;
-                    let sock = c.as_fd().as_raw_fd();
-                    if sys::arm_death_signal(sock) {
-                        sys::set_async(sock, true);
-                    }
+                    sys::arm_death_signal(watch.as_fd().as_raw_fd());
+                    self.watch = Some(watch);
                     self.conn = Conn::Up(c);
                 }
                 Err(e @ Error::Connect { .. }) => match (&self.conn, cfg.fallback) {
@@ -217,15 +226,7 @@ impl State {
         fds: &[std::os::fd::BorrowedFd<'_>],
     ) -> Result<(Response, Vec<OwnedFd>), Error> {
         let r = match &mut self.conn {
-            Conn::Up(c) => {
-                let sock = c.as_fd().as_raw_fd();
-                sys::set_async(sock, false);
-                let r = c.call(req, fds);
-                if r.is_ok() {
-                    sys::set_async(sock, true);
-                }
-                r
-            }
+            Conn::Up(c) => c.call(req, fds),
             _ => Err(Error::Closed),
         };
         if r.is_err() {
@@ -241,6 +242,7 @@ impl State {
     /// connection and the userfaultfd; the next call reconnects.
     pub fn connection_lost(&mut self) {
         sys::disarm_death_signal();
+        self.watch = None;
         if let Conn::Up(_) = self.conn {
             self.conn = Conn::Down;
         }
@@ -336,6 +338,7 @@ impl State {
         // are the same open files, still serving the parent).
         sys::disarm_death_signal();
         let _ = sys::take_daemon_died();
+        self.watch = None;
         self.drop_uffd();
         if let Conn::Up(_) = self.conn {
             self.conn = Conn::Down;

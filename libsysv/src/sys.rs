@@ -109,7 +109,7 @@ const EMPTY: Slot = Slot {
 static RANGES: [Slot; SLOTS] = [EMPTY; SLOTS];
 /// The process's userfaultfd (-1: none), closed by the handler.
 static UFFD_FD: AtomicI32 = AtomicI32::new(-1);
-/// The daemon socket whose hang-up the handler watches (-1: none).
+/// The watch connection whose hang-up the handler waits for (-1: none).
 static SOCK_FD: AtomicI32 = AtomicI32::new(-1);
 /// Set by the handler; taken by the next call (`take_daemon_died`).
 static DIED: AtomicBool = AtomicBool::new(false);
@@ -203,9 +203,10 @@ extern "C" fn on_death_signal(_sig: c_int, info: *mut libc::siginfo_t, _ctx: *mu
     DIED.store(true, Ordering::Release);
 }
 
-/// Ask for the death signal on `sock` (the daemon connection). Installs
-/// the handler once; if the application already handles that signal,
-/// libsysv leaves it alone and says so (attachments are then not protected
+/// Ask for the death signal when `sock` (the watch connection) closes:
+/// `O_ASYNC` for good, as nothing else ever happens on it. Installs the
+/// handler once; if the application already handles that signal, libsysv
+/// leaves it alone and says so (attachments are then not protected
 /// against a dying daemon).
 pub(crate) fn arm_death_signal(sock: c_int) -> bool {
     HANDLER.call_once(|| {
@@ -237,33 +238,13 @@ pub(crate) fn arm_death_signal(sock: c_int) -> bool {
         return false;
     }
     SOCK_FD.store(sock, Ordering::Release);
-    // SAFETY: fcntl on the daemon socket this process owns.
-    unsafe {
-        libc::fcntl(sock, libc::F_SETOWN, libc::getpid()) == 0
-            && libc::fcntl(sock, F_SETSIG, death_signal()) == 0
-    }
-}
-
-/// Turn `O_ASYNC` on the daemon socket on (idle: a hang-up signals) or
-/// off (during a request: the answer's arrival must not signal, and a
-/// hang-up shows as end of stream to the waiting call).
-pub(crate) fn set_async(sock: c_int, on: bool) {
-    if SOCK_FD.load(Ordering::Acquire) != sock {
-        return; // not armed: leave the socket alone
-    }
-    // SAFETY: fcntl on the daemon socket this process owns.
+    // SAFETY: fcntl on the watch socket this process owns.
     unsafe {
         let fl = libc::fcntl(sock, libc::F_GETFL);
-        if fl >= 0 {
-            let nfl = if on {
-                fl | libc::O_ASYNC
-            } else {
-                fl & !libc::O_ASYNC
-            };
-            if nfl != fl {
-                libc::fcntl(sock, libc::F_SETFL, nfl);
-            }
-        }
+        libc::fcntl(sock, libc::F_SETOWN, libc::getpid()) == 0
+            && libc::fcntl(sock, F_SETSIG, death_signal()) == 0
+            && fl >= 0
+            && libc::fcntl(sock, libc::F_SETFL, fl | libc::O_ASYNC) == 0
     }
 }
 

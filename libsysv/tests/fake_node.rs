@@ -38,6 +38,8 @@ struct ConnLog {
     aborts: u64,
     detaches: u64,
     closed: bool,
+    /// A watch connection (its first frame was `Watch`).
+    watch: bool,
 }
 
 /// How the fake node dies, for the daemon-death tests.
@@ -57,7 +59,12 @@ struct Node {
     segs: Mutex<HashMap<i32, Arc<Seg>>>,
     next: AtomicU64,
     log: Mutex<Vec<ConnLog>>,
+    /// The processes' watch connections, never written to: dying hangs
+    /// them up.
+    watches: Watches,
 }
+
+type Watches = Arc<Mutex<Vec<UnixStream>>>;
 
 type Regs = Arc<Mutex<Vec<(u64, u64, Arc<Seg>)>>>;
 
@@ -128,7 +135,8 @@ fn send(s: &mut UnixStream, resp: &Response, fd: Option<BorrowedFd<'_>>) {
 /// then map it (UFFDIO_CONTINUE).
 ///
 /// Dying (`Death`): drop the node's copy of the uffd and hang up the
-/// connection, as the death of the daemon process would.
+/// connection and the watch connections, as the death of the daemon
+/// process would.
 fn serve_faults(
     uffd: Uffd,
     regs: Regs,
@@ -136,10 +144,14 @@ fn serve_faults(
     faults: Arc<AtomicU64>,
     death: Death,
     conn: UnixStream,
+    watches: Watches,
 ) {
     let die = |uffd: Uffd| {
         drop(uffd);
         let _ = conn.shutdown(std::net::Shutdown::Both);
+        for w in watches.lock().expect("watches").iter() {
+            let _ = w.shutdown(std::net::Shutdown::Both);
+        }
     };
     if death == Death::AfterRegister {
         std::thread::sleep(Duration::from_millis(200));
@@ -193,6 +205,15 @@ fn serve_conn(node: Arc<Node>, mut s: UnixStream, idx: usize) {
             break;
         };
         let resp = match req {
+            // Never answered: it stays silent until the process closes it.
+            Request::Watch { .. } => {
+                log.watch = true;
+                node.watches
+                    .lock()
+                    .expect("watches")
+                    .push(s.try_clone().expect("clone socket"));
+                continue;
+            }
             Request::Hello { .. } => Response::Hello {
                 version: VERSION,
                 node: 1,
@@ -222,8 +243,9 @@ fn serve_conn(node: Arc<Node>, mut s: UnixStream, idx: usize) {
                         let uffd = Uffd::from_fd(fd);
                         let death = node.death;
                         let conn = s.try_clone().expect("clone socket");
+                        let watches = node.watches.clone();
                         server = Some(std::thread::spawn(move || {
-                            serve_faults(uffd, r, st, f, death, conn)
+                            serve_faults(uffd, r, st, f, death, conn, watches)
                         }));
                     }
                     Response::Ok
@@ -306,16 +328,18 @@ fn start(path: &Path, death: Death) -> Arc<Node> {
     node
 }
 
+/// The logs of the `n` main connections, once all connections closed.
 fn wait_for_conns(node: &Node, n: usize) -> Vec<ConnLog> {
+    let mains = |log: Vec<ConnLog>| log.into_iter().filter(|c| !c.watch).collect::<Vec<_>>();
     // A connection's log is final once its thread saw the close.
     for _ in 0..500 {
         let log = node.log.lock().expect("log").clone();
-        if log.len() >= n && log.iter().all(|c| c.closed) {
-            return log;
+        if log.iter().all(|c| c.closed) && mains(log.clone()).len() >= n {
+            return mains(log);
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    node.log.lock().expect("log").clone()
+    mains(node.log.lock().expect("log").clone())
 }
 
 #[test]

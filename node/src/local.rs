@@ -41,6 +41,15 @@
 //! stops in the middle of a frame for as long: a client that holds the
 //! daemon's resources must at least be talking. An idle connection
 //! between requests is normal (a process with nothing to ask) and stays.
+//!
+//! # Watch connections
+//!
+//! A connection whose first frame is `Request::Watch` is a process's watch
+//! connection: it is never answered or written to, and is kept until the
+//! process closes it (anything it sends closes it, with a `warn!`) or the
+//! node drops the process's connections. Its closing is not the process's
+//! exit. libsysv learns of its closing by a signal, which an answer on the
+//! same connection would also raise.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -139,7 +148,7 @@ pub async fn serve(listener: UnixListener, node: Arc<Node>) {
                         }
                     };
                     let mut conn = LocalConn::new(stream);
-                    let kill = node.conn_opened(conn.id);
+                    let kill = node.conn_opened(conn.id, creds.pid);
                     tokio::select! {
                         _ = serve_conn(&mut conn, &node, creds) => {}
                         _ = kill.notified() => {
@@ -147,7 +156,9 @@ pub async fn serve(listener: UnixListener, node: Arc<Node>) {
                         }
                     }
                     node.conn_closed(conn.id);
-                    node.process_gone(conn.id, creds);
+                    if !conn.watch {
+                        node.process_gone(conn.id, creds);
+                    }
                 });
             }
             Err(e) => {
@@ -177,6 +188,26 @@ async fn serve_conn(conn: &mut LocalConn, node: &Arc<Node>, creds: Creds) {
     };
     match first {
         Ok(Some((frame, _))) => match Request::from_frame(&frame) {
+            Ok(Request::Watch { version }) if version == VERSION => {
+                conn.watch = true;
+                node.conn_watches(conn.id);
+                debug!(pid = creds.pid, "watch connection opened");
+                match conn.recv().await {
+                    Ok(None) => {}
+                    Ok(Some(_)) => {
+                        warn!(pid = creds.pid, "a frame on a watch connection: closing it")
+                    }
+                    Err(e) => warn!(pid = creds.pid, "bad watch connection: {e}: closing it"),
+                }
+                return;
+            }
+            Ok(Request::Watch { version }) => {
+                warn!(
+                    pid = creds.pid,
+                    "local client watches with protocol {version}, this node speaks {VERSION}: closing"
+                );
+                return;
+            }
             Ok(Request::Hello { version }) if version == VERSION => {
                 let hello = Response::Hello {
                     version: VERSION,
@@ -286,6 +317,8 @@ pub struct LocalConn {
     creds: Option<fdpass::Creds>,
     /// Unique per connection (and so per process).
     pub id: u64,
+    /// A watch connection (see the module doc).
+    watch: bool,
 }
 
 /// Bytes still missing of the frame whose start `buf` holds (0 when its
@@ -307,6 +340,7 @@ impl LocalConn {
             fds: VecDeque::new(),
             creds: None,
             id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            watch: false,
         }
     }
 

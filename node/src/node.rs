@@ -23,6 +23,15 @@ use std::sync::Arc;
 /// The RPC handle of the referee connection.
 pub type RefHandle = RpcHandle<Request, Response, Event>;
 
+/// The close switch of a local connection.
+struct Switch {
+    /// Its process.
+    pid: i32,
+    /// Its process's watch connection (see `crate::local`).
+    watch: bool,
+    kill: Arc<tokio::sync::Notify>,
+}
+
 /// Everything a node daemon knows, shared by its tasks. Locks are never held
 /// across an `.await`.
 pub struct Node {
@@ -34,7 +43,7 @@ pub struct Node {
     /// Message queues and semaphore sets (homes and local callers).
     ipc: crate::ipc::Ipc,
     /// One "close now" switch per local connection.
-    conns: Mutex<HashMap<u64, Arc<tokio::sync::Notify>>>,
+    conns: Mutex<HashMap<u64, Switch>>,
     /// Creates asked of the referee and not yet installed here: a peer
     /// that learnt of a new object from the referee may ask this home
     /// about it before the create's answer has reached this node
@@ -176,26 +185,46 @@ impl Node {
 
     /// The local connections' close switches (a poisoned lock still
     /// guards a consistent map: every update is one insert or remove).
-    fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<tokio::sync::Notify>>> {
+    fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Switch>> {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Register local connection `conn`; the switch closes it.
-    pub(crate) fn conn_opened(&self, conn: u64) -> Arc<tokio::sync::Notify> {
+    /// Register local connection `conn` of process `pid`; the switch
+    /// closes it.
+    pub(crate) fn conn_opened(&self, conn: u64, pid: i32) -> Arc<tokio::sync::Notify> {
         let kill = Arc::new(tokio::sync::Notify::new());
-        self.conns().insert(conn, kill.clone());
+        let switch = Switch {
+            pid,
+            watch: false,
+            kill: kill.clone(),
+        };
+        self.conns().insert(conn, switch);
         kill
+    }
+
+    /// Local connection `conn` is its process's watch connection.
+    pub(crate) fn conn_watches(&self, conn: u64) {
+        if let Some(s) = self.conns().get_mut(&conn) {
+            s.watch = true;
+        }
     }
 
     pub(crate) fn conn_closed(&self, conn: u64) {
         self.conns().remove(&conn);
     }
 
-    /// Close local connection `conn` (its process gets `SIGBUS` on its
-    /// distributed segments, see libsysv).
+    /// Close local connection `conn` and its process's watch connection:
+    /// the process gets `SIGBUS` on its distributed segments (see
+    /// libsysv).
     pub(crate) fn disconnect(&self, conn: u64) {
-        if let Some(k) = self.conns().get(&conn) {
-            k.notify_one();
+        let conns = self.conns();
+        let Some(pid) = conns.get(&conn).map(|s| s.pid) else {
+            return;
+        };
+        for (&c, s) in conns.iter() {
+            if c == conn || (s.watch && s.pid == pid) {
+                s.kill.notify_one();
+            }
         }
     }
 
@@ -420,7 +449,7 @@ impl Node {
             pid: creds.pid,
         };
         let resp = match req {
-            LReq::Hello { .. } => LResp::Err(errno::EINVAL),
+            LReq::Hello { .. } | LReq::Watch { .. } => LResp::Err(errno::EINVAL),
             LReq::ShmGet {
                 key,
                 size,

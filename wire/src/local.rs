@@ -26,6 +26,14 @@
 //! Those operations on an object homed on another node may instead go on
 //! a *direct connection* to the home ([`Request::Direct`]), a TCP socket
 //! the node hands over, in this same protocol.
+//!
+//! A *watch connection* ([`Request::Watch`]) carries nothing after its
+//! first frame: its only event is its closing, when the daemon dies or
+//! drops the process, which libsysv learns by a signal (`SIGRTMAX - 1`).
+//! The node never writes to it, so that signal never comes for anything
+//! else (an answer on a connection with `O_ASYNC` would raise it, even
+//! after the answer was read: the kernel signals after it wakes the
+//! reader).
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -34,8 +42,9 @@ use crate::frame::{Frame, FrameError};
 use crate::ids::{Key, ObjectId, Perm, ShmMode};
 
 /// Version of this protocol; a node refuses a Hello with another one.
-/// 3: message texts travel as the frame's payload.
-pub const VERSION: u32 = 3;
+/// 3: message texts travel as the frame's payload. 4: the watch
+/// connection.
+pub const VERSION: u32 = 4;
 
 /// Default path of the node's local socket.
 pub const DEFAULT_SOCKET: &str = "/run/dipc/node.sock";
@@ -142,6 +151,13 @@ pub enum Request {
     /// the home down within the call timeout (the object died with it),
     /// else `Err(EIO)`.
     DirectLost { home: u32 },
+    /// First and only frame of a *watch connection* (instead of `Hello`):
+    /// the node never answers or writes anything on it, and keeps it open
+    /// until the process closes it or the node drops the process's
+    /// connections (it died, or fenced itself). Its closing is not the
+    /// process's exit (the main connection's is). A `version` other than
+    /// [`VERSION`] closes it.
+    Watch { version: u32 },
 }
 
 /// A `msgctl` command.
