@@ -59,12 +59,14 @@ struct Node {
     segs: Mutex<HashMap<i32, Arc<Seg>>>,
     next: AtomicU64,
     log: Mutex<Vec<ConnLog>>,
-    /// The processes' watch connections, never written to: dying hangs
-    /// them up.
-    watches: Watches,
+    /// Every connection accepted, and whether the node died: dying hangs
+    /// them all up (the processes' watch connections among them, which is
+    /// what signals libsysv), and any accepted later, as a dead daemon's
+    /// closed socket would.
+    conns: Conns,
 }
 
-type Watches = Arc<Mutex<Vec<UnixStream>>>;
+type Conns = Arc<Mutex<(bool, Vec<UnixStream>)>>;
 
 type Regs = Arc<Mutex<Vec<(u64, u64, Arc<Seg>)>>>;
 
@@ -134,23 +136,22 @@ fn send(s: &mut UnixStream, resp: &Response, fd: Option<BorrowedFd<'_>>) {
 /// Serve the faults of one process: make the page present in the memfd,
 /// then map it (UFFDIO_CONTINUE).
 ///
-/// Dying (`Death`): drop the node's copy of the uffd and hang up the
-/// connection and the watch connections, as the death of the daemon
-/// process would.
+/// Dying (`Death`): drop the node's copy of the uffd and hang up every
+/// connection, as the death of the daemon process would.
 fn serve_faults(
     uffd: Uffd,
     regs: Regs,
     stop: Arc<AtomicBool>,
     faults: Arc<AtomicU64>,
     death: Death,
-    conn: UnixStream,
-    watches: Watches,
+    conns: Conns,
 ) {
     let die = |uffd: Uffd| {
         drop(uffd);
-        let _ = conn.shutdown(std::net::Shutdown::Both);
-        for w in watches.lock().expect("watches").iter() {
-            let _ = w.shutdown(std::net::Shutdown::Both);
+        let mut conns = conns.lock().expect("conns");
+        conns.0 = true;
+        for c in &conns.1 {
+            let _ = c.shutdown(std::net::Shutdown::Both);
         }
     };
     if death == Death::AfterRegister {
@@ -208,10 +209,6 @@ fn serve_conn(node: Arc<Node>, mut s: UnixStream, idx: usize) {
             // Never answered: it stays silent until the process closes it.
             Request::Watch { .. } => {
                 log.watch = true;
-                node.watches
-                    .lock()
-                    .expect("watches")
-                    .push(s.try_clone().expect("clone socket"));
                 continue;
             }
             Request::Hello { .. } => Response::Hello {
@@ -241,11 +238,9 @@ fn serve_conn(node: Arc<Node>, mut s: UnixStream, idx: usize) {
                         log.got_uffd = true;
                         let (r, st, f) = (regs.clone(), stop.clone(), faults.clone());
                         let uffd = Uffd::from_fd(fd);
-                        let death = node.death;
-                        let conn = s.try_clone().expect("clone socket");
-                        let watches = node.watches.clone();
+                        let (death, conns) = (node.death, node.conns.clone());
                         server = Some(std::thread::spawn(move || {
-                            serve_faults(uffd, r, st, f, death, conn, watches)
+                            serve_faults(uffd, r, st, f, death, conns)
                         }));
                     }
                     Response::Ok
@@ -316,6 +311,14 @@ fn start(path: &Path, death: Death) -> Arc<Node> {
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(s) = s else { return };
+            {
+                let mut conns = n.conns.lock().expect("conns");
+                if conns.0 {
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                conns.1.push(s.try_clone().expect("clone socket"));
+            }
             let idx = {
                 let mut log = n.log.lock().expect("log");
                 log.push(ConnLog::default());
