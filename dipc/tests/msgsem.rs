@@ -318,6 +318,27 @@ fn messages_of_64_kib_cross_nodes_under_a_raised_msgmax() {
     );
 }
 
+/// libsysv hands the caller's buffer to the kernel, which reads a
+/// `msgsnd` text from it and writes a `msgrcv` text into it: a buffer that
+/// is bad halfway gets the kernel queue's `EFAULT`s, sends nothing, loses
+/// the message a failed `msgrcv` took (as the kernel does), and leaves the
+/// connection working; on a direct connection (node 0, queue homed on
+/// node 1) and through the home's own node.
+#[test]
+fn a_bad_buffer_halfway_is_efault_as_with_the_kernel() {
+    let c = cluster(2);
+    let prog = program(&c, MSG_C, "msgsem-msg");
+    let key = "0x0d1c5011";
+    run1(&c, 1, &prog, &["create", key]);
+    for node in [0, 1] {
+        assert_eq!(
+            run1(&c, node, &prog, &["badbuf", key]),
+            "badbuf ok",
+            "node {node}"
+        );
+    }
+}
+
 #[test]
 fn a_receiver_blocked_on_one_node_is_woken_by_a_sender_on_another() {
     let c = cluster(3);

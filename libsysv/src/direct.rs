@@ -38,7 +38,7 @@ use dipc_wire::local::{Request, Response};
 
 use crate::Error;
 use crate::config::Config;
-use crate::msg::{answer, io_err, main_call, unexpected};
+use crate::msg::{Text, answer, io_err, main_call, unexpected};
 use crate::state;
 
 /// Idle direct connections kept per (home, uid, gid).
@@ -87,9 +87,15 @@ fn target(req: &Request) -> Option<(Kind, i32)> {
     }
 }
 
-/// Send `req` to its object's home on a direct connection and wait for the
-/// answer. `None`: send it through the node instead.
-pub(crate) fn call(req: &Request) -> Option<Result<Response, Error>> {
+/// Send `req` (followed by `text`) to its object's home on a direct
+/// connection and wait for the answer (its message text `into` the
+/// caller's buffer if given, see `crate::msg::read_answer`). `None`: send
+/// it through the node instead.
+pub(crate) fn call(
+    req: &Request,
+    text: Text,
+    into: Option<Text>,
+) -> Option<Result<(Response, usize), Error>> {
     if !Config::get().direct {
         return None;
     }
@@ -104,7 +110,7 @@ pub(crate) fn call(req: &Request) -> Option<Result<Response, Error>> {
     let fresh = |kind, id| match open(kind, id) {
         Ok(Opened::Home(h, s)) => Ok((h, s)),
         Ok(Opened::Relay) => Err(None),
-        Ok(Opened::Answer(r)) => Err(Some(Ok(r))),
+        Ok(Opened::Answer(r)) => Err(Some(Ok((r, 0)))),
         Err(e) => Err(Some(Err(e))),
     };
     let was_pooled = pooled.is_some();
@@ -115,27 +121,34 @@ pub(crate) fn call(req: &Request) -> Option<Result<Response, Error>> {
             Err(r) => return r,
         },
     };
-    if send(&mut s, req).is_err() {
-        if !was_pooled {
-            return Some(lost(home));
-        }
+    match send_text(&mut s, req, text) {
+        Ok(()) => {}
+        // The caller's text (probed readable) is not any more: the stream
+        // is out of step, the connection dropped.
+        Err(Error::Fault) => return Some(Err(Error::Fault)),
+        Err(_) if !was_pooled => return Some(lost(home).map(|r| (r, 0))),
         // An idle connection the home closed since it was checked: the
         // request did not go out, so a new connection may send it.
-        (_, s) = match fresh(kind, id) {
-            Ok(x) => x,
-            Err(r) => return r,
-        };
-        if send(&mut s, req).is_err() {
-            return Some(lost(home));
+        Err(_) => {
+            (_, s) = match fresh(kind, id) {
+                Ok(x) => x,
+                Err(r) => return r,
+            };
+            match send_text(&mut s, req, text) {
+                Ok(()) => {}
+                Err(Error::Fault) => return Some(Err(Error::Fault)),
+                Err(_) => return Some(lost(home).map(|r| (r, 0))),
+            }
         }
     }
-    match answer(&mut s, send) {
+    match answer(&mut s, send, into) {
         Ok(resp) => {
             give_back(home, ids, s);
             Some(Ok(resp))
         }
-        Err(Error::Protocol(p)) => Some(Err(Error::Protocol(p))),
-        Err(_) => Some(lost(home)),
+        // The stream is in step, but the call is over: not given back.
+        Err(e @ (Error::Protocol(_) | Error::Fault)) => Some(Err(e)),
+        Err(_) => Some(lost(home).map(|r| (r, 0))),
     }
 }
 
@@ -207,9 +220,11 @@ fn open(kind: Kind, id: i32) -> Result<Opened, Error> {
 /// Send one request (`MSG_NOSIGNAL`: a closed connection is an error, not
 /// a `SIGPIPE`).
 fn send(s: &mut TcpStream, req: &Request) -> Result<(), Error> {
-    let (head, text) = crate::msg::wire_parts(req);
-    dipc_shmem::fdpass::send_all_parts(s.as_fd(), &[&head, &text])
-        .map_err(|e| io_err("sending a request to the home", e))
+    send_text(s, req, Text::NONE)
+}
+
+fn send_text(s: &mut TcpStream, req: &Request, text: Text) -> Result<(), Error> {
+    crate::msg::send_request(s.as_fd(), req, text, false)
 }
 
 /// The connection to `home` broke with a call unanswered: the node says

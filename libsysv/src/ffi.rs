@@ -88,39 +88,50 @@ unsafe fn kernel_copy(local: *mut u8, remote: *const u8, len: usize, to_remote: 
     usize::try_from(n).ok() == Some(len)
 }
 
-/// The `len` bytes at `p`, copied by the kernel (`process_vm_readv` on
-/// ourselves): `EFAULT` where they cannot be read, as the kernel's IPC
-/// calls answer. One copy, straight into the buffer that is kept.
-pub(crate) fn read_user(p: *const u8, len: usize) -> Result<Vec<u8>, Error> {
+/// `EFAULT` unless the `len` bytes at `p` are readable now: one byte of
+/// each page they touch is read by the kernel (`process_vm_readv` on
+/// ourselves, one call), which reports a bad address as an error. For a
+/// buffer the kernel then reads itself (a `msgsnd` text, sent from the
+/// caller's memory): a bad one is refused before anything is sent.
+pub(crate) fn probe_readable(p: *const u8, len: usize) -> Result<(), Error> {
     if len == 0 {
-        return Ok(Vec::new());
-    }
-    if p.is_null() {
-        return Err(Error::Fault);
-    }
-    let mut v = Vec::<u8>::with_capacity(len);
-    // SAFETY: the spare capacity of `v` is writable for `len` bytes.
-    if !unsafe { kernel_copy(v.as_mut_ptr(), p, len, false) } {
-        return Err(Error::Fault);
-    }
-    // SAFETY: the kernel wrote all `len` bytes.
-    unsafe { v.set_len(len) };
-    Ok(v)
-}
-
-/// Copy `bytes` to `p` through the kernel (`process_vm_writev` on
-/// ourselves): `EFAULT` where the memory cannot be written (bytes before
-/// the bad address may have been written, as by the kernel's `msgrcv`).
-pub(crate) fn write_user(p: *mut u8, bytes: &[u8]) -> Result<(), Error> {
-    if bytes.is_empty() {
         return Ok(());
     }
     if p.is_null() {
         return Err(Error::Fault);
     }
-    // SAFETY: `bytes` is readable for its length; the kernel only reads it.
-    if !unsafe { kernel_copy(bytes.as_ptr().cast_mut(), p, bytes.len(), true) } {
-        return Err(Error::Fault);
+    const PAGE: usize = 4096;
+    let (first, last) = (p as usize, p as usize + (len - 1));
+    let mut remote: Vec<libc::iovec> = std::iter::once(first)
+        .chain((first / PAGE + 1..=last / PAGE).map(|page| page * PAGE))
+        .map(|a| libc::iovec {
+            iov_base: a as *mut libc::c_void,
+            iov_len: 1,
+        })
+        .collect();
+    let mut got = vec![0u8; remote.len()];
+    // At most IOV_MAX (1024) iovecs a call.
+    for (chunk, out) in remote.chunks_mut(1024).zip(got.chunks_mut(1024)) {
+        let local = libc::iovec {
+            iov_base: out.as_mut_ptr().cast(),
+            iov_len: out.len(),
+        };
+        // SAFETY: getpid has no preconditions; `local` is our buffer of
+        // `chunk.len()` bytes, and the kernel reads `chunk`'s addresses
+        // on our behalf, reporting a bad one as a short count.
+        let n = unsafe {
+            libc::process_vm_readv(
+                libc::getpid(),
+                &local,
+                1,
+                chunk.as_ptr(),
+                chunk.len() as libc::c_ulong,
+                0,
+            )
+        };
+        if usize::try_from(n).ok() != Some(chunk.len()) {
+            return Err(Error::Fault);
+        }
     }
     Ok(())
 }

@@ -38,6 +38,17 @@
 //! `fork`: a child inherits the parent's pooled connections; the pool
 //! belongs to a pid, and a child closes its copies (the parent's stay
 //! open) and opens its own.
+//!
+//! # Message texts are not copied
+//!
+//! A `msgsnd` text is sent from the caller's buffer, and a `msgrcv` text
+//! is read into it, by the kernel (`sendmsg`/`recvmsg` with the caller's
+//! memory in their `iovec`s, [`Text`]): no copy through libsysv, which
+//! matters from a few KiB on (a 64 KiB copy costs tens of microseconds on
+//! some machines). A bad address is the kernel's `EFAULT`: a `msgsnd`
+//! buffer is probed first (one byte a page: nothing is sent), and a
+//! `msgrcv` whose buffer cannot take the text loses the message, as the
+//! kernel's does.
 
 use std::ffi::{c_int, c_long, c_void};
 use std::os::fd::{AsFd, AsRawFd};
@@ -84,11 +95,79 @@ fn pool() -> Option<std::sync::MutexGuard<'static, Pool>> {
 }
 
 fn write_frame(s: &mut UnixStream, req: &Request) -> Result<(), Error> {
-    use std::os::fd::AsFd;
-    let (head, text) = wire_parts(req);
+    write_frame_text(s, req, Text::NONE)
+}
+
+fn write_frame_text(s: &mut UnixStream, req: &Request, text: Text) -> Result<(), Error> {
     // With this process's credentials of the moment (see `client`).
-    dipc_shmem::fdpass::send_all_parts_with_creds(s.as_fd(), &[&head, &text], &[])
-        .map_err(|source| io_err("sending a request", source))
+    send_request(s.as_fd(), req, text, true)
+}
+
+/// A message text in the caller's memory, which the kernel reads from or
+/// writes into directly (see the module doc).
+#[derive(Clone, Copy)]
+pub(crate) struct Text {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Text {
+    /// No text.
+    pub(crate) const NONE: Text = Text {
+        ptr: std::ptr::null_mut(),
+        len: 0,
+    };
+
+    /// The `len` bytes at `p` a `msgsnd` sends: `EFAULT` unless every
+    /// page of them is readable now.
+    fn to_send(p: *const u8, len: usize) -> Result<Text, Error> {
+        crate::ffi::probe_readable(p, len)?;
+        Ok(Text {
+            ptr: p.cast_mut(),
+            len,
+        })
+    }
+
+    /// The `len` bytes at `p` a `msgrcv` may fill.
+    fn to_receive(p: *mut u8, len: usize) -> Text {
+        Text { ptr: p, len }
+    }
+
+    fn iovec(self) -> libc::iovec {
+        libc::iovec {
+            iov_base: self.ptr.cast(),
+            iov_len: self.len,
+        }
+    }
+}
+
+/// Send `req`, followed by `text` as its frame's payload, on `fd` (with
+/// this process's credentials if `creds`: a Unix socket). A bad address in
+/// `text` is `EFAULT`; the stream is then out of step and the connection
+/// must not be used again.
+pub(crate) fn send_request(
+    fd: std::os::fd::BorrowedFd<'_>,
+    req: &Request,
+    text: Text,
+    creds: bool,
+) -> Result<(), Error> {
+    let frame = req.frame();
+    let head = frame.encode_head_with(frame.payload.len() + text.len);
+    let own = |b: &[u8]| libc::iovec {
+        iov_base: b.as_ptr() as *mut c_void,
+        iov_len: b.len(),
+    };
+    let iov = [own(&head), own(&frame.payload), text.iovec()];
+    // SAFETY: the iovecs describe our buffers, alive for the call, and
+    // the caller's text, which the kernel reads on our behalf (a bad
+    // address is an error, not a fault).
+    unsafe { dipc_shmem::fdpass::send_all_iov(fd, &iov, creds) }.map_err(|e| {
+        if e.raw_os_error() == Some(libc::EFAULT) {
+            Error::Fault
+        } else {
+            io_err("sending a request", e)
+        }
+    })
 }
 
 /// `req` on the wire: its frame's prefix and header, and its payload (a
@@ -114,40 +193,136 @@ pub(crate) fn io_err(op: &'static str, e: std::io::Error) -> Error {
 /// segments) is waited for like an answer, polling for the spin before
 /// sleeping, and for at most the call timeout.
 pub(crate) fn read_frame(s: &impl AsFd) -> Result<Response, Error> {
-    let op = "waiting for an answer";
+    read_answer(s, None).map(|(r, _)| r)
+}
+
+/// [`read_frame`], with the text of a message answer read straight into
+/// `into` when given (then the answer's text is empty, and its length is
+/// returned; a text longer than `into` is a protocol error, and one that
+/// cannot be written there is `EFAULT`: the message is lost).
+pub(crate) fn read_answer(s: &impl AsFd, into: Option<Text>) -> Result<(Response, usize), Error> {
+    use dipc_wire::frame::PREFIX;
     let fd = s.as_fd();
     let deadline = std::time::Instant::now() + Config::get().timeout;
-    let mut buf = Vec::new();
-    let mut need = 4;
+    let mut prefix = [0u8; PREFIX];
+    read_exact(fd, &mut [own_mut(&mut prefix)], deadline)?;
+    let [t0, t1, t2, t3, h0, h1, h2, h3] = prefix;
+    let total = u32::from_le_bytes([t0, t1, t2, t3]) as usize;
+    let header = u32::from_le_bytes([h0, h1, h2, h3]) as usize;
+    if total < 4 || total + 4 > MAX_FRAME || header > total - 4 {
+        return Err(Error::Protocol(format!(
+            "bad frame lengths {total} and {header}"
+        )));
+    }
+    let payload = total - 4 - header;
+    let Some(into) = into else {
+        // The whole frame in one buffer, read into its spare capacity.
+        let mut buf = Vec::with_capacity(PREFIX + total - 4);
+        buf.extend_from_slice(&prefix);
+        let rest = spare(&mut buf, total - 4);
+        read_exact(fd, &mut [rest], deadline)?;
+        // SAFETY: `read_exact` wrote all `total - 4` bytes of the spare
+        // capacity.
+        unsafe { buf.set_len(PREFIX + total - 4) };
+        let resp = Frame::from_vec(buf, MAX_FRAME)
+            .and_then(|f| Response::from_frame(&f))
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        return Ok((resp, 0));
+    };
+    if payload > into.len {
+        return Err(Error::Protocol("message longer than the buffer".into()));
+    }
+    let mut head = Vec::with_capacity(header);
+    let head_iov = spare(&mut head, header);
+    read_exact(
+        fd,
+        &mut [
+            head_iov,
+            Text {
+                len: payload,
+                ..into
+            }
+            .iovec(),
+        ],
+        deadline,
+    )?;
+    // SAFETY: `read_exact` wrote all `header` bytes of the spare capacity.
+    unsafe { head.set_len(header) };
+    let frame = Frame {
+        header: head.into(),
+        payload: dipc_wire::Bytes::new(),
+    };
+    let resp = Response::from_frame(&frame).map_err(|e| Error::Protocol(e.to_string()))?;
+    Ok((resp, payload))
+}
+
+fn own_mut(b: &mut [u8]) -> libc::iovec {
+    libc::iovec {
+        iov_base: b.as_mut_ptr().cast(),
+        iov_len: b.len(),
+    }
+}
+
+/// The first `len` bytes of `buf`'s spare capacity, reserved.
+fn spare(buf: &mut Vec<u8>, len: usize) -> libc::iovec {
+    buf.reserve_exact(len);
+    libc::iovec {
+        iov_base: buf.spare_capacity_mut().as_mut_ptr().cast(),
+        iov_len: len,
+    }
+}
+
+/// Fill all of `iov` from `fd`: what has arrived at once, the rest waited
+/// for (spinning first) until `deadline`. `EFAULT` where the caller's
+/// memory in `iov` cannot be written: the rest of those bytes is read and
+/// dropped, so the stream stays in step.
+fn read_exact(
+    fd: std::os::fd::BorrowedFd<'_>,
+    iov: &mut [libc::iovec],
+    deadline: std::time::Instant,
+) -> Result<(), Error> {
+    let op = "waiting for an answer";
+    let mut at = 0;
     loop {
-        while buf.len() < need {
-            let want = need - buf.len();
-            match crate::sys::recv_ready(fd, &mut buf, want) {
-                Ok(0) => return Err(Error::Closed),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    match wait_readable(&fd, Some(deadline)) {
-                        Ok(()) | Err(Wait::Signal) => {}
-                        Err(Wait::TimedOut) => return Err(Error::Timeout { op }),
-                        Err(Wait::Failed(e)) => return Err(io_err(op, e)),
+        while iov.get(at).is_some_and(|v| v.iov_len == 0) {
+            at += 1;
+        }
+        let Some(rest) = iov.get(at..).filter(|r| !r.is_empty()) else {
+            return Ok(());
+        };
+        // SAFETY: the iovecs describe our own spare capacity and the
+        // caller's text, written by the kernel on our behalf (a bad
+        // address is an error, not a fault).
+        match unsafe { dipc_shmem::fdpass::recv_iov(fd, rest, true) } {
+            Ok(0) => return Err(Error::Closed),
+            Ok(mut n) => {
+                while n > 0 {
+                    let v = &mut iov[at];
+                    let step = n.min(v.iov_len);
+                    v.iov_base = v.iov_base.wrapping_byte_add(step);
+                    v.iov_len -= step;
+                    n -= step;
+                    if v.iov_len == 0 {
+                        at += 1;
                     }
                 }
-                Err(e) => return Err(io_err(op, e)),
             }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                match wait_readable(&fd, Some(deadline)) {
+                    Ok(()) | Err(Wait::Signal) => {}
+                    Err(Wait::TimedOut) => return Err(Error::Timeout { op }),
+                    Err(Wait::Failed(e)) => return Err(io_err(op, e)),
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EFAULT) => {
+                let left: usize = rest.iter().map(|v| v.iov_len).sum();
+                let mut drop = vec![0u8; left];
+                read_exact(fd, &mut [own_mut(&mut drop)], deadline)?;
+                return Err(Error::Fault);
+            }
+            Err(e) => return Err(io_err(op, e)),
         }
-        if need > 4 {
-            break;
-        }
-        let total = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        if total < 4 || total + 4 > MAX_FRAME {
-            return Err(Error::Protocol(format!("bad frame length {total}")));
-        }
-        need = 4 + total;
-        buf.reserve_exact(total);
     }
-    Frame::from_vec(buf, MAX_FRAME)
-        .and_then(|f| Response::from_frame(&f))
-        .map_err(|e| Error::Protocol(e.to_string()))
 }
 
 /// Open a waiting connection and say hello.
@@ -225,11 +400,13 @@ fn wait_readable(s: &impl AsFd, deadline: Option<std::time::Instant>) -> Result<
 
 /// Wait for the answer to the request just sent on `s` (written with
 /// `write`), cancelling it if a signal handler runs meanwhile (see the
-/// module doc).
+/// module doc); a message text goes `into` the caller's buffer when given
+/// (see [`read_answer`]).
 pub(crate) fn answer<S: AsFd>(
     s: &mut S,
     write: impl Fn(&mut S, &Request) -> Result<(), Error>,
-) -> Result<Response, Error> {
+    into: Option<Text>,
+) -> Result<(Response, usize), Error> {
     let mut cancelled = false;
     loop {
         match wait_readable(s, None) {
@@ -248,7 +425,7 @@ pub(crate) fn answer<S: AsFd>(
             }
         }
     }
-    read_frame(s)
+    read_answer(s, into)
 }
 
 /// Send `req` on a direct connection to its object's home when there is
@@ -256,7 +433,18 @@ pub(crate) fn answer<S: AsFd>(
 /// wait for its answer, cancelling it if a signal handler runs meanwhile
 /// (see the module doc).
 pub(crate) fn wait_call(req: &Request) -> Result<Response, Error> {
-    if let Some(r) = crate::direct::call(req) {
+    wait_call_text(req, Text::NONE, None).map(|(r, _)| r)
+}
+
+/// [`wait_call`] of a request followed by `text` (a `msgsnd`), or whose
+/// answer's text goes `into` the caller's buffer (a `msgrcv`): the answer
+/// and that text's length.
+pub(crate) fn wait_call_text(
+    req: &Request,
+    text: Text,
+    into: Option<Text>,
+) -> Result<(Response, usize), Error> {
+    if let Some(r) = crate::direct::call(req, text, into) {
         return r;
     }
     let me = std::process::id();
@@ -269,23 +457,24 @@ pub(crate) fn wait_call(req: &Request) -> Result<Response, Error> {
         p.idle.pop()
     });
     let mut s = match pooled {
-        Some(mut s) => match write_frame(&mut s, req) {
+        Some(mut s) => match write_frame_text(&mut s, req, text) {
             Ok(()) => s,
+            Err(Error::Fault) => return Err(Error::Fault),
             // An idle connection the daemon closed (it restarted): the
             // request did not go out, so a new connection may send it.
             Err(_) => {
                 let mut s = open_waiting()?;
-                write_frame(&mut s, req)?;
+                write_frame_text(&mut s, req, text)?;
                 s
             }
         },
         None => {
             let mut s = open_waiting()?;
-            write_frame(&mut s, req)?;
+            write_frame_text(&mut s, req, text)?;
             s
         }
     };
-    let resp = answer(&mut s, write_frame)?;
+    let resp = answer(&mut s, write_frame, into)?;
     if let Some(mut p) = pool()
         && p.pid == me
         && p.idle.len() < MAX_IDLE
@@ -354,13 +543,17 @@ fn msgget_routed(key: i32, flags: i32) -> Result<Routed<i32, i32>, Error> {
 
 /// An operation on an id: `Kernel` when it is not distributed, no daemon
 /// serves us, or the daemon does not know it.
-fn operation(id: i32, req: impl FnOnce() -> Request) -> Result<Routed<Response>, Error> {
+fn operation(
+    id: i32,
+    req: impl FnOnce() -> Request,
+    into: Text,
+) -> Result<Routed<(Response, usize)>, Error> {
     if !is_dipc_id(id) || !daemon_up() {
         return Ok(Routed::Kernel(()));
     }
-    match wait_call(&req())? {
-        Response::Err(libc::EINVAL) => Ok(Routed::Kernel(())),
-        Response::Err(e) => Err(Error::Node(e)),
+    match wait_call_text(&req(), Text::NONE, Some(into))? {
+        (Response::Err(libc::EINVAL), _) => Ok(Routed::Kernel(())),
+        (Response::Err(e), _) => Err(Error::Node(e)),
         r => Ok(Routed::Dipc(r)),
     }
 }
@@ -411,18 +604,17 @@ pub unsafe extern "C" fn msgsnd(
         }
         // SAFETY: a non-NULL msgp points to a long (C contract).
         let mtype = *unsafe { in_ref(msgp as *const c_long) }?;
-        let text = crate::ffi::read_user(
+        let text = Text::to_send(
             (msgp as *const u8).wrapping_add(std::mem::size_of::<c_long>()),
             msgsz,
-        )?
-        .into();
+        )?;
         let req = Request::MsgSnd {
             id: msqid,
             mtype,
-            text,
+            text: dipc_wire::Bytes::new(),
             flags: msgflg,
         };
-        match wait_call(&req)? {
+        match wait_call_text(&req, text, None)?.0 {
             Response::Ok => Ok(0),
             Response::Err(libc::EINVAL) if mtype >= 1 => msgsnd_kernel(msqid, msgp, msgsz, msgflg),
             Response::Err(e) => Err(Error::Node(e)),
@@ -464,26 +656,24 @@ pub unsafe extern "C" fn msgrcv(
     msgflg: c_int,
 ) -> libc::ssize_t {
     boundary(-1, || {
-        let routed = operation(msqid, || Request::MsgRcv {
+        // The text is read straight into the caller's buffer.
+        let into = Text::to_receive(
+            (msgp as *mut u8).wrapping_add(std::mem::size_of::<c_long>()),
+            msgsz,
+        );
+        let req = || Request::MsgRcv {
             id: msqid,
             maxsize: msgsz as u64,
             msgtyp,
             flags: msgflg,
-        })?;
-        match routed {
-            Routed::Dipc(Response::Msg { mtype, text }) => {
-                if text.len() > msgsz {
-                    return Err(Error::Protocol("message longer than the buffer".into()));
-                }
+        };
+        match operation(msqid, req, into)? {
+            Routed::Dipc((Response::Msg { mtype, .. }, len)) => {
                 // SAFETY: a non-NULL msgp has room for a long (C contract).
                 *unsafe { out_ref(msgp as *mut c_long) }? = mtype as c_long;
-                crate::ffi::write_user(
-                    (msgp as *mut u8).wrapping_add(std::mem::size_of::<c_long>()),
-                    &text,
-                )?;
-                Ok(text.len() as libc::ssize_t)
+                Ok(len as libc::ssize_t)
             }
-            Routed::Dipc(other) => Err(unexpected("MsgRcv", other)),
+            Routed::Dipc((other, _)) => Err(unexpected("MsgRcv", other)),
             Routed::Kernel(()) => {
                 // SAFETY: the caller's own arguments, as the C caller
                 // passed them.

@@ -18,35 +18,6 @@ pub(crate) fn effective_ids() -> (u32, u32) {
     unsafe { (libc::geteuid(), libc::getegid()) }
 }
 
-/// Append to `buf` up to `max` bytes that `fd` holds, without waiting
-/// (`recv` with `MSG_DONTWAIT`, into `buf`'s spare capacity): `Ok(0)` at
-/// the end of the stream, `WouldBlock` when nothing is there yet.
-pub(crate) fn recv_ready(
-    fd: std::os::fd::BorrowedFd<'_>,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> std::io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    buf.reserve(max);
-    let spare = buf.spare_capacity_mut();
-    let (ptr, len) = (spare.as_mut_ptr(), spare.len().min(max));
-    loop {
-        // SAFETY: `ptr` is `buf`'s spare capacity, writable for `len`
-        // bytes (uninitialised memory may be written).
-        let n = unsafe { libc::recv(fd.as_raw_fd(), ptr.cast(), len, libc::MSG_DONTWAIT) };
-        if n >= 0 {
-            // SAFETY: the kernel initialised the first `n <= len` bytes of
-            // the spare capacity.
-            unsafe { buf.set_len(buf.len() + n as usize) };
-            return Ok(n as usize);
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
 /// Is `fd` readable, hung up or in error right now (no wait)?
 pub(crate) fn has_event(fd: std::os::fd::BorrowedFd<'_>) -> bool {
     use std::os::fd::AsRawFd;

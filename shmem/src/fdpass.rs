@@ -104,16 +104,79 @@ fn send_all(
     fds: &[BorrowedFd<'_>],
     creds: Option<Creds>,
 ) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
-    let mut bufs = &mut slices[..];
-    IoSlice::advance_slices(&mut bufs, 0);
-    let mut first = fds;
-    while !bufs.is_empty() {
-        let n = send_msg(sock, bufs, first, creds)?;
-        first = &[];
-        IoSlice::advance_slices(&mut bufs, n);
+    let iov: Vec<libc::iovec> = parts.iter().map(|p| iovec(p.as_ptr(), p.len())).collect();
+    // SAFETY: the iovecs describe `parts`, readable for the call.
+    unsafe { send_all_raw(sock, iov, fds, creds) }
+}
+
+/// Send all the bytes `iov` describes, one after the other (one or more
+/// `sendmsg`), with this process's pid and effective uid/gid as
+/// `SCM_CREDENTIALS` if `creds`: for memory of a C caller, which the
+/// kernel reads directly and reports as `EFAULT` where it cannot (the
+/// bytes before a bad address may have been sent: the stream is then out
+/// of step and must be closed).
+///
+/// # Safety
+/// Every `iovec` must describe memory that is not freed during the call
+/// (the kernel may read it; a bad address is an error, not a fault).
+pub unsafe fn send_all_iov(
+    sock: BorrowedFd<'_>,
+    iov: &[libc::iovec],
+    creds: bool,
+) -> io::Result<()> {
+    let creds = creds.then(|| {
+        // SAFETY: these calls only read the calling process's ids.
+        unsafe {
+            Creds {
+                pid: libc::getpid(),
+                uid: libc::geteuid(),
+                gid: libc::getegid(),
+            }
+        }
+    });
+    // SAFETY: passed on from the caller.
+    unsafe { send_all_raw(sock, iov.to_vec(), &[], creds) }
+}
+
+fn iovec(p: *const u8, len: usize) -> libc::iovec {
+    libc::iovec {
+        iov_base: p as *mut libc::c_void,
+        iov_len: len,
     }
-    Ok(())
+}
+
+/// # Safety
+/// As [`send_all_iov`].
+unsafe fn send_all_raw(
+    sock: BorrowedFd<'_>,
+    mut iov: Vec<libc::iovec>,
+    fds: &[BorrowedFd<'_>],
+    creds: Option<Creds>,
+) -> io::Result<()> {
+    let mut first = fds;
+    let mut at = 0;
+    loop {
+        while iov.get(at).is_some_and(|v| v.iov_len == 0) {
+            at += 1;
+        }
+        if at == iov.len() {
+            return Ok(());
+        }
+        // SAFETY: the iovecs from `at` on describe the rest of the
+        // caller's memory (see above).
+        let mut n = unsafe { send_msg_raw(sock, &iov[at..], first, creds)? };
+        first = &[];
+        while n > 0 {
+            let v = &mut iov[at];
+            let step = n.min(v.iov_len);
+            v.iov_base = v.iov_base.wrapping_byte_add(step);
+            v.iov_len -= step;
+            n -= step;
+            if v.iov_len == 0 {
+                at += 1;
+            }
+        }
+    }
 }
 
 /// Send `data` with one `sendmsg` (`MSG_NOSIGNAL`), attaching `fds` as
@@ -144,16 +207,33 @@ fn send_msg(
     fds: &[BorrowedFd<'_>],
     creds: Option<Creds>,
 ) -> io::Result<usize> {
-    if fds.len() > MAX_FDS || parts.len() > MAX_PARTS {
+    // SAFETY: `IoSlice` is ABI compatible with `struct iovec` on Unix, and
+    // these describe the caller's buffers, alive for the call.
+    unsafe {
+        let iov = std::slice::from_raw_parts(parts.as_ptr().cast::<libc::iovec>(), parts.len());
+        send_msg_raw(sock, iov, fds, creds)
+    }
+}
+
+/// One `sendmsg` of the bytes `iov` describes.
+///
+/// # Safety
+/// As [`send_all_iov`].
+unsafe fn send_msg_raw(
+    sock: BorrowedFd<'_>,
+    iov: &[libc::iovec],
+    fds: &[BorrowedFd<'_>],
+    creds: Option<Creds>,
+) -> io::Result<usize> {
+    if fds.len() > MAX_FDS || iov.len() > MAX_PARTS {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
     let mut cbuf = CmsgBuf([0; 128]);
     // SAFETY: an all-zero msghdr is a valid empty one.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    // `IoSlice` is ABI compatible with `struct iovec` on Unix; the kernel
-    // only reads them.
-    msg.msg_iov = parts.as_ptr() as *mut libc::iovec;
-    msg.msg_iovlen = parts.len() as _;
+    // The kernel only reads the iovecs.
+    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = iov.len() as _;
     let rights = (fds.len() * size_of::<RawFd>()) as u32;
     let ucred = size_of::<libc::ucred>() as u32;
     // SAFETY: CMSG_SPACE is pure arithmetic.
@@ -202,8 +282,9 @@ fn send_msg(
         }
     }
     loop {
-        // SAFETY: `msg` points to `parts` (our buffers, read only by the
-        // kernel) and to `cbuf`, all alive for the call.
+        // SAFETY: `msg` points to `iov` (memory read only by the kernel,
+        // which reports a bad address as an error) and to `cbuf`, all
+        // alive for the call.
         let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
         if n >= 0 {
             return Ok(n as usize);
@@ -236,7 +317,26 @@ pub fn recv_with_fds_creds(
     fds: &mut Vec<OwnedFd>,
 ) -> io::Result<(usize, Option<Creds>)> {
     // SAFETY: `buf` is writable memory of `buf.len()` bytes.
-    unsafe { recv_raw(sock, buf.as_mut_ptr(), buf.len(), fds) }
+    unsafe { recv_raw(sock, &[iovec(buf.as_mut_ptr(), buf.len())], 0, fds) }
+}
+
+/// Receive into the memory `iov` describes, in order, with one `recvmsg`
+/// (`MSG_DONTWAIT` if `dontwait`: `WouldBlock` when nothing is there
+/// yet); descriptors that came along are closed. Returns the bytes read
+/// (0 at the end of the stream). A bad address in `iov` is `EFAULT` (the
+/// bytes before it were read; those after it are still in the socket).
+///
+/// # Safety
+/// Every `iovec` must describe memory that may be written (uninitialised
+/// memory may), not freed during the call.
+pub unsafe fn recv_iov(
+    sock: BorrowedFd<'_>,
+    iov: &[libc::iovec],
+    dontwait: bool,
+) -> io::Result<usize> {
+    let flags = if dontwait { libc::MSG_DONTWAIT } else { 0 };
+    // SAFETY: passed on from the caller.
+    unsafe { recv_raw(sock, iov, flags, &mut Vec::new()) }.map(|(n, _)| n)
 }
 
 /// [`recv_with_fds_creds`] of up to `max` bytes appended to `buf` (read
@@ -252,7 +352,7 @@ pub fn recv_buf_with_fds_creds(
     let len = spare.len().min(max);
     // SAFETY: the spare capacity is writable memory of at least `len`
     // bytes (uninitialised bytes may be written).
-    let (n, creds) = unsafe { recv_raw(sock, spare.as_mut_ptr().cast(), len, fds)? };
+    let (n, creds) = unsafe { recv_raw(sock, &[iovec(spare.as_mut_ptr().cast(), len)], 0, fds)? };
     // SAFETY: the kernel initialised the first `n <= len` bytes of the
     // spare capacity.
     unsafe { buf.set_len(buf.len() + n) };
@@ -260,30 +360,28 @@ pub fn recv_buf_with_fds_creds(
 }
 
 /// # Safety
-/// `ptr` must be writable for `len` bytes.
+/// As [`recv_iov`].
 unsafe fn recv_raw(
     sock: BorrowedFd<'_>,
-    ptr: *mut u8,
-    len: usize,
+    iov: &[libc::iovec],
+    flags: libc::c_int,
     fds: &mut Vec<OwnedFd>,
 ) -> io::Result<(usize, Option<Creds>)> {
     let mut creds = None;
-    let mut iov = libc::iovec {
-        iov_base: ptr.cast(),
-        iov_len: len,
-    };
     let mut cbuf = CmsgBuf([0; 128]);
     // SAFETY: an all-zero msghdr is a valid empty one.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
+    // The kernel does not write the iovecs themselves.
+    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = iov.len() as _;
     msg.msg_control = cbuf.0.as_mut_ptr() as *mut libc::c_void;
     msg.msg_controllen = cbuf.0.len() as _;
     let n = loop {
-        // SAFETY: `msg` points to `iov` (writable for `len` bytes by the
-        // caller's contract) and `cbuf`, both alive for the call; the
-        // kernel writes at most their lengths.
-        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        // SAFETY: `msg` points to `iov` (writable memory by the caller's
+        // contract) and `cbuf`, both alive for the call; the kernel writes
+        // at most their lengths.
+        let n =
+            unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC | flags) };
         if n >= 0 {
             break n as usize;
         }

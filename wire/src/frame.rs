@@ -75,8 +75,14 @@ impl Frame {
     /// The encoded prefix and header (without the payload), for vectored
     /// writes that send the payload from its own buffer.
     pub fn encode_head(&self) -> Vec<u8> {
+        self.encode_head_with(self.payload.len())
+    }
+
+    /// [`Frame::encode_head`] for a payload of `payload_len` bytes sent
+    /// from memory the frame does not hold (a caller's message text).
+    pub fn encode_head_with(&self, payload_len: usize) -> Vec<u8> {
         let mut v = Vec::with_capacity(PREFIX + self.header.len());
-        v.extend_from_slice(&((4 + self.header.len() + self.payload.len()) as u32).to_le_bytes());
+        v.extend_from_slice(&((4 + self.header.len() + payload_len) as u32).to_le_bytes());
         v.extend_from_slice(&(self.header.len() as u32).to_le_bytes());
         v.extend_from_slice(&self.header);
         v

@@ -14,7 +14,14 @@
  *   bigping KEY SIZE N     as ping with N requests of SIZE bytes (up to
  *   bigpong KEY SIZE N     64 KiB + 1) and replies of SIZE bytes
  *   sendsize KEY SIZE      msgsnd of SIZE bytes: "sent" or "errno NAME"
+ *   badbuf KEY             texts half in a page that cannot be read or
+ *                          written, next to a kernel queue: the same
+ *                          EFAULTs, nothing sent, the message a failed
+ *                          msgrcv took lost, and the queue still works:
+ *                          "badbuf ok"
  */
+
+#include <sys/mman.h>
 
 /* The text of message i: its length and bytes depend on i. */
 static size_t text_of(long i, int reply, char *buf)
@@ -135,6 +142,59 @@ int main(int argc, char **argv)
             }
         }
         printf("done %ld\n", n);
+        return 0;
+    }
+    if (!strcmp(cmd, "badbuf")) {
+        /* mtype and 100 bytes of text at the end of a page; the page after
+         * it can be neither read nor written (the kernel reads and writes
+         * the text itself, in the middle of the call). */
+        long ps = sysconf(_SC_PAGESIZE);
+        char *map = mmap(NULL, (size_t)ps * 2, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (map == MAP_FAILED || mprotect(map + ps, (size_t)ps, PROT_NONE) != 0)
+            FAIL("mmap");
+        struct msg *edge = (struct msg *)(map + ps - sizeof(long) - 100);
+        static struct msg good, got;
+        int kq = msgget(IPC_PRIVATE, IPC_CREAT | 0600);
+        if (kq < 0)
+            FAIL("msgget(kernel)");
+        int qs[2] = {id, kq};
+        for (int i = 0; i < 2; i++) {
+            int q = qs[i];
+            const char *who = i ? "kernel" : "dipc";
+            struct msqid_ds ds;
+            edge->mtype = 1;
+            memset(edge->mtext, 'e', 100);
+            errno = 0;
+            if (msgsnd(q, edge, 3000, IPC_NOWAIT) != -1 || errno != EFAULT)
+                FAIL("%s: msgsnd from a bad buffer: errno %d", who, errno);
+            if (msgctl(q, IPC_STAT, &ds) != 0 || ds.msg_qnum != 0)
+                FAIL("%s: a failed msgsnd sent something", who);
+            good.mtype = 2;
+            for (int k = 0; k < 3000; k++)
+                good.mtext[k] = (char)(k * 7 + i);
+            if (msgsnd(q, &good, 3000, IPC_NOWAIT) != 0 || msgsnd(q, &good, 3000, IPC_NOWAIT) != 0)
+                FAIL("%s: msgsnd after the bad one", who);
+            errno = 0;
+            if (msgrcv(q, edge, 3000, 0, IPC_NOWAIT) != -1 || errno != EFAULT)
+                FAIL("%s: msgrcv into a bad buffer: errno %d", who, errno);
+            if (msgctl(q, IPC_STAT, &ds) != 0 || ds.msg_qnum != 1)
+                FAIL("%s: qnum %lu after a failed msgrcv", who, (unsigned long)ds.msg_qnum);
+            if (msgrcv(q, &got, sizeof got.mtext, 0, IPC_NOWAIT) != 3000 || got.mtype != 2 ||
+                memcmp(got.mtext, good.mtext, 3000) != 0)
+                FAIL("%s: msgrcv after the bad one", who);
+            /* Fits the readable part: works from the edge both ways (the
+             * failed msgrcv wrote what fitted before the bad page). */
+            memset(edge->mtext, 'e', 100);
+            if (msgsnd(q, edge, 100, IPC_NOWAIT) != 0)
+                FAIL("%s: msgsnd of a text that fits before the bad page", who);
+            memset(edge->mtext, 0, 100);
+            ssize_t n = msgrcv(q, edge, 100, 0, IPC_NOWAIT);
+            if (n != 100 || edge->mtext[0] != 'e' || edge->mtext[99] != 'e')
+                FAIL("%s: msgrcv of a text that fits before the bad page: %zd", who, n);
+        }
+        msgctl(kq, IPC_RMID, NULL);
+        printf("badbuf ok\n");
         return 0;
     }
     if (!strcmp(cmd, "sendsize")) {
