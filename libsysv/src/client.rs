@@ -40,17 +40,7 @@ pub fn connect(path: impl AsRef<Path>) -> Result<Client, Error> {
 /// Connect to the daemon at `path`, bounding every later wait by
 /// `timeout`, and say hello.
 pub fn connect_timeout(path: impl AsRef<Path>, timeout: Duration) -> Result<Client, Error> {
-    let path = path.as_ref();
-    let connect_err = |source| Error::Connect {
-        path: path.to_owned(),
-        source,
-    };
-    // std opens the socket with SOCK_CLOEXEC.
-    let stream = UnixStream::connect(path).map_err(connect_err)?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .and_then(|()| stream.set_write_timeout(Some(timeout)))
-        .map_err(connect_err)?;
+    let stream = dial(path.as_ref(), Some(timeout), timeout)?;
     let mut c = Client {
         stream,
         node: 0,
@@ -75,19 +65,30 @@ pub fn connect_timeout(path: impl AsRef<Path>, timeout: Duration) -> Result<Clie
 /// ([`Request::Watch`]): the daemon never writes to it, so its only event
 /// is its closing (the daemon died, or dropped this process).
 pub fn watch(path: impl AsRef<Path>) -> Result<UnixStream, Error> {
-    let path = path.as_ref();
+    let stream = dial(path.as_ref(), None, Config::get().timeout)?;
+    let (head, _) = crate::msg::wire_parts(&Request::Watch { version: VERSION });
+    send_all_parts_with_creds(stream.as_fd(), &[&head], &[])
+        .map_err(|e| io_err("opening the watch connection", e))?;
+    Ok(stream)
+}
+
+/// A new connection to the daemon at `path` (`SOCK_CLOEXEC`, as std opens
+/// sockets), its reads bounded by `read` (`None`: the caller bounds its
+/// waits itself) and its sends by `write`.
+pub(crate) fn dial(
+    path: &Path,
+    read: Option<Duration>,
+    write: Duration,
+) -> Result<UnixStream, Error> {
     let connect_err = |source| Error::Connect {
         path: path.to_owned(),
         source,
     };
-    // std opens the socket with SOCK_CLOEXEC.
     let stream = UnixStream::connect(path).map_err(connect_err)?;
     stream
-        .set_write_timeout(Some(Config::get().timeout))
+        .set_read_timeout(read)
+        .and_then(|()| stream.set_write_timeout(Some(write)))
         .map_err(connect_err)?;
-    let (head, _) = crate::msg::wire_parts(&Request::Watch { version: VERSION });
-    send_all_parts_with_creds(stream.as_fd(), &[&head], &[])
-        .map_err(|e| io_err("opening the watch connection", e))?;
     Ok(stream)
 }
 

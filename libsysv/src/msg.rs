@@ -328,16 +328,9 @@ fn read_exact(
 /// Open a waiting connection and say hello.
 fn open_waiting() -> Result<UnixStream, Error> {
     let cfg = Config::get();
-    let connect_err = |source| Error::Connect {
-        path: cfg.socket.clone(),
-        source,
-    };
-    // std opens the socket with SOCK_CLOEXEC.
-    let mut s = UnixStream::connect(&cfg.socket).map_err(connect_err)?;
-    // Bounds sends (`read_frame` bounds the reading of an answer, not the
+    // Sends bounded (`read_frame` bounds the reading of an answer, not the
     // wait for it).
-    s.set_write_timeout(Some(cfg.timeout))
-        .map_err(connect_err)?;
+    let mut s = crate::client::dial(&cfg.socket, None, cfg.timeout)?;
     write_frame(&mut s, &Request::Hello { version: VERSION })?;
     match read_frame(&s)? {
         Response::Hello { version, .. } if version == VERSION => Ok(s),
