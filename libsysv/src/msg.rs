@@ -281,32 +281,17 @@ fn read_exact(
     iov: &mut [libc::iovec],
     deadline: std::time::Instant,
 ) -> Result<(), Error> {
+    use dipc_shmem::fdpass::{advance_iov, recv_iov};
     let op = "waiting for an answer";
     let mut at = 0;
-    loop {
-        while iov.get(at).is_some_and(|v| v.iov_len == 0) {
-            at += 1;
-        }
-        let Some(rest) = iov.get(at..).filter(|r| !r.is_empty()) else {
-            return Ok(());
-        };
+    advance_iov(iov, &mut at, 0);
+    while at < iov.len() {
         // SAFETY: the iovecs describe our own spare capacity and the
         // caller's text, written by the kernel on our behalf (a bad
         // address is an error, not a fault).
-        match unsafe { dipc_shmem::fdpass::recv_iov(fd, rest, true) } {
+        match unsafe { recv_iov(fd, &iov[at..], true) } {
             Ok(0) => return Err(Error::Closed),
-            Ok(mut n) => {
-                while n > 0 {
-                    let v = &mut iov[at];
-                    let step = n.min(v.iov_len);
-                    v.iov_base = v.iov_base.wrapping_byte_add(step);
-                    v.iov_len -= step;
-                    n -= step;
-                    if v.iov_len == 0 {
-                        at += 1;
-                    }
-                }
-            }
+            Ok(n) => advance_iov(iov, &mut at, n),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 match wait_readable(&fd, Some(deadline)) {
                     Ok(()) | Err(Wait::Signal) => {}
@@ -315,7 +300,7 @@ fn read_exact(
                 }
             }
             Err(e) if e.raw_os_error() == Some(libc::EFAULT) => {
-                let left: usize = rest.iter().map(|v| v.iov_len).sum();
+                let left: usize = iov[at..].iter().map(|v| v.iov_len).sum();
                 let mut drop = vec![0u8; left];
                 read_exact(fd, &mut [own_mut(&mut drop)], deadline)?;
                 return Err(Error::Fault);
@@ -323,6 +308,7 @@ fn read_exact(
             Err(e) => return Err(io_err(op, e)),
         }
     }
+    Ok(())
 }
 
 /// Open a waiting connection and say hello.

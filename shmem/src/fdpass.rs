@@ -155,27 +155,30 @@ unsafe fn send_all_raw(
 ) -> io::Result<()> {
     let mut first = fds;
     let mut at = 0;
-    loop {
-        while iov.get(at).is_some_and(|v| v.iov_len == 0) {
-            at += 1;
-        }
-        if at == iov.len() {
-            return Ok(());
-        }
+    advance_iov(&mut iov, &mut at, 0);
+    while at < iov.len() {
         // SAFETY: the iovecs from `at` on describe the rest of the
         // caller's memory (see above).
-        let mut n = unsafe { send_msg_raw(sock, &iov[at..], first, creds)? };
+        let n = unsafe { send_msg_raw(sock, &iov[at..], first, creds)? };
         first = &[];
-        while n > 0 {
-            let v = &mut iov[at];
-            let step = n.min(v.iov_len);
-            v.iov_base = v.iov_base.wrapping_byte_add(step);
-            v.iov_len -= step;
-            n -= step;
-            if v.iov_len == 0 {
-                at += 1;
-            }
+        advance_iov(&mut iov, &mut at, n);
+    }
+    Ok(())
+}
+
+/// Mark `n` more bytes of `iov` done (sent or received): the iovecs from
+/// `*at` on shrink from the front, and `*at` moves past those emptied and
+/// any empty ones after them (`iov.len()` when all are done).
+pub fn advance_iov(iov: &mut [libc::iovec], at: &mut usize, mut n: usize) {
+    while let Some(v) = iov.get_mut(*at) {
+        let step = n.min(v.iov_len);
+        v.iov_base = v.iov_base.wrapping_byte_add(step);
+        v.iov_len -= step;
+        n -= step;
+        if v.iov_len > 0 {
+            break;
         }
+        *at += 1;
     }
 }
 
@@ -431,6 +434,55 @@ mod tests {
     use std::io::Read;
     use std::os::fd::AsFd;
     use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn advance_iov_consumes_across_iovecs_and_skips_empty_ones() {
+        let (a, b) = ([0u8; 4], [0u8; 3]);
+        let mut iov = [
+            iovec(a.as_ptr(), 4),
+            iovec(b.as_ptr(), 0),
+            iovec(b.as_ptr(), 3),
+        ];
+        let mut at = 0;
+        advance_iov(&mut iov, &mut at, 0);
+        assert_eq!((at, iov[0].iov_len), (0, 4));
+        advance_iov(&mut iov, &mut at, 5);
+        // The first is done, the empty one skipped, one byte of the third.
+        assert_eq!(at, 2);
+        assert_eq!(iov[2].iov_len, 2);
+        assert_eq!(iov[2].iov_base as usize, b.as_ptr() as usize + 1);
+        advance_iov(&mut iov, &mut at, 2);
+        assert_eq!(at, 3);
+    }
+
+    #[test]
+    fn raw_iovecs_send_and_receive_in_parts() {
+        let (x, y) = UnixStream::pair().expect("pair");
+        let (head, text) = (*b"head", *b"text of the message");
+        // SAFETY: both iovecs describe our own buffers.
+        unsafe {
+            send_all_iov(
+                x.as_fd(),
+                &[iovec(head.as_ptr(), 4), iovec(text.as_ptr(), text.len())],
+                true,
+            )
+        }
+        .expect("send");
+        let (mut h, mut t) = ([0u8; 4], [0u8; 19]);
+        let iov = [iovec(h.as_mut_ptr(), 4), iovec(t.as_mut_ptr(), 19)];
+        // SAFETY: both iovecs describe our own writable buffers.
+        let n = unsafe { recv_iov(y.as_fd(), &iov, true) }.expect("recv");
+        assert_eq!((n, &h, &t), (23, &head, &text));
+        // Nothing more: WouldBlock, not a wait.
+        // SAFETY: as above.
+        let e = unsafe { recv_iov(y.as_fd(), &iov, true) }.expect_err("empty");
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        // A bad address is EFAULT, not a fault.
+        let bad = [iovec(std::ptr::null(), 4)];
+        // SAFETY: the kernel reports the bad address.
+        let e = unsafe { send_all_iov(x.as_fd(), &bad, false) }.expect_err("bad");
+        assert_eq!(e.raw_os_error(), Some(libc::EFAULT));
+    }
 
     #[test]
     fn fds_travel_with_the_first_byte() {
