@@ -11,7 +11,7 @@
 //! is marked broken; its owner drops it. The API is public so that tests
 //! (and tools) can speak the protocol exactly as libsysv does.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -29,6 +29,9 @@ pub struct Client {
     stream: UnixStream,
     node: u32,
     broken: bool,
+    /// The process's watch connection, opened with this one and closed
+    /// with it ([`Client::open_watch`]).
+    watch: Option<UnixStream>,
 }
 
 /// Connect to the daemon at `path` with the process's configured timeout
@@ -45,6 +48,7 @@ pub fn connect_timeout(path: impl AsRef<Path>, timeout: Duration) -> Result<Clie
         stream,
         node: 0,
         broken: false,
+        watch: None,
     };
     match c.call(&Request::Hello { version: VERSION }, &[])? {
         (Response::Hello { version, node }, _) if version == VERSION => {
@@ -59,17 +63,6 @@ pub fn connect_timeout(path: impl AsRef<Path>, timeout: Duration) -> Result<Clie
             "unexpected answer to Hello: {other:?}"
         ))),
     }
-}
-
-/// Open the process's watch connection to the daemon at `path`
-/// ([`Request::Watch`]): the daemon never writes to it, so its only event
-/// is its closing (the daemon died, or dropped this process).
-pub fn watch(path: impl AsRef<Path>) -> Result<UnixStream, Error> {
-    let stream = dial(path.as_ref(), None, Config::get().timeout)?;
-    let (head, _) = crate::msg::wire_parts(&Request::Watch { version: VERSION });
-    send_all_parts_with_creds(stream.as_fd(), &[&head], &[])
-        .map_err(|e| io_err("opening the watch connection", e))?;
-    Ok(stream)
 }
 
 /// A new connection to the daemon at `path` (`SOCK_CLOEXEC`, as std opens
@@ -101,6 +94,18 @@ fn io_err(op: &'static str, e: std::io::Error) -> Error {
 }
 
 impl Client {
+    /// Open the process's watch connection to the daemon at `path`
+    /// ([`Request::Watch`]), kept as long as this connection: the daemon
+    /// never writes to it, so its only event is its closing (the daemon
+    /// died, or dropped this process). Its descriptor, for the signal.
+    pub(crate) fn open_watch(&mut self, path: &Path) -> Result<RawFd, Error> {
+        let stream = dial(path, None, Config::get().timeout)?;
+        let (head, _) = crate::msg::wire_parts(&Request::Watch { version: VERSION });
+        send_all_parts_with_creds(stream.as_fd(), &[&head], &[])
+            .map_err(|e| io_err("opening the watch connection", e))?;
+        Ok(self.watch.insert(stream).as_raw_fd())
+    }
+
     /// The daemon's node number (from its Hello).
     pub fn node(&self) -> u32 {
         self.node

@@ -215,45 +215,32 @@ pub(crate) fn read_answer(s: &impl AsFd, into: Option<Text>) -> Result<(Response
         )));
     }
     let payload = total - 4 - header;
-    let Some(into) = into else {
-        // The whole frame in one buffer, read into its spare capacity.
-        let mut buf = Vec::with_capacity(PREFIX + total - 4);
-        buf.extend_from_slice(&prefix);
-        let rest = spare(&mut buf, total - 4);
-        read_exact(fd, &mut [rest], deadline)?;
-        // SAFETY: `read_exact` wrote all `total - 4` bytes of the spare
-        // capacity.
-        unsafe { buf.set_len(PREFIX + total - 4) };
-        let resp = Frame::from_vec(buf, MAX_FRAME)
-            .and_then(|f| Response::from_frame(&f))
-            .map_err(|e| Error::Protocol(e.to_string()))?;
-        return Ok((resp, 0));
+    // The header into its own buffer, the payload into the caller's or
+    // into one of ours, with one read (each into spare capacity: nothing
+    // zeroed, nothing copied).
+    let mut head = Vec::new();
+    let mut body = Vec::new();
+    let body_iov = match into {
+        Some(t) if payload > t.len => {
+            return Err(Error::Protocol("message longer than the buffer".into()));
+        }
+        Some(t) => Text { len: payload, ..t }.iovec(),
+        None => spare(&mut body, payload),
     };
-    if payload > into.len {
-        return Err(Error::Protocol("message longer than the buffer".into()));
+    read_exact(fd, &mut [spare(&mut head, header), body_iov], deadline)?;
+    // SAFETY: `read_exact` wrote all the spare capacity it was given.
+    unsafe {
+        head.set_len(header);
+        if into.is_none() {
+            body.set_len(payload);
+        }
     }
-    let mut head = Vec::with_capacity(header);
-    let head_iov = spare(&mut head, header);
-    read_exact(
-        fd,
-        &mut [
-            head_iov,
-            Text {
-                len: payload,
-                ..into
-            }
-            .iovec(),
-        ],
-        deadline,
-    )?;
-    // SAFETY: `read_exact` wrote all `header` bytes of the spare capacity.
-    unsafe { head.set_len(header) };
     let frame = Frame {
         header: head.into(),
-        payload: dipc_wire::Bytes::new(),
+        payload: body.into(),
     };
     let resp = Response::from_frame(&frame).map_err(|e| Error::Protocol(e.to_string()))?;
-    Ok((resp, payload))
+    Ok((resp, if into.is_some() { payload } else { 0 }))
 }
 
 fn own_mut(b: &mut [u8]) -> libc::iovec {

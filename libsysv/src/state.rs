@@ -100,9 +100,6 @@ pub(crate) struct Attachment {
 #[derive(Debug)]
 pub(crate) struct State {
     pub conn: Conn,
-    /// The watch connection of `conn` (see `dipc_wire::local`): its
-    /// closing raises the death signal. `None` while `conn` is not up.
-    watch: Option<std::os::unix::net::UnixStream>,
     /// Bumped at every new connection.
     pub generation: u64,
     /// This process's userfaultfd (created at the first attach; kept open
@@ -116,7 +113,6 @@ pub(crate) struct State {
 
 static STATE: Mutex<State> = Mutex::new(State {
     conn: Conn::Untried,
-    watch: None,
     generation: 0,
     uffd: None,
     uffd_sent: false,
@@ -176,12 +172,15 @@ impl State {
         }
         if matches!(self.conn, Conn::Untried | Conn::Down) {
             let cfg = Config::get();
-            match client::connect(&cfg.socket).and_then(|c| Ok((c, client::watch(&cfg.socket)?))) {
+            let connected = client::connect(&cfg.socket).and_then(|mut c| {
+                let watch = c.open_watch(&cfg.socket)?;
+                Ok((c, watch))
+            });
+            match connected {
                 Ok((c, watch)) => {
                     self.generation += 1;
                     self.uffd_sent = false;
-                    sys::arm_death_signal(watch.as_fd().as_raw_fd());
-                    self.watch = Some(watch);
+                    sys::arm_death_signal(watch);
                     self.conn = Conn::Up(c);
                 }
                 Err(e @ Error::Connect { .. }) => match (&self.conn, cfg.fallback) {
@@ -242,7 +241,6 @@ impl State {
     /// connection and the userfaultfd; the next call reconnects.
     pub fn connection_lost(&mut self) {
         sys::disarm_death_signal();
-        self.watch = None;
         if let Conn::Up(_) = self.conn {
             self.conn = Conn::Down;
         }
@@ -338,7 +336,6 @@ impl State {
         // are the same open files, still serving the parent).
         sys::disarm_death_signal();
         let _ = sys::take_daemon_died();
-        self.watch = None;
         self.drop_uffd();
         if let Conn::Up(_) = self.conn {
             self.conn = Conn::Down;

@@ -179,7 +179,7 @@ extern "C" fn on_death_signal(_sig: c_int, info: *mut libc::siginfo_t, _ctx: *mu
 /// handler once; if the application already handles that signal, libsysv
 /// leaves it alone and says so (attachments are then not protected
 /// against a dying daemon).
-pub(crate) fn arm_death_signal(sock: c_int) -> bool {
+pub(crate) fn arm_death_signal(sock: c_int) {
     HANDLER.call_once(|| {
         let sig = death_signal();
         // SAFETY: plain sigaction calls with valid, initialised structs;
@@ -206,16 +206,17 @@ pub(crate) fn arm_death_signal(sock: c_int) -> bool {
         }
     });
     if !HANDLER_OK.load(Ordering::Acquire) {
-        return false;
+        return;
     }
     SOCK_FD.store(sock, Ordering::Release);
     // SAFETY: fcntl on the watch socket this process owns.
     unsafe {
         let fl = libc::fcntl(sock, libc::F_GETFL);
-        libc::fcntl(sock, libc::F_SETOWN, libc::getpid()) == 0
-            && libc::fcntl(sock, F_SETSIG, death_signal()) == 0
-            && fl >= 0
-            && libc::fcntl(sock, libc::F_SETFL, fl | libc::O_ASYNC) == 0
+        libc::fcntl(sock, libc::F_SETOWN, libc::getpid());
+        libc::fcntl(sock, F_SETSIG, death_signal());
+        if fl >= 0 {
+            libc::fcntl(sock, libc::F_SETFL, fl | libc::O_ASYNC);
+        }
     }
 }
 

@@ -155,8 +155,7 @@ pub async fn serve(listener: UnixListener, node: Arc<Node>) {
                             warn!(pid = creds.pid, "closing the local connection of a process (the reason is logged above)");
                         }
                     }
-                    node.conn_closed(conn.id);
-                    if !conn.watch {
+                    if !node.conn_closed(conn.id) {
                         node.process_gone(conn.id, creds);
                     }
                 });
@@ -189,7 +188,6 @@ async fn serve_conn(conn: &mut LocalConn, node: &Arc<Node>, creds: Creds) {
     match first {
         Ok(Some((frame, _))) => match Request::from_frame(&frame) {
             Ok(Request::Watch { version }) if version == VERSION => {
-                conn.watch = true;
                 node.conn_watches(conn.id);
                 debug!(pid = creds.pid, "watch connection opened");
                 match conn.recv().await {
@@ -317,8 +315,6 @@ pub struct LocalConn {
     creds: Option<fdpass::Creds>,
     /// Unique per connection (and so per process).
     pub id: u64,
-    /// A watch connection (see the module doc).
-    watch: bool,
 }
 
 /// Bytes still missing of the frame whose start `buf` holds (0 when its
@@ -340,7 +336,6 @@ impl LocalConn {
             fds: VecDeque::new(),
             creds: None,
             id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            watch: false,
         }
     }
 

@@ -209,8 +209,10 @@ impl Node {
         }
     }
 
-    pub(crate) fn conn_closed(&self, conn: u64) {
-        self.conns().remove(&conn);
+    /// Local connection `conn` closed: was it a watch connection (whose
+    /// closing is not its process's exit)?
+    pub(crate) fn conn_closed(&self, conn: u64) -> bool {
+        self.conns().remove(&conn).is_some_and(|s| s.watch)
     }
 
     /// Close local connection `conn` and its process's watch connection:
